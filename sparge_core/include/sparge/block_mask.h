@@ -1,0 +1,40 @@
+// BlockMask: which (query block, key block) tiles an attention call computes.
+//
+// Per (batch, head, query block) a sorted list of key-block indices, stored as counts + fixed-width padded rows
+// (the layout kernels index directly), plus the dense boolean view used by tests and statistics.
+//   dense:   (B, H, NQB, NKB) bool
+//   counts:  (B, H, NQB) int32, number of key blocks computed for the row
+//   indices: (B, H, NQB, NKB) int32, the first counts[b,h,i] entries ascending, the rest -1
+// NQB = ceil(Nq / block_q), NKB = ceil(Nk / block_k); the last blocks may be partial.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace sparge {
+
+struct BlockMask {
+  int64_t block_q = 0, block_k = 0;
+  int64_t seq_q = 0, seq_k = 0;  // token counts Nq, Nk
+  at::Tensor dense, counts, indices;
+
+  int64_t num_q_blocks() const { return (seq_q + block_q - 1) / block_q; }
+  int64_t num_k_blocks() const { return (seq_k + block_k - 1) / block_k; }
+
+  // dense: (B, H, NQB, NKB) bool on any device; validates the shape against the sizes.
+  static BlockMask from_dense(const at::Tensor& dense, int64_t block_q, int64_t block_k, int64_t seq_q,
+                              int64_t seq_k);
+};
+
+// (NQB, NKB) bool: blocks holding at least one causal-allowed (query, key) pair; all true when !causal.
+// Causal is bottom-right aligned: query i sees key j iff j <= i + seq_k - seq_q.
+at::Tensor causal_valid_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
+                               const at::TensorOptions& device);
+
+// (NQB, NKB) bool: for causal attention, the key blocks holding the diagonal key (i + seq_k - seq_q) of some row i
+// of the query block. Forcing them guarantees every query row at least one computed key. All false when !causal.
+at::Tensor causal_diagonal_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
+                                  const at::TensorOptions& device);
+
+}  // namespace sparge

@@ -1,0 +1,73 @@
+// BlockMask construction and the causal block geometry.
+#include "sparge/block_mask.h"
+
+#include <ATen/ATen.h>
+
+#include "sparge/error.h"
+
+namespace sparge {
+namespace {
+
+// (NQB, 1) first and last query row of each query block, (1, NKB) first key of each key block, as int64.
+struct BlockRanges {
+  at::Tensor q_first, q_last, k_first, k_last;
+};
+BlockRanges block_ranges(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k,
+                         const at::TensorOptions& device) {
+  const auto opt = device.dtype(at::kLong);
+  const int64_t nqb = (seq_q + block_q - 1) / block_q, nkb = (seq_k + block_k - 1) / block_k;
+  BlockRanges r;
+  r.q_first = (at::arange(nqb, opt) * block_q).unsqueeze(1);
+  r.q_last = at::clamp_max(r.q_first + (block_q - 1), seq_q - 1);
+  r.k_first = (at::arange(nkb, opt) * block_k).unsqueeze(0);
+  r.k_last = at::clamp_max(r.k_first + (block_k - 1), seq_k - 1);
+  return r;
+}
+
+}  // namespace
+
+at::Tensor causal_valid_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
+                               const at::TensorOptions& device) {
+  const int64_t nqb = (seq_q + block_q - 1) / block_q, nkb = (seq_k + block_k - 1) / block_k;
+  if (!causal) return at::ones({nqb, nkb}, device.dtype(at::kBool));
+  const auto r = block_ranges(seq_q, seq_k, block_q, block_k, device);
+  // The block's last row sees keys up to q_last + (seq_k - seq_q); valid iff that reaches the block's first key.
+  return r.k_first <= r.q_last + (seq_k - seq_q);
+}
+
+at::Tensor causal_diagonal_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
+                                  const at::TensorOptions& device) {
+  const int64_t nqb = (seq_q + block_q - 1) / block_q, nkb = (seq_k + block_k - 1) / block_k;
+  if (!causal) return at::zeros({nqb, nkb}, device.dtype(at::kBool));
+  const auto r = block_ranges(seq_q, seq_k, block_q, block_k, device);
+  const int64_t off = seq_k - seq_q;
+  // Diagonal keys of the block's rows: [q_first + off, q_last + off]; the key block must intersect that range.
+  return (r.k_last >= r.q_first + off) & (r.k_first <= r.q_last + off);
+}
+
+BlockMask BlockMask::from_dense(const at::Tensor& dense, int64_t block_q, int64_t block_k, int64_t seq_q,
+                                int64_t seq_k) {
+  SPARGE_CHECK(block_q >= 1 && block_k >= 1, "arguments `block_q`, `block_k`: expected >= 1, got ", block_q, ", ",
+               block_k);
+  SPARGE_CHECK(seq_q >= 1 && seq_k >= 1, "arguments `seq_q`, `seq_k`: expected >= 1, got ", seq_q, ", ", seq_k);
+  const int64_t nqb = (seq_q + block_q - 1) / block_q, nkb = (seq_k + block_k - 1) / block_k;
+  SPARGE_CHECK(dense.defined() && dense.dim() == 4 && dense.size(2) == nqb && dense.size(3) == nkb,
+               "argument `dense`: expected shape (B, H, ", nqb, ", ", nkb, ") for Nq = ", seq_q, ", Nk = ", seq_k,
+               " and blocks ", block_q, "x", block_k, ", got ", dense.defined() ? dense.sizes() : at::IntArrayRef{});
+  SPARGE_CHECK(dense.scalar_type() == at::kBool, "argument `dense`: expected dtype bool, got ", dense.scalar_type());
+  BlockMask m;
+  m.block_q = block_q;
+  m.block_k = block_k;
+  m.seq_q = seq_q;
+  m.seq_k = seq_k;
+  m.dense = dense.contiguous();
+  m.counts = m.dense.sum(-1, /*keepdim=*/false, at::kInt);
+  // Selected indices first in ascending order: key nkb marks "not selected", sorted to the end, then set to -1.
+  const auto idx = at::arange(nkb, dense.options().dtype(at::kInt)).expand_as(m.dense);
+  const auto keyed = at::where(m.dense, idx, at::full_like(idx, static_cast<int>(nkb)));
+  const auto sorted = std::get<0>(keyed.sort(-1));
+  m.indices = at::where(sorted == nkb, at::full_like(sorted, -1), sorted).contiguous();
+  return m;
+}
+
+}  // namespace sparge

@@ -1,0 +1,40 @@
+// Internal helpers of the reference implementation (not installed, not part of the API).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "sparge/config.h"
+
+namespace sparge::detail {
+
+// Sizes of one attention problem after validation.
+struct Problem {
+  int64_t batch = 0, heads_q = 0, heads_kv = 0, seq_q = 0, seq_k = 0, head_dim = 0;
+  double scale = 0.0;
+  int64_t group() const { return heads_q / heads_kv; }
+};
+
+// Validates q, k (and v when defined) and every field of `config`; `fn` names the entry point in messages.
+Problem check_problem(const char* fn, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      const SpargeConfig& config);
+
+// (B, N, H, D) <-> (B, H, N, D) views.
+at::Tensor to_hnd(const at::Tensor& x, Layout layout);
+at::Tensor from_hnd(const at::Tensor& x, Layout layout);
+
+// (B, Hkv, N, D) -> (B, Hkv * group, N, D): query head h reads kv head h / group.
+at::Tensor expand_kv_heads(const at::Tensor& x, int64_t group);
+
+// Per-query-head thresholds as a (Hq) tensor of `dtype` on `device` (size-1 vectors broadcast).
+at::Tensor per_head(const std::vector<double>& values, int64_t heads_q, const at::TensorOptions& options);
+
+// float32 for 16/32-bit inputs, float64 for float64 inputs.
+at::ScalarType math_dtype(at::ScalarType input);
+
+// Rows of x (B, H, N, D) padded with zeros to `padded` tokens, viewed as (B, H, padded / block, block, D).
+at::Tensor pad_blocks(const at::Tensor& x, int64_t block);
+
+}  // namespace sparge::detail
