@@ -1,12 +1,13 @@
-// Token orders over a (T, H, W) grid, including a generalized Hilbert curve for boxes of any size whose consecutive
-// cells are always grid neighbours.
+// Token orders over a (T, H, W) grid, including a generalized Hilbert curve for boxes of any size whose
+// consecutive cells are always grid neighbours.
 //
-// Hilbert construction. A box is described by an origin cell and three axes a, b, c (a grid dimension, a direction
-// +-1 and a length A, B, C). fill() visits every cell of the box exactly once, moving to a neighbour at every step,
-// starting at the origin and ending at the far end of the major axis a: origin + (A - 1) * a.
-// Colouring cells by the parity of t + h + w shows when such a path can exist: each step changes the colour, so
-// with A*B*C even the two ends must differ in colour (A even), and with A*B*C odd they must share it (A odd). A == 1
-// is impossible unless the box is a single cell. Hence the rule (path_exists):
+// Hilbert construction. A box is described by an origin cell and three axes a, b, c (each: a grid dimension,
+// a direction +-1 and a length A, B, C). fill() visits every cell of the box exactly once, moving to a
+// neighbour at every step, starting at the origin and ending at the far end of the major axis a:
+// origin + (A - 1) * a.
+// Colouring cells by the parity of t + h + w shows when such a path can exist: each step changes the colour,
+// so with A*B*C even the two ends must differ in colour (A even), and with A*B*C odd they must share it
+// (A odd). A == 1 is impossible unless the box is a single cell. Hence the rule (path_exists):
 //     box is one cell, or A >= 2 and (A even, or A, B, C all odd).
 // Every box split below keeps every sub-box under this rule, so no diagonal step is ever needed:
 //   - long split:    A is clearly the longest side: two halves along a, both from origin to the end of a;
@@ -14,13 +15,13 @@
 //                    up along b in the near a-half, across the far b-half along a, back down the far a-half;
 //   - U split (c):   the same with b and c exchanged;
 //   - regular split: 5 boxes through the 8 octants (the 3D Hilbert cell), in (b, c) or (c, b) orientation.
-// The preferred split follows the aspect ratios (keeping sub-boxes roughly cubic); the split sizes are the ones
-// nearest the half, even sizes first, that keep every sub-box valid. When the preferred split has no valid sizes
-// the next one is tried; one of them always fits (the exhaustive tests check every small size).
-// The whole grid is filled by fill_free(), whose end is free: the longest side is the major axis when the rule
-// allows it; otherwise (it is odd and another side is even) an even-length slab along it comes first and the
-// odd-length rest, about as long as the even side, is filled after it the same way.
-// For power-of-two squares and cubes this reduces to the classic Hilbert curve (quadrants / octants recursively).
+// The preferred split follows the aspect ratios (keeping sub-boxes roughly cubic); the split sizes are the
+// ones nearest the half, even sizes first, that keep every sub-box valid. When the preferred split has no
+// valid sizes the next one is tried; one of them always fits (the exhaustive tests check every small size).
+// The whole grid is filled by fill_free(), whose end is free: the longest side is the major axis when the
+// rule allows it; otherwise (it is odd and another side is even) an even-length slab along it comes first and
+// the odd-length rest, about as long as the even side, is filled after it the same way.
+// For power-of-two squares and cubes this reduces to the classic Hilbert curve (quadrants / octants).
 #include "sparge/token_order.h"
 
 #include <algorithm>
@@ -49,21 +50,21 @@ constexpr int kSplitOffsets = 5;  // split sizes tried around the half: h, h+1, 
 // Validates grid (every dim >= 1, product fits int64) and returns T*H*W. `where` names the calling function.
 int64_t checked_size(const Grid3& grid, const char* where) {
   if (grid.t < 1 || grid.h < 1 || grid.w < 1) {
-    detail::fail(where, "argument `grid`: expected every dim >= 1, got (t, h, w) = (", grid.t, ", ", grid.h, ", ",
-                 grid.w, ")");
+    detail::fail(where, "argument `grid`: expected every dim >= 1, got (t, h, w) = (", grid.t, ", ", grid.h,
+                 ", ", grid.w, ")");
   }
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   if (grid.h > kMax / grid.w || grid.t > kMax / (grid.h * grid.w)) {
-    detail::fail(where, "argument `grid`: t*h*w overflows int64, got (t, h, w) = (", grid.t, ", ", grid.h, ", ",
-                 grid.w, ")");
+    detail::fail(where, "argument `grid`: t*h*w overflows int64, got (t, h, w) = (", grid.t, ", ", grid.h,
+                 ", ", grid.w, ")");
   }
   return grid.t * grid.h * grid.w;
 }
 
-// ---- Random order -------------------------------------------------------------------------------------------------
+// ---- Random order -----------------------------------------------------------------------------------------
 
-// Uniform integer in [0, bound), bound >= 1, by rejection sampling on the full 64-bit output of rng (unbiased and,
-// unlike std::uniform_int_distribution, the same on every standard library).
+// Uniform integer in [0, bound), bound >= 1, by rejection sampling on the full 64-bit output of rng (unbiased
+// and, unlike std::uniform_int_distribution, the same on every standard library).
 uint64_t uniform_below(std::mt19937_64& rng, uint64_t bound) {
   const uint64_t threshold = (0 - bound) % bound;  // 2^64 mod bound: outputs below it would bias the result
   while (true) {
@@ -84,7 +85,7 @@ std::vector<int64_t> random_order(int64_t n, uint64_t seed) {
   return perm;
 }
 
-// ---- Generalized Hilbert curve ------------------------------------------------------------------------------------
+// ---- Generalized Hilbert curve ----------------------------------------------------------------------------
 
 using Cell = std::array<int64_t, kDims>;  // (t, h, w)
 
@@ -104,17 +105,17 @@ Cell advance(Cell cell, const Axis& axis, int64_t n) {
   return cell;
 }
 
-// Box sides (major, minor, minor), each >= 1: true iff a neighbour-step path exists from the origin corner to the
-// far end of the major side (see the file comment).
+// Box sides (major, minor, minor), each >= 1: the parity rule of the file comment for a neighbour-step path
+// from the origin corner to the far end of the major side. Necessary for any such path, sufficient for fill.
 bool path_exists(int64_t major, int64_t minor1, int64_t minor2) {
   if (major == 1 && minor1 == 1 && minor2 == 1) return true;
   if (major < 2) return false;
   return major % 2 == 0 || (minor1 % 2 == 1 && minor2 % 2 == 1);
 }
 
-// Candidate sizes n1 for splitting a side of n >= 2 cells into n1 + (n - n1), both >= 1: within 2 of the half,
-// ordered by parity preference (both parts even, first part even, second part even, neither), then by closeness.
-// Returns the count written to out.
+// Candidate sizes n1 for splitting a side of n >= 2 cells into n1 + (n - n1), both >= 1: within 2 of the
+// half, ordered by parity preference (both parts even, first part even, second part even, neither), then by
+// closeness. Returns the count written to out.
 int split_candidates(int64_t n, std::array<int64_t, kSplitOffsets>& out) {
   constexpr std::array<int64_t, kSplitOffsets> kOffsets = {0, 1, -1, 2, -2};
   constexpr int kParityRanks = 4;
@@ -140,8 +141,8 @@ struct Plan {
   int64_t a1 = 0, b1 = 0, c1 = 0;
 };
 
-// Box sides (A, B, C) and a split kind: the sizes (nearest the half, even first) that keep every sub-box valid;
-// false when there are none.
+// Box sides (A, B, C) and a split kind: the sizes (nearest the half, even first) that keep every sub-box
+// valid; false when there are none.
 bool plan_split(Split kind, int64_t A, int64_t B, int64_t C, Plan& plan) {
   std::array<int64_t, kSplitOffsets> ca{}, cb{}, cc{};
   plan.kind = kind;
@@ -160,7 +161,7 @@ bool plan_split(Split kind, int64_t A, int64_t B, int64_t C, Plan& plan) {
     }
     case Split::kUB:
     case Split::kUC: {
-      // With m the split minor side and k the carried one: parts (m1, a1, k), (A, m - m1, k), (m1, A - a1, k).
+      // m: the split minor side, k: the carried one. Parts: (m1, a1, k), (A, m - m1, k), (m1, A - a1, k).
       const int64_t m = kind == Split::kUB ? B : C, k = kind == Split::kUB ? C : B;
       if (A < 2 || m < 2) return false;
       const int na = split_candidates(A, ca), nm = split_candidates(m, cb);
@@ -180,7 +181,7 @@ bool plan_split(Split kind, int64_t A, int64_t B, int64_t C, Plan& plan) {
     }
     case Split::kRegularBC:
     case Split::kRegularCB: {
-      // With (p, q) = (b, c) or (c, b): parts (p1, q1, a1), (Q, a1, p2), (A, p1, q2), (Q, a2, p2), (p1, q1, a2).
+      // (p, q) = (b, c) or (c, b). Parts: (p1, q1, a1), (Q, a1, p2), (A, p1, q2), (Q, a2, p2), (p1, q1, a2).
       const int64_t P = kind == Split::kRegularBC ? B : C, Q = kind == Split::kRegularBC ? C : B;
       if (A < 2 || P < 2 || Q < 2) return false;
       const int na = split_candidates(A, ca), np = split_candidates(P, cb), nq = split_candidates(Q, cc);
@@ -211,8 +212,8 @@ class HilbertBuilder {
  public:
   HilbertBuilder(const Grid3& grid, std::vector<int64_t>& out) : grid_(grid), out_(out) {}
 
-  // Box: origin cell and axes a (major), b, c with path_exists(a.len, b.len, c.len). Appends its a.len*b.len*c.len
-  // cells, from origin to origin + (a.len - 1) * a, every step between grid neighbours.
+  // Box: origin cell and axes a (major), b, c with path_exists(a.len, b.len, c.len). Appends its
+  // a.len*b.len*c.len cells, from origin to origin + (a.len - 1) * a, every step between grid neighbours.
   void fill(const Cell& o, const Axis& a, const Axis& b, const Axis& c) {
     const int64_t A = a.len, B = b.len, C = c.len;
     if (B == 1 && C == 1) {  // a straight run (also the single cell)
@@ -246,10 +247,11 @@ class HilbertBuilder {
     }
   }
 
-  // Box: origin cell and three axes in any order. Appends all its cells starting at origin, every step between grid
-  // neighbours; the end is free. The major axis is the longest side. When the parity rule forbids it (the longest
-  // side L is odd and another side E is even), a slab of even length L - R along it is filled first, ending next to
-  // the rest, a slab of odd length R ~ E (kept >= kMinRest so it is not a thin sheet), which is filled the same way.
+  // Box: origin cell and three axes in any order. Appends all its cells starting at origin, every step
+  // between grid neighbours; the end is free. The major axis is the longest side. When the parity rule
+  // forbids it (the longest side L is odd and another side E is even), a slab of even length L - R along it
+  // is filled first, ending next to the rest, a slab of odd length R ~ E (kept >= kMinRest so it is not a
+  // thin sheet), which is filled the same way.
   void fill_free(const Cell& o, std::array<Axis, kDims> axes) {
     constexpr int64_t kMinRest = 3;
     std::stable_sort(axes.begin(), axes.end(), [](const Axis& x, const Axis& y) { return x.len > y.len; });
@@ -257,14 +259,15 @@ class HilbertBuilder {
     if (path_exists(a.len, b.len, c.len)) return fill(o, a, b, c);
     // Here a.len is odd and >= even_side + 1 >= 3.
     const int64_t even_side = std::max(b.len % 2 == 0 ? b.len : 0, c.len % 2 == 0 ? c.len : 0);
-    const int64_t rest = std::min(std::max(even_side - 1, kMinRest), a.len - 2);  // odd, so a.len - rest is even
+    const int64_t rest =
+        std::min(std::max(even_side - 1, kMinRest), a.len - 2);  // odd, so a.len - rest is even
     fill(o, a.with_len(a.len - rest), b, c);
     fill_free(advance(o, a, a.len - rest), {a.with_len(rest), b, c});
   }
 
  private:
-  // Box sides (A, B, C) with B >= 2, C >= 1: the split to use, chosen by aspect ratio, falling back to the others
-  // when its sizes cannot keep the parity rule. False only if no split fits (never, for a valid box).
+  // Box sides (A, B, C) with B >= 2, C >= 1: the split to use, chosen by aspect ratio, falling back to the
+  // others when its sizes cannot keep the parity rule. False only if no split fits (never, for a valid box).
   static bool choose(int64_t A, int64_t B, int64_t C, Plan& plan) {
     // Aspect thresholds as ratios num/den: a side "clearly longer" than another exceeds it by these factors.
     constexpr int64_t kLongNum = 3, kLongDen = 2;  // A > 1.5 * max(B, C): split a only
@@ -286,7 +289,8 @@ class HilbertBuilder {
     return false;
   }
 
-  // U split of the (a, m) plane carrying k: near a-half up along m, far m-part across along a, far a-half back.
+  // U split of the (a, m) plane carrying k: near a-half up along m, far m-part across along a, far a-half
+  // back down. a1, m1: sizes of the near parts.
   void fill_u(const Cell& o, const Axis& a, const Axis& m, const Axis& k, int64_t a1, int64_t m1) {
     const int64_t A = a.len, M = m.len;
     fill(o, m.with_len(m1), a.with_len(a1), k);
@@ -294,11 +298,15 @@ class HilbertBuilder {
     fill(advance(advance(o, a, A - 1), m, m1 - 1), m.reversed(m1), a.reversed(A - a1), k);
   }
 
-  // Regular split into 5 boxes covering the octants (p, q) = (b, c) or (c, b); cells in local (a, p, q) coordinates:
-  //   1: a < a1, p < p1, q < q1  (0,0,0) -> (0,p1-1,0)            4: a >= a1, p >= p1       (A-1,p1,Q-1) -> (A-1,p1,0)
-  //   2: a < a1, p >= p1         (0,p1,0) -> (0,p1,Q-1)           5: a >= a1, p < p1, q < q1 (A-1,p1-1,0) -> (A-1,0,0)
-  //   3: p < p1, q >= q1         (0,p1-1,Q-1) -> (A-1,p1-1,Q-1)
-  void fill_regular(const Cell& o, const Axis& a, const Axis& p, const Axis& q, int64_t a1, int64_t p1, int64_t q1) {
+  // Regular split into 5 boxes covering the octants, (p, q) = (b, c) or (c, b). Cells and path ends in local
+  // (a, p, q) coordinates:
+  //   1: a < a1,  p < p1,  q < q1   (0, 0, 0)        -> (0, p1-1, 0)
+  //   2: a < a1,  p >= p1           (0, p1, 0)       -> (0, p1, Q-1)
+  //   3:          p < p1,  q >= q1  (0, p1-1, Q-1)   -> (A-1, p1-1, Q-1)
+  //   4: a >= a1, p >= p1           (A-1, p1, Q-1)   -> (A-1, p1, 0)
+  //   5: a >= a1, p < p1,  q < q1   (A-1, p1-1, 0)   -> (A-1, 0, 0)
+  void fill_regular(const Cell& o, const Axis& a, const Axis& p, const Axis& q, int64_t a1, int64_t p1,
+                    int64_t q1) {
     const int64_t A = a.len, P = p.len, Q = q.len;
     const Cell far_a = advance(o, a, A - 1);
     fill(o, p.with_len(p1), q.with_len(q1), a.with_len(a1));
@@ -316,7 +324,9 @@ class HilbertBuilder {
 
 }  // namespace
 
-int64_t Grid3::size() const { return checked_size(*this, "Grid3::size"); }
+int64_t Grid3::size() const {
+  return checked_size(*this, "Grid3::size");
+}
 
 TokenOrder parse_token_order(std::string_view name) {
   if (name == kRowMajorName) return TokenOrder::kRowMajor;
@@ -324,8 +334,9 @@ TokenOrder parse_token_order(std::string_view name) {
   if (name == kTimeMajorName) return TokenOrder::kTimeMajor;
   if (name == kRandomName) return TokenOrder::kRandom;
   if (name == kHilbertName) return TokenOrder::kHilbert;
-  detail::fail("parse_token_order", "argument `order`: expected one of \"", kRowMajorName, "\", \"", kColumnMajorName,
-               "\", \"", kTimeMajorName, "\", \"", kRandomName, "\", \"", kHilbertName, "\", got \"", name, "\"");
+  detail::fail("parse_token_order", "argument `order`: expected one of \"", kRowMajorName, "\", \"",
+               kColumnMajorName, "\", \"", kTimeMajorName, "\", \"", kRandomName, "\", \"", kHilbertName,
+               "\", got \"", name, "\"");
 }
 
 std::string_view to_string(TokenOrder order) {
@@ -388,12 +399,13 @@ std::vector<int64_t> invert_permutation(const std::vector<int64_t>& perm) {
   for (int64_t i = 0; i < n; ++i) {
     const int64_t v = perm[static_cast<size_t>(i)];
     if (v < 0 || v >= n) {
-      detail::fail("invert_permutation", "argument `perm`: expected entries in [0, ", n, "), got perm[", i, "] = ", v);
+      detail::fail("invert_permutation", "argument `perm`: expected entries in [0, ", n, "), got perm[", i,
+                   "] = ", v);
     }
     int64_t& slot = inv[static_cast<size_t>(v)];
     if (slot != kUnset) {
-      detail::fail("invert_permutation", "argument `perm`: not a permutation, value ", v, " at positions ", slot,
-                   " and ", i);
+      detail::fail("invert_permutation", "argument `perm`: not a permutation, value ", v, " at positions ",
+                   slot, " and ", i);
     }
     slot = i;
   }

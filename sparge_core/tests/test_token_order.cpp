@@ -1,6 +1,6 @@
-// Tests of the token orders (sparge/token_order.h): permutation contracts of every order, the generalized Hilbert
-// curve's neighbour-step property over every small 2D and 3D size and some video-latent sizes, its locality against
-// row-major, its equality with the classic Hilbert curve on powers of two, and the argument errors.
+// Tests of the token orders (sparge/token_order.h): permutation contracts of every order; the generalized
+// Hilbert curve's neighbour steps over every small 2D and 3D size and some video-latent sizes, its locality
+// against row-major and its equality with the classic Hilbert curve on powers of two; argument errors.
 #include "sparge/token_order.h"
 
 #include <gtest/gtest.h>
@@ -54,7 +54,7 @@ Coord coord_of(const Grid3& grid, int64_t index) {
   return ::testing::AssertionSuccess();
 }
 
-// hilbert_order(grid): a permutation in which every consecutive pair is grid-adjacent (|dt| + |dh| + |dw| == 1).
+// hilbert_order(grid) is a permutation whose consecutive pairs are grid neighbours (|dt| + |dh| + |dw| == 1).
 ::testing::AssertionResult is_neighbour_path(const Grid3& grid) {
   const std::vector<int64_t> perm = hilbert_order(grid);
   if (auto r = is_permutation_of(grid, perm); !r) {
@@ -64,8 +64,9 @@ Coord coord_of(const Grid3& grid, int64_t index) {
     const Coord p = coord_of(grid, perm[i - 1]), q = coord_of(grid, perm[i]);
     const int64_t dist = std::llabs(p[0] - q[0]) + std::llabs(p[1] - q[1]) + std::llabs(p[2] - q[2]);
     if (dist != 1) {
-      return ::testing::AssertionFailure() << "grid (" << grid.t << ", " << grid.h << ", " << grid.w
-                                           << "): positions " << i - 1 << ", " << i << " at distance " << dist;
+      return ::testing::AssertionFailure()
+             << "grid (" << grid.t << ", " << grid.h << ", " << grid.w << "): positions " << i - 1 << ", "
+             << i << " at distance " << dist;
     }
   }
   return ::testing::AssertionSuccess();
@@ -87,9 +88,9 @@ std::pair<Coord, Coord> bounding_box(const Grid3& grid, const std::vector<int64_
 
 // Locality of an order over windows of `window` consecutive positions (full windows only).
 struct Locality {
-  double mean_extent = 0;       // aligned windows: mean of the sum of the bounding-box sides
-  double max_extent = 0;        // aligned windows: largest sum of the bounding-box sides
-  double mean_volume = 0;       // aligned windows: mean bounding-box volume
+  double mean_extent = 0;        // aligned windows: mean of the sum of the bounding-box sides
+  double max_extent = 0;         // aligned windows: largest sum of the bounding-box sides
+  double mean_volume = 0;        // aligned windows: mean bounding-box volume
   double mean_slide_volume = 0;  // every window start: mean bounding-box volume
 };
 
@@ -128,9 +129,11 @@ std::string invalid_argument_message(F&& f) {
   return "<no exception>";
 }
 
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+bool contains(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
 
-// ---- Hilbert: neighbour steps and bijection ------------------------------------------------------------------------
+// ---- Hilbert: neighbour steps and bijection ---------------------------------------------------------------
 
 TEST(HilbertOrder, EveryImageSizeUpTo40IsANeighbourPath) {
   for (int64_t h = 1; h <= kExhaustive2DMax; ++h) {
@@ -149,8 +152,8 @@ TEST(HilbertOrder, EveryVideoSizeUpTo12IsANeighbourPath) {
 TEST(HilbertOrder, LargeAndLopsidedGridsAreNeighbourPaths) {
   const std::vector<Grid3> grids = {
       {13, 30, 45},  // CogVideoX latents
-      {1, 64, 64},  {1, 45, 80}, {16, 48, 80}, {21, 30, 45}, {2, 45, 45}, {13, 45, 45}, {31, 31, 31},
-      {1, 4, 45},   {1, 2, 81},  {3, 1, 77},   {1, 1, 1000}, {1000, 1, 1}, {1, 997, 1}, {5, 2, 99},
+      {1, 64, 64},  {1, 45, 80}, {16, 48, 80}, {21, 30, 45}, {2, 45, 45},  {13, 45, 45}, {31, 31, 31},
+      {1, 4, 45},   {1, 2, 81},  {3, 1, 77},   {1, 1, 1000}, {1000, 1, 1}, {1, 997, 1},  {5, 2, 99},
   };
   for (const Grid3& g : grids) EXPECT_TRUE(is_neighbour_path(g));
 }
@@ -166,9 +169,9 @@ TEST(HilbertOrder, TokenPermutationHilbertMatchesHilbertOrder) {
   EXPECT_EQ(token_permutation(g, TokenOrder::kHilbert), hilbert_order(g));
 }
 
-// ---- Hilbert: equality with the classic curve on powers of two -------------------------------------------------------
+// ---- Hilbert: equality with the classic curve on powers of two --------------------------------------------
 
-// Every aligned run of side^dims positions of perm fills an aligned side^dims square (dims = 2) or cube (dims = 3).
+// Every aligned run of side^2 (image) or side^3 (video) positions fills an aligned square or cube of `side`.
 ::testing::AssertionResult runs_fill_aligned_blocks(const Grid3& grid, int64_t side) {
   const std::vector<int64_t> perm = hilbert_order(grid);
   const bool image = grid.t == 1;
@@ -177,9 +180,9 @@ TEST(HilbertOrder, TokenPermutationHilbertMatchesHilbertOrder) {
     const auto [lo, hi] = bounding_box(grid, perm, start, run);
     for (size_t d = image ? 1 : 0; d < 3; ++d) {
       if (lo[d] % side != 0 || hi[d] - lo[d] + 1 != side) {
-        return ::testing::AssertionFailure() << "grid (" << grid.t << ", " << grid.h << ", " << grid.w << "), side "
-                                             << side << ": run at " << start << " spans [" << lo[d] << ", " << hi[d]
-                                             << "] in dim " << d;
+        return ::testing::AssertionFailure()
+               << "grid (" << grid.t << ", " << grid.h << ", " << grid.w << "), side " << side << ": run at "
+               << start << " spans [" << lo[d] << ", " << hi[d] << "] in dim " << d;
       }
     }
   }
@@ -191,7 +194,9 @@ TEST(HilbertOrder, PowerOfTwoImagesAreClassicHilbert) {
   for (int64_t h = 4; h <= 64; h *= 2) {
     for (int64_t w = 4; w <= 64; w *= 2) {
       EXPECT_TRUE(runs_fill_aligned_blocks({1, h, w}, kQuadrant));
-      for (int64_t side = 2; side <= std::min(h, w); side *= 2) EXPECT_TRUE(runs_fill_aligned_blocks({1, h, w}, side));
+      for (int64_t side = 2; side <= std::min(h, w); side *= 2) {
+        EXPECT_TRUE(runs_fill_aligned_blocks({1, h, w}, side));
+      }
     }
   }
   // The 2x2 cell of the curve: a U from the start corner to the adjacent corner along w.
@@ -207,12 +212,14 @@ TEST(HilbertOrder, PowerOfTwoVideosAreOctreeHilbert) {
   }
 }
 
-// ---- Hilbert: locality ---------------------------------------------------------------------------------------------
-// The bounding-box volume of aligned windows does not separate the orders when W divides the window (a row-major
-// window of 64 in a 64-wide image is a 1x64 row, volume 64, like an 8x8 square), so compactness is measured by the
-// sum of the bounding-box sides (the "extent": 1x64 -> 65, 8x8 -> 17, 4x4x4 -> 12) and by the volume of every
-// sliding window. Measured (window 64): 1x64x64 extent 17 vs 66 row-major, sliding volume 93 vs 127;
-// 16x32x32 extent 12 vs 35, sliding volume 101 vs 208; 13x30x45 volume 102 vs 221, extent 14.5 vs 49.6.
+// ---- Hilbert: locality ------------------------------------------------------------------------------------
+// The bounding-box volume of aligned windows does not separate the orders when W divides the window (a
+// row-major window of 64 in a 64-wide image is a 1x64 row, volume 64, like an 8x8 square), so compactness is
+// measured by the sum of the bounding-box sides (the "extent": 1x64 -> 65, 8x8 -> 17, 4x4x4 -> 12) and by
+// the volume of every sliding window. Measured, window 64, Hilbert vs row-major:
+//   1x64x64:  extent 17 vs 66,    sliding volume 93 vs 127;
+//   16x32x32: extent 12 vs 35,    sliding volume 101 vs 208;
+//   13x30x45: extent 14.5 vs 49.6, aligned volume 102 vs 221.
 
 constexpr int64_t kWindow = 64;
 constexpr double kIdealExtent2D = 8 + 8 + 1;  // an 8x8 square in one frame
@@ -238,7 +245,7 @@ TEST(HilbertOrder, FarMoreCompactThanRowMajor) {
   };
   // Measured ratios (extent, sliding volume): 0.26, 0.73; 0.34, 0.49; 0.29, 0.49; 0.27, 0.68; 0.18, 0.42.
   const std::vector<Case> cases = {
-      {{1, 64, 64}, 0.35, 0.85}, {{16, 32, 32}, 0.45, 0.6}, {{13, 30, 45}, 0.4, 0.6},
+      {{1, 64, 64}, 0.35, 0.85}, {{16, 32, 32}, 0.45, 0.6},  {{13, 30, 45}, 0.4, 0.6},
       {{1, 45, 80}, 0.35, 0.8},  {{16, 48, 80}, 0.25, 0.55},
   };
   for (const Case& c : cases) {
@@ -248,14 +255,15 @@ TEST(HilbertOrder, FarMoreCompactThanRowMajor) {
     EXPECT_LE(hil.mean_extent, c.max_extent_ratio * row.mean_extent);
     EXPECT_LE(hil.mean_slide_volume, c.max_volume_ratio * row.mean_slide_volume);
   }
-  // Where W does not divide the window, the aligned-window volume separates them too: 102 vs 221 for CogVideoX.
+  // Where W does not divide the window the aligned-window volume separates them too (CogVideoX: 102 vs 221).
   const Grid3 cog{13, 30, 45};
   EXPECT_LE(locality(cog, hilbert_order(cog), kWindow).mean_volume,
             0.6 * locality(cog, token_permutation(cog, TokenOrder::kRowMajor), kWindow).mean_volume);
 }
 
 TEST(HilbertOrder, WindowsStayNearlyCubicOnOddSizes) {
-  // Mean extent within 35% of the ideal square / cube, worst window within 2x (measured: mean <= 1.24x, max <= 1.75x).
+  // Mean extent within 35% of the ideal square / cube, worst window within 2x (measured: mean <= 1.24x, max
+  // <= 1.75x).
   constexpr double kMeanSlack = 1.35, kMaxSlack = 2.0;
   const std::vector<Grid3> grids = {{13, 30, 45}, {21, 30, 45}, {13, 45, 45}, {16, 48, 80}, {5, 90, 160},
                                     {31, 31, 31}, {1, 45, 80},  {1, 63, 63},  {1, 30, 45},  {2, 45, 45}};
@@ -268,7 +276,7 @@ TEST(HilbertOrder, WindowsStayNearlyCubicOnOddSizes) {
   }
 }
 
-// ---- Other orders --------------------------------------------------------------------------------------------------
+// ---- Other orders -----------------------------------------------------------------------------------------
 
 TEST(TokenPermutation, RowMajorIsIdentity) {
   EXPECT_EQ(token_permutation({2, 2, 3}, TokenOrder::kRowMajor),
@@ -279,21 +287,24 @@ TEST(TokenPermutation, ColumnMajorSmallExample) {
   // (t, h, w) = (2, 2, 3): per frame, columns w = 0, 1, 2 each top to bottom.
   EXPECT_EQ(token_permutation({2, 2, 3}, TokenOrder::kColumnMajor),
             (std::vector<int64_t>{0, 3, 1, 4, 2, 5, 6, 9, 7, 10, 8, 11}));
-  EXPECT_EQ(token_permutation({1, 1, 5}, TokenOrder::kColumnMajor), token_permutation({1, 1, 5}, TokenOrder::kRowMajor));
+  EXPECT_EQ(token_permutation({1, 1, 5}, TokenOrder::kColumnMajor),
+            token_permutation({1, 1, 5}, TokenOrder::kRowMajor));
 }
 
 TEST(TokenPermutation, TimeMajorSmallExample) {
   // (t, h, w) = (2, 2, 3): for each (h, w) in row-major order, its tokens of frames 0 and 1.
   EXPECT_EQ(token_permutation({2, 2, 3}, TokenOrder::kTimeMajor),
             (std::vector<int64_t>{0, 6, 1, 7, 2, 8, 3, 9, 4, 10, 5, 11}));
-  EXPECT_EQ(token_permutation({1, 3, 4}, TokenOrder::kTimeMajor), token_permutation({1, 3, 4}, TokenOrder::kRowMajor));
+  EXPECT_EQ(token_permutation({1, 3, 4}, TokenOrder::kTimeMajor),
+            token_permutation({1, 3, 4}, TokenOrder::kRowMajor));
 }
 
 TEST(TokenPermutation, EveryOrderIsAPermutation) {
   const std::vector<Grid3> grids = {{1, 1, 1}, {1, 7, 9}, {3, 4, 5}, {13, 6, 1}};
   for (TokenOrder order : {TokenOrder::kRowMajor, TokenOrder::kColumnMajor, TokenOrder::kTimeMajor,
                            TokenOrder::kRandom, TokenOrder::kHilbert}) {
-    for (const Grid3& g : grids) EXPECT_TRUE(is_permutation_of(g, token_permutation(g, order, 7))) << to_string(order);
+    for (const Grid3& g : grids)
+      EXPECT_TRUE(is_permutation_of(g, token_permutation(g, order, 7))) << to_string(order);
   }
 }
 
@@ -303,8 +314,8 @@ TEST(TokenPermutation, RandomIsSeedReproducible) {
   EXPECT_EQ(a, token_permutation(g, TokenOrder::kRandom, 123));
   EXPECT_NE(a, token_permutation(g, TokenOrder::kRandom, 124));
   EXPECT_NE(a, token_permutation(g, TokenOrder::kRowMajor));
-  // std::mt19937_64 is fully specified by the standard and the Fisher-Yates draw is our own, so this golden output is
-  // the same on every standard library.
+  // std::mt19937_64 is fully specified by the standard and the Fisher-Yates draw is our own, so this golden
+  // output is the same on every standard library.
   EXPECT_EQ(token_permutation({1, 1, 10}, TokenOrder::kRandom, 42),
             (std::vector<int64_t>{1, 7, 9, 0, 3, 8, 4, 2, 5, 6}));
 }
@@ -314,14 +325,15 @@ TEST(TokenPermutation, RandomIsUniformOverSmallPermutations) {
   constexpr int kSeeds = 6000, kOrders = 6;
   constexpr double kExpected = static_cast<double>(kSeeds) / kOrders, kTolerance = 0.15;
   std::map<std::vector<int64_t>, int> counts;
-  for (uint64_t seed = 0; seed < kSeeds; ++seed) ++counts[token_permutation({1, 1, 3}, TokenOrder::kRandom, seed)];
+  for (uint64_t seed = 0; seed < kSeeds; ++seed)
+    ++counts[token_permutation({1, 1, 3}, TokenOrder::kRandom, seed)];
   ASSERT_EQ(counts.size(), static_cast<size_t>(kOrders));
   for (const auto& [perm, count] : counts) {
     EXPECT_NEAR(count, kExpected, kTolerance * kExpected);
   }
 }
 
-// ---- Names ---------------------------------------------------------------------------------------------------------
+// ---- Names ------------------------------------------------------------------------------------------------
 
 TEST(TokenOrderNames, RoundTrip) {
   for (TokenOrder order : {TokenOrder::kRowMajor, TokenOrder::kColumnMajor, TokenOrder::kTimeMajor,
@@ -332,7 +344,7 @@ TEST(TokenOrderNames, RoundTrip) {
   EXPECT_EQ(parse_token_order("hilbert"), TokenOrder::kHilbert);
 }
 
-// ---- Errors --------------------------------------------------------------------------------------------------------
+// ---- Errors -----------------------------------------------------------------------------------------------
 
 TEST(TokenOrderErrors, UnknownOrderNamesArgumentAndAcceptedValues) {
   const std::string msg = invalid_argument_message([] { parse_token_order("zigzag"); });
@@ -346,7 +358,9 @@ TEST(TokenOrderErrors, UnknownOrderNamesArgumentAndAcceptedValues) {
 }
 
 TEST(TokenOrderErrors, BadGridNamesGridAndValue) {
-  const std::string zero = invalid_argument_message([] { token_permutation({1, 0, 4}, TokenOrder::kRowMajor); });
+  const std::string zero = invalid_argument_message([] {
+    token_permutation({1, 0, 4}, TokenOrder::kRowMajor);
+  });
   EXPECT_TRUE(contains(zero, "`grid`")) << zero;
   EXPECT_TRUE(contains(zero, "(1, 0, 4)")) << zero;
   const std::string negative = invalid_argument_message([] { hilbert_order({-3, 2, 2}); });
@@ -368,7 +382,8 @@ TEST(InvertPermutation, UndoesAndValidates) {
   const std::vector<int64_t> perm = {2, 0, 3, 1};
   const std::vector<int64_t> inv = invert_permutation(perm);
   EXPECT_EQ(inv, (std::vector<int64_t>{1, 3, 0, 2}));
-  for (size_t i = 0; i < perm.size(); ++i) EXPECT_EQ(perm[static_cast<size_t>(inv[i])], static_cast<int64_t>(i));
+  for (size_t i = 0; i < perm.size(); ++i)
+    EXPECT_EQ(perm[static_cast<size_t>(inv[i])], static_cast<int64_t>(i));
   EXPECT_TRUE(invert_permutation({}).empty());
 
   const std::string out_of_range = invalid_argument_message([] { invert_permutation({0, 2}); });

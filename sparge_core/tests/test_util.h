@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "sparge/block_mask.h"
+#include "sparge/error.h"
 #include "sparge/reference.h"
 #include "sparge/synthetic.h"
 
