@@ -1,19 +1,21 @@
 // Block-sparse attention with the stage-2 filter, the whole SpargeAttn call, and the float64 dense oracle.
 //
-// The sparse path processes key blocks in ascending order with an online softmax in log2 units (as kernels using
-// exp2 do), vectorized over (batch, head, query block): for key block j, every (b, h, i) whose mask row selects j
+// The sparse path processes key blocks in ascending order with an online softmax in log2 units (as kernels
+// using exp2 do), vectorized over (batch, head, query block): for key block j, every (b, h, i) whose mask row
+// selects j
 //   S = Q_i K_j^T * scale * log2(e)                    (-inf where causal or tail masked)
 //   m_local = rowmax(S)
 //   stage 2: skip the (row group, j) unit iff every row r of the group has no allowed key here or
-//            m_local[r] - m[r] < -pvthreshd        (m = running max; the first block with keys is never skipped)
+//            m_local[r] - m[r] < -pvthreshd        (m = running max; the first block with keys is never
+//            skipped)
 //   otherwise: m' = max(m, m_local); P = exp2(S - m'); l = l * exp2(m - m') + rowsum(P);
 //              acc = acc * exp2(m - m') + P V
 //   out = acc / l (0 for a row that computed no key), lse = (m + log2 l) * ln 2
-// Quantization emulation (QuantMode): Q and smoothed K as INT8 with one scale per block (the integer dot product is
-// exact in float32 up to D = 1040), S = dot * s_q * s_k; P.V either with P and V rounded to the 16-bit type of the
-// input (bf16 stays bf16; float32/64 inputs use bf16, whose range cannot overflow), or FP8 e4m3 with
-// P scaled by 448 (exp2(S - m + log2 448); the row sum carries the same factor) and V divided by its per-channel
-// scale amax / 448, restored after the division by l.
+// Quantization emulation (QuantMode): Q and smoothed K as INT8 with one scale per block (the integer dot
+// product is exact in float32 up to D = 1040), S = dot * s_q * s_k; P.V either with P and V rounded to the
+// 16-bit type of the input (bf16 stays bf16; float32/64 inputs use bf16, whose range cannot overflow), or FP8
+// e4m3 with P scaled by 448 (exp2(S - m + log2 448); the row sum carries the same factor) and V divided by
+// its per-channel scale amax / 448, restored after the division by l.
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
 
@@ -47,7 +49,9 @@ double timed_ms(const at::Device& device, Fn&& fn) {
 }
 
 // The 16-bit type that P and V take for QuantMode::kInt8.
-at::ScalarType pv_dtype_for(at::ScalarType input) { return input == at::kHalf ? at::kHalf : at::kBFloat16; }
+at::ScalarType pv_dtype_for(at::ScalarType input) {
+  return input == at::kHalf ? at::kHalf : at::kBFloat16;
+}
 
 // (NQB, bq) query row index of every padded row slot.
 at::Tensor query_rows(int64_t nqb, int64_t bq, const at::TensorOptions& device) {
@@ -59,14 +63,14 @@ void check_mask(const BlockMask& mask, const detail::Problem& p, const at::Tenso
   SPARGE_CHECK(mask.seq_q == p.seq_q && mask.seq_k == p.seq_k, "argument `mask`: expected Nq = ", p.seq_q,
                ", Nk = ", p.seq_k, " (of q, k), got ", mask.seq_q, ", ", mask.seq_k);
   SPARGE_CHECK(mask.dense.size(0) == p.batch && mask.dense.size(1) == p.heads_q,
-               "argument `mask`: expected (B, Hq) = (", p.batch, ", ", p.heads_q, "), got (", mask.dense.size(0),
-               ", ", mask.dense.size(1), ")");
+               "argument `mask`: expected (B, Hq) = (", p.batch, ", ", p.heads_q, "), got (",
+               mask.dense.size(0), ", ", mask.dense.size(1), ")");
   SPARGE_CHECK(mask.dense.device() == q.device(), "argument `mask`: expected device ", q.device(), ", got ",
                mask.dense.device());
 }
 
-AttentionResult run_sparse(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask,
-                           const SpargeConfig& c, const detail::Problem& p) {
+AttentionResult run_sparse(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                           const at::Tensor& mask, const SpargeConfig& c, const detail::Problem& p) {
   const int64_t bq = c.block_q, bk = c.block_k, g = c.stage2_rows();
   const int64_t B = p.batch, H = p.heads_q, nqb = (p.seq_q + bq - 1) / bq, nkb = (p.seq_k + bk - 1) / bk;
   const int64_t groups = bq / g, off = p.seq_k - p.seq_q;
@@ -84,7 +88,7 @@ AttentionResult run_sparse(const at::Tensor& q, const at::Tensor& k, const at::T
     const auto qi = quantize_int8_blocks(qh, bq);
     const auto ki = quantize_int8_blocks(kh - kh.mean(2, /*keepdim=*/true), bk);
     q_use = qi.values;
-    q_scale = qi.scale;                                         // (B, H, NQB)
+    q_scale = qi.scale;  // (B, H, NQB)
     k_use = ki.values;
     k_scale = detail::expand_kv_heads(ki.scale.unsqueeze(-1), p.group()).squeeze(-1);  // (B, H, NKB)
   }
@@ -103,7 +107,8 @@ AttentionResult run_sparse(const at::Tensor& q, const at::Tensor& k, const at::T
   const auto rows = query_rows(nqb, bq, q.options());
   const auto row_valid = rows < p.seq_q;  // (NQB, bq)
   const auto pvt = detail::per_head(c.pvthreshd, H, opt).view({1, H, 1, 1});
-  const bool stage2 = std::any_of(c.pvthreshd.begin(), c.pvthreshd.end(), [](double x) { return std::isfinite(x); });
+  const bool stage2 =
+      std::any_of(c.pvthreshd.begin(), c.pvthreshd.end(), [](double x) { return std::isfinite(x); });
   const auto valid = causal_valid_blocks(p.seq_q, p.seq_k, bq, bk, c.causal, q.options());
 
   auto m = at::full({B, H, nqb, bq}, -kInf, opt);
@@ -115,9 +120,12 @@ AttentionResult run_sparse(const at::Tensor& q, const at::Tensor& k, const at::T
   st.stage2_group_rows = g;
   st.valid_blocks = B * H * valid.sum().item<int64_t>();
   st.computed_blocks = (mask & valid).sum().item<int64_t>();
-  st.valid_pairs = B * H * (c.causal ? at::clamp_max(at::arange(p.seq_q, q.options().dtype(at::kLong)) + off + 1,
-                                                     p.seq_k).sum().item<int64_t>()
-                                     : p.seq_q * p.seq_k);
+  st.valid_pairs =
+      B * H *
+      (c.causal ? at::clamp_max(at::arange(p.seq_q, q.options().dtype(at::kLong)) + off + 1, p.seq_k)
+                      .sum()
+                      .item<int64_t>()
+                : p.seq_q * p.seq_k);
   const double s_log2 = p.scale * std::numbers::log2e;
   const auto pv_type = pv_dtype_for(q.scalar_type());
 
@@ -137,9 +145,9 @@ AttentionResult run_sparse(const at::Tensor& q, const at::Tensor& k, const at::T
     }
     s = s.masked_fill(allowed.logical_not(), -kInf);
 
-    const auto m_local = s.amax(-1);           // (B, H, NQB, bq)
-    const auto has_keys = m_local > -kInf;     // rows with at least one allowed key in this block
-    const auto run = active.unsqueeze(-1);     // (B, H, NQB, 1)
+    const auto m_local = s.amax(-1);        // (B, H, NQB, bq)
+    const auto has_keys = m_local > -kInf;  // rows with at least one allowed key in this block
+    const auto run = active.unsqueeze(-1);  // (B, H, NQB, 1)
     const auto grp = [&](const at::Tensor& x) { return x.reshape({B, H, nqb, groups, g}); };
     const auto group_has = grp(has_keys.expand({B, H, nqb, bq})).any(-1);  // (B, H, NQB, G)
     at::Tensor skip_rows = at::zeros({B, H, nqb, bq}, q.options().dtype(at::kBool));
@@ -179,7 +187,10 @@ AttentionResult run_sparse(const at::Tensor& q, const at::Tensor& k, const at::T
   r.out = detail::from_hnd(out.to(q.scalar_type()), c.layout).contiguous();
   if (c.return_lse) {
     const auto lse = (m + at::log2(l.clamp_min(1e-300) / p_scale)) * std::numbers::ln2;
-    r.lse = at::where(has_any, lse, at::full({}, -kInf, opt)).view({B, H, -1}).narrow(2, 0, p.seq_q).to(at::kFloat);
+    r.lse = at::where(has_any, lse, at::full({}, -kInf, opt))
+                .view({B, H, -1})
+                .narrow(2, 0, p.seq_q)
+                .to(at::kFloat);
   }
   r.stats = st;
   return r;
@@ -212,8 +223,9 @@ AttentionResult spas_attention(const at::Tensor& q, const at::Tensor& k, const a
   return r;
 }
 
-AttentionResult dense_attention_f64(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
-                                    std::optional<double> scale, Layout layout, bool return_lse) {
+AttentionResult dense_attention_f64(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                    bool causal, std::optional<double> scale, Layout layout,
+                                    bool return_lse) {
   SpargeConfig c;
   c.causal = causal;
   c.scale = scale;
@@ -226,8 +238,8 @@ AttentionResult dense_attention_f64(const at::Tensor& q, const at::Tensor& k, co
   auto s = at::matmul(qh, kh.transpose(-1, -2)) * p.scale;  // (B, H, Nq, Nk)
   if (causal) {
     const auto opt = q.options().dtype(at::kLong);
-    const auto allowed = at::arange(p.seq_k, opt).view({1, -1}) <= at::arange(p.seq_q, opt).view({-1, 1}) +
-                                                                         (p.seq_k - p.seq_q);
+    const auto allowed = at::arange(p.seq_k, opt).view({1, -1}) <=
+                         at::arange(p.seq_q, opt).view({-1, 1}) + (p.seq_k - p.seq_q);
     s = s.masked_fill(allowed.logical_not(), -kInf);
   }
   AttentionResult r;

@@ -31,7 +31,8 @@ at::Tensor causal_valid_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, in
   const int64_t nqb = (seq_q + block_q - 1) / block_q, nkb = (seq_k + block_k - 1) / block_k;
   if (!causal) return at::ones({nqb, nkb}, device.dtype(at::kBool));
   const auto r = block_ranges(seq_q, seq_k, block_q, block_k, device);
-  // The block's last row sees keys up to q_last + (seq_k - seq_q); valid iff that reaches the block's first key.
+  // The block's last row sees keys up to q_last + (seq_k - seq_q); valid iff that reaches the block's first
+  // key.
   return r.k_first <= r.q_last + (seq_k - seq_q);
 }
 
@@ -41,20 +42,24 @@ at::Tensor causal_diagonal_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q,
   if (!causal) return at::zeros({nqb, nkb}, device.dtype(at::kBool));
   const auto r = block_ranges(seq_q, seq_k, block_q, block_k, device);
   const int64_t off = seq_k - seq_q;
-  // Diagonal keys of the block's rows: [q_first + off, q_last + off]; the key block must intersect that range.
+  // Diagonal keys of the block's rows: [q_first + off, q_last + off]; the key block must intersect that
+  // range.
   return (r.k_last >= r.q_first + off) & (r.k_first <= r.q_last + off);
 }
 
 BlockMask BlockMask::from_dense(const at::Tensor& dense, int64_t block_q, int64_t block_k, int64_t seq_q,
                                 int64_t seq_k) {
-  SPARGE_CHECK(block_q >= 1 && block_k >= 1, "arguments `block_q`, `block_k`: expected >= 1, got ", block_q, ", ",
-               block_k);
-  SPARGE_CHECK(seq_q >= 1 && seq_k >= 1, "arguments `seq_q`, `seq_k`: expected >= 1, got ", seq_q, ", ", seq_k);
+  SPARGE_CHECK(block_q >= 1 && block_k >= 1, "arguments `block_q`, `block_k`: expected >= 1, got ", block_q,
+               ", ", block_k);
+  SPARGE_CHECK(seq_q >= 1 && seq_k >= 1, "arguments `seq_q`, `seq_k`: expected >= 1, got ", seq_q, ", ",
+               seq_k);
   const int64_t nqb = (seq_q + block_q - 1) / block_q, nkb = (seq_k + block_k - 1) / block_k;
   SPARGE_CHECK(dense.defined() && dense.dim() == 4 && dense.size(2) == nqb && dense.size(3) == nkb,
-               "argument `dense`: expected shape (B, H, ", nqb, ", ", nkb, ") for Nq = ", seq_q, ", Nk = ", seq_k,
-               " and blocks ", block_q, "x", block_k, ", got ", dense.defined() ? dense.sizes() : at::IntArrayRef{});
-  SPARGE_CHECK(dense.scalar_type() == at::kBool, "argument `dense`: expected dtype bool, got ", dense.scalar_type());
+               "argument `dense`: expected shape (B, H, ", nqb, ", ", nkb, ") for Nq = ", seq_q,
+               ", Nk = ", seq_k, " and blocks ", block_q, "x", block_k, ", got ",
+               dense.defined() ? dense.sizes() : at::IntArrayRef{});
+  SPARGE_CHECK(dense.scalar_type() == at::kBool, "argument `dense`: expected dtype bool, got ",
+               dense.scalar_type());
   BlockMask m;
   m.block_q = block_q;
   m.block_k = block_k;
@@ -62,7 +67,8 @@ BlockMask BlockMask::from_dense(const at::Tensor& dense, int64_t block_q, int64_
   m.seq_k = seq_k;
   m.dense = dense.contiguous();
   m.counts = m.dense.sum(-1, /*keepdim=*/false, at::kInt);
-  // Selected indices first in ascending order: key nkb marks "not selected", sorted to the end, then set to -1.
+  // Selected indices first in ascending order: key nkb marks "not selected", sorted to the end, then set to
+  // -1.
   const auto idx = at::arange(nkb, dense.options().dtype(at::kInt)).expand_as(m.dense);
   const auto keyed = at::where(m.dense, idx, at::full_like(idx, static_cast<int>(nkb)));
   const auto sorted = std::get<0>(keyed.sort(-1));

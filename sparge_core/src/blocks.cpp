@@ -56,7 +56,8 @@ Int8Blocks quantize_int8_blocks(const at::Tensor& x, int64_t block) {
 }
 
 at::Tensor round_to_fp8_e4m3(const at::Tensor& x) {
-  SPARGE_CHECK(x.defined() && at::isFloatingType(x.scalar_type()), "argument `x`: expected a floating tensor");
+  SPARGE_CHECK(x.defined() && at::isFloatingType(x.scalar_type()),
+               "argument `x`: expected a floating tensor");
   return x.clamp(-kFp8E4m3Max, kFp8E4m3Max).to(at::kFloat8_e4m3fn).to(x.scalar_type());
 }
 

@@ -19,11 +19,12 @@ void check_tensor(const char* fn, const char* name, const at::Tensor& x, Layout 
     fail(fn, "argument `", name, "`: expected rank 4 (", layout == Layout::kHND ? "B, H, N, D" : "B, N, H, D",
          "), got rank ", x.dim(), " with shape ", x.sizes());
   if (!supported_dtype(x.scalar_type()))
-    fail(fn, "argument `", name, "`: expected dtype float16, bfloat16, float32 or float64, got ", x.scalar_type());
+    fail(fn, "argument `", name, "`: expected dtype float16, bfloat16, float32 or float64, got ",
+         x.scalar_type());
 }
 
-void check_thresholds(const char* fn, const char* name, const std::vector<double>& v, int64_t heads_q, double lo,
-                      double hi, bool lo_open, bool allow_inf) {
+void check_thresholds(const char* fn, const char* name, const std::vector<double>& v, int64_t heads_q,
+                      double lo, double hi, bool lo_open, bool allow_inf) {
   const auto n = static_cast<int64_t>(v.size());
   if (n != 1 && n != heads_q)
     fail(fn, "argument `", name, "`: expected 1 value or one per query head (", heads_q, "), got ", n);
@@ -31,9 +32,12 @@ void check_thresholds(const char* fn, const char* name, const std::vector<double
     const double x = v[h];
     const bool ok = !std::isnan(x) && (allow_inf ? true : std::isfinite(x)) && (lo_open ? x > lo : x >= lo) &&
                     (x <= hi || (allow_inf && std::isinf(x) && x > 0));
+    if (!ok && allow_inf)
+      fail(fn, "argument `", name, "`[", h, "]: expected a value in ", lo_open ? "(" : "[", lo,
+           ", inf], got ", x);
     if (!ok)
-      fail(fn, "argument `", name, "`[", h, "]: expected a value in ", lo_open ? "(" : "[", lo, ", ",
-           allow_inf ? "inf" : std::to_string(hi), "], got ", x);
+      fail(fn, "argument `", name, "`[", h, "]: expected a value in ", lo_open ? "(" : "[", lo, ", ", hi,
+           "], got ", x);
   }
 }
 
@@ -62,25 +66,28 @@ Problem check_problem(const char* fn, const at::Tensor& q, const at::Tensor& k, 
   p.head_dim = q.size(3);
   if (p.batch < 1 || p.heads_q < 1 || p.seq_q < 1 || p.head_dim < 1)
     fail(fn, "argument `q`: expected non-empty sizes, got shape ", q.sizes());
-  if (p.heads_kv < 1 || p.seq_k < 1) fail(fn, "argument `k`: expected non-empty sizes, got shape ", k.sizes());
+  if (p.heads_kv < 1 || p.seq_k < 1)
+    fail(fn, "argument `k`: expected non-empty sizes, got shape ", k.sizes());
   if (k.size(0) != p.batch) fail(fn, "argument `k`: expected batch ", p.batch, " (of q), got ", k.size(0));
-  if (k.size(3) != p.head_dim) fail(fn, "argument `k`: expected head dim ", p.head_dim, " (of q), got ", k.size(3));
+  if (k.size(3) != p.head_dim)
+    fail(fn, "argument `k`: expected head dim ", p.head_dim, " (of q), got ", k.size(3));
   if (p.heads_q % p.heads_kv != 0)
-    fail(fn, "argument `k`: query heads (", p.heads_q, ") must be a multiple of key/value heads, got ", p.heads_kv,
-         " kv heads");
+    fail(fn, "argument `k`: query heads (", p.heads_q, ") must be a multiple of key/value heads, got ",
+         p.heads_kv, " kv heads");
   if (v.defined() && v.sizes() != k.sizes())
     fail(fn, "argument `v`: expected the shape of k ", k.sizes(), ", got ", v.sizes());
   if (c.causal && p.seq_q > p.seq_k)
-    fail(fn, "argument `causal`: bottom-right causal attention needs Nq <= Nk (else the first ", p.seq_q - p.seq_k,
-         " query rows see no key), got Nq = ", p.seq_q, ", Nk = ", p.seq_k);
+    fail(fn, "argument `causal`: bottom-right causal attention needs Nq <= Nk (else the first ",
+         p.seq_q - p.seq_k, " query rows see no key), got Nq = ", p.seq_q, ", Nk = ", p.seq_k);
 
   if (c.block_q < 1) fail(fn, "argument `block_q`: expected >= 1, got ", c.block_q);
   if (c.block_k < 1) fail(fn, "argument `block_k`: expected >= 1, got ", c.block_k);
   if (c.stage2_group_rows < 0 || (c.stage2_group_rows > 0 && c.block_q % c.stage2_group_rows != 0))
-    fail(fn, "argument `stage2_group_rows`: expected 0 (whole query block) or a divisor of block_q (", c.block_q,
-         "), got ", c.stage2_group_rows);
+    fail(fn, "argument `stage2_group_rows`: expected 0 (whole query block) or a divisor of block_q (",
+         c.block_q, "), got ", c.stage2_group_rows);
   p.scale = c.scale.value_or(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
-  if (!(std::isfinite(p.scale) && p.scale > 0)) fail(fn, "argument `scale`: expected a finite value > 0, got ", p.scale);
+  if (!(std::isfinite(p.scale) && p.scale > 0))
+    fail(fn, "argument `scale`: expected a finite value > 0, got ", p.scale);
 
   check_thresholds(fn, "simthreshd1", c.simthreshd1, p.heads_q, -1.0, 1.0, false, false);
   check_thresholds(fn, "cdfthreshd", c.cdfthreshd, p.heads_q, 0.0, 1.0, false, false);
@@ -89,8 +96,12 @@ Problem check_problem(const char* fn, const at::Tensor& q, const at::Tensor& k, 
   return p;
 }
 
-at::Tensor to_hnd(const at::Tensor& x, Layout layout) { return layout == Layout::kHND ? x : x.transpose(1, 2); }
-at::Tensor from_hnd(const at::Tensor& x, Layout layout) { return to_hnd(x, layout); }
+at::Tensor to_hnd(const at::Tensor& x, Layout layout) {
+  return layout == Layout::kHND ? x : x.transpose(1, 2);
+}
+at::Tensor from_hnd(const at::Tensor& x, Layout layout) {
+  return to_hnd(x, layout);
+}
 
 at::Tensor expand_kv_heads(const at::Tensor& x, int64_t group) {
   if (group == 1) return x;
@@ -103,7 +114,9 @@ at::Tensor per_head(const std::vector<double>& values, int64_t heads_q, const at
   return values.size() == 1 ? t.expand({heads_q}).contiguous() : t;
 }
 
-at::ScalarType math_dtype(at::ScalarType input) { return input == at::kDouble ? at::kDouble : at::kFloat; }
+at::ScalarType math_dtype(at::ScalarType input) {
+  return input == at::kDouble ? at::kDouble : at::kFloat;
+}
 
 at::Tensor pad_blocks(const at::Tensor& x, int64_t block) {
   const auto n = x.size(2), nb = (n + block - 1) / block;

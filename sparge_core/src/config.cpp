@@ -5,8 +5,12 @@
 
 namespace sparge {
 
-std::string_view to_string(Layout v) { return v == Layout::kHND ? "HND" : "NHD"; }
-std::string_view to_string(SelectMode v) { return v == SelectMode::kCdf ? "cdf" : "topk"; }
+std::string_view to_string(Layout v) {
+  return v == Layout::kHND ? "HND" : "NHD";
+}
+std::string_view to_string(SelectMode v) {
+  return v == SelectMode::kCdf ? "cdf" : "topk";
+}
 std::string_view to_string(QuantMode v) {
   switch (v) {
     case QuantMode::kNone:
@@ -35,8 +39,8 @@ QuantMode parse_quant_mode(std::string_view name) {
   if (name == "none") return QuantMode::kNone;
   if (name == "int8") return QuantMode::kInt8;
   if (name == "int8_fp8") return QuantMode::kInt8Fp8;
-  detail::fail("parse_quant_mode", "argument `quant`: expected \"none\", \"int8\" or \"int8_fp8\", got \"", name,
-               "\"");
+  detail::fail("parse_quant_mode", "argument `quant`: expected \"none\", \"int8\" or \"int8_fp8\", got \"",
+               name, "\"");
 }
 
 }  // namespace sparge

@@ -22,25 +22,30 @@ at::Tensor full_index(const std::vector<int64_t>& perm, int64_t offset, int64_t 
   return index.to(device);
 }
 
-at::Tensor gather_tokens(const at::Tensor& x, const std::vector<int64_t>& order, int64_t offset, Layout layout) {
-  SPARGE_CHECK(x.defined() && x.dim() == 4, "argument `x`: expected rank 4, got ", x.defined() ? x.dim() : -1);
+at::Tensor gather_tokens(const at::Tensor& x, const std::vector<int64_t>& order, int64_t offset,
+                         Layout layout) {
+  SPARGE_CHECK(x.defined() && x.dim() == 4, "argument `x`: expected rank 4, got ",
+               x.defined() ? x.dim() : -1);
   const int axis = layout == Layout::kHND ? 2 : 1;
   return x.index_select(axis, full_index(order, offset, x.size(axis), x.device()));
 }
 
 }  // namespace
 
-at::Tensor permute_tokens(const at::Tensor& x, const std::vector<int64_t>& perm, int64_t offset, Layout layout) {
+at::Tensor permute_tokens(const at::Tensor& x, const std::vector<int64_t>& perm, int64_t offset,
+                          Layout layout) {
   invert_permutation(perm);  // validates perm
   return gather_tokens(x, perm, offset, layout);
 }
 
-at::Tensor unpermute_tokens(const at::Tensor& x, const std::vector<int64_t>& perm, int64_t offset, Layout layout) {
+at::Tensor unpermute_tokens(const at::Tensor& x, const std::vector<int64_t>& perm, int64_t offset,
+                            Layout layout) {
   return gather_tokens(x, invert_permutation(perm), offset, layout);
 }
 
 double mean_block_similarity(const at::Tensor& x, int64_t block, Layout layout) {
-  SPARGE_CHECK(x.defined() && x.dim() == 4, "argument `x`: expected rank 4, got ", x.defined() ? x.dim() : -1);
+  SPARGE_CHECK(x.defined() && x.dim() == 4, "argument `x`: expected rank 4, got ",
+               x.defined() ? x.dim() : -1);
   const auto xh = detail::to_hnd(x, layout).to(detail::math_dtype(x.scalar_type()));
   return pool_blocks(xh, block).similarity.mean().item<double>();
 }

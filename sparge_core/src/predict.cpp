@@ -1,15 +1,19 @@
 // Stage 1 of SpargeAttn: predict the block mask from Q and K.
 //
-//   q: (B, Hq, Nq, D), k: (B, Hkv, Nk, D) (any layout; handled in HND)   ->   BlockMask over (B, Hq, NQB, NKB)
+//   q: (B, Hq, Nq, D), k: (B, Hkv, Nk, D) (any layout; handled in HND)   ->   BlockMask over (B, Hq, NQB,
+//   NKB)
 //
 // Steps (README "Algorithm contract", stage 1):
 //   1. Ks = K - mean_tokens(K)  (per b, kv head; softmax is invariant to it)
 //   2. pooled block means of Q and Ks over valid rows; self-similarity sim = ||mean of unit rows||^2
-//   3. S~ = pooled_q . pooled_k^T * D^-0.5; columns of non-similar key blocks and causally invalid blocks -> -inf
+//   3. S~ = pooled_q . pooled_k^T * D^-0.5; columns of non-similar key blocks and causally invalid blocks ->
+//   -inf
 //   4. P~ = softmax rows; candidates sorted by P~ descending (stable: ties keep ascending block order)
-//   5. CDF mode keeps the prefix whose cumulative sum stays <= tau (+ the crossing block if cdf_keep_crossing;
+//   5. CDF mode keeps the prefix whose cumulative sum stays <= tau (+ the crossing block if
+//   cdf_keep_crossing;
 //      everything when tau >= 1); top-k mode keeps floor(topk * causal-valid blocks of the row); at least one
-//   6. OR forced columns (non-similar key blocks), forced rows (non-similar query blocks), the sink, and in causal
+//   6. OR forced columns (non-similar key blocks), forced rows (non-similar query blocks), the sink, and in
+//   causal
 //      attention the diagonal blocks; AND causal-valid.
 #include <ATen/ATen.h>
 
@@ -36,13 +40,13 @@ BlockMask predict_block_mask(const at::Tensor& q, const at::Tensor& k, const Spa
 
   const auto pq = pool_blocks(qh, bq);  // pooled (B, Hq, NQB, D), similarity (B, Hq, NQB)
   const auto pk = pool_blocks(ks, bk);  // pooled (B, Hkv, NKB, D), similarity (B, Hkv, NKB)
-  const auto pooled_k = pk.pooled.repeat_interleave(p.group(), 1);  // (B, Hq, NKB, D)
-  const auto sim_k = pk.similarity.repeat_interleave(p.group(), 1);   // (B, Hq, NKB)
+  const auto pooled_k = pk.pooled.repeat_interleave(p.group(), 1);   // (B, Hq, NKB, D)
+  const auto sim_k = pk.similarity.repeat_interleave(p.group(), 1);  // (B, Hq, NKB)
   const int64_t nkb = pooled_k.size(2);
 
   const auto theta = detail::per_head(config.simthreshd1, p.heads_q, opt).view({1, -1, 1});
   const auto q_similar = (pq.similarity > theta).unsqueeze(-1);  // (B, Hq, NQB, 1)
-  const auto k_similar = (sim_k > theta).unsqueeze(2);            // (B, Hq, 1, NKB)
+  const auto k_similar = (sim_k > theta).unsqueeze(2);           // (B, Hq, 1, NKB)
   const auto valid = causal_valid_blocks(p.seq_q, p.seq_k, bq, bk, config.causal, q.options());  // (NQB, NKB)
   const auto candidate = valid & k_similar;  // (B, Hq, NQB, NKB)
 
@@ -61,7 +65,8 @@ BlockMask predict_block_mask(const at::Tensor& q, const at::Tensor& k, const Spa
     if (config.cdf_keep_crossing) keep = keep + 1;
     keep = at::where(tau.squeeze(-1) >= 1.0, n_candidates, keep);
   } else {
-    const auto frac = detail::per_head(config.topk, p.heads_q, q.options().dtype(at::kDouble)).view({1, -1, 1});
+    const auto frac =
+        detail::per_head(config.topk, p.heads_q, q.options().dtype(at::kDouble)).view({1, -1, 1});
     const auto n_valid = valid.sum(-1).to(at::kDouble).view({1, 1, -1});  // (1, 1, NQB)
     keep = at::floor(frac * n_valid + kTopkSlack).to(at::kLong).expand_as(n_candidates);
   }

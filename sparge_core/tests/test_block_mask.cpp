@@ -1,6 +1,6 @@
-// Any block mask: the block-sparse attention equals dense float64 attention with that mask materialized to tokens
-// (rows with no computed key give 0 and lse = -inf); the CSR view matches the dense view; the causal block
-// geometry matches brute force.
+// Any block mask: the block-sparse attention equals dense float64 attention with that mask materialized to
+// tokens (rows with no computed key give 0 and lse = -inf); the CSR view matches the dense view; the causal
+// block geometry matches brute force.
 #include <gtest/gtest.h>
 
 #include "test_util.h"
@@ -45,7 +45,8 @@ TEST_P(AnyMask, EqualsDenseWithMaterializedMask) {
     EXPECT_TRUE(at::isneginf(r.lse.masked_select(empty)).all().item<bool>());
   }
   // Accounting: computed blocks are the valid selected ones; computed pairs the allowed token pairs.
-  const auto valid = causal_valid_blocks(c.seq_q, c.seq_k, c.block_q, c.block_k, c.causal, at::TensorOptions());
+  const auto valid =
+      causal_valid_blocks(c.seq_q, c.seq_k, c.block_q, c.block_k, c.causal, at::TensorOptions());
   EXPECT_EQ(r.stats.computed_blocks, (dense & valid).sum().item<int64_t>());
   EXPECT_EQ(r.stats.computed_pairs, allowed.sum().item<int64_t>());
 }

@@ -1,7 +1,7 @@
-// With every block kept, no quantization and stage 2 off, SpargeAttn equals dense attention computed in float64,
-// over the shape matrix: N in {1, 63, 113, 128, 239, 1023}, GQA ratios 1/2/4/8 (8 query heads), causal or not,
-// Nq == Nk, Nq < Nk (and Nq > Nk when not causal), D cycling 64/128/80, dtypes and layouts cycling, odd block sizes.
-// To add a case: extend cases() below.
+// With every block kept, no quantization and stage 2 off, SpargeAttn equals dense attention computed in
+// float64, over the shape matrix: N in {1, 63, 113, 128, 239, 1023}, GQA ratios 1/2/4/8 (8 query heads),
+// causal or not, Nq == Nk, Nq < Nk (and Nq > Nk when not causal), D cycling 64/128/80, dtypes and layouts
+// cycling, odd block sizes. To add a case: extend cases() below.
 #include <gtest/gtest.h>
 
 #include "test_util.h"
@@ -15,8 +15,8 @@ struct Case {
   at::ScalarType dtype;
   Layout layout;
   std::string name() const {
-    return "Nq" + std::to_string(seq_q) + "_Nk" + std::to_string(seq_k) + "_g" + std::to_string(ratio) + "_D" +
-           std::to_string(head_dim) + "_b" + std::to_string(block_q) + "x" + std::to_string(block_k) +
+    return "Nq" + std::to_string(seq_q) + "_Nk" + std::to_string(seq_k) + "_g" + std::to_string(ratio) +
+           "_D" + std::to_string(head_dim) + "_b" + std::to_string(block_q) + "x" + std::to_string(block_k) +
            (causal ? "_causal_" : "_full_") + test::dtype_name(dtype) + "_" + std::string(to_string(layout));
   }
 };
@@ -37,8 +37,8 @@ std::vector<Case> cases() {
         if (!causal) lens.push_back({n, std::max<int64_t>(1, n / 2 + 1)});
         for (auto [nq, nk] : lens) {
           const auto [bq, bk] = blocks[i % 3];
-          out.push_back({nq, nk, r, dims[i % 3], bq, bk, causal, dtypes[i % 4],
-                         i % 2 ? Layout::kNHD : Layout::kHND});
+          out.push_back(
+              {nq, nk, r, dims[i % 3], bq, bk, causal, dtypes[i % 4], i % 2 ? Layout::kNHD : Layout::kHND});
           ++i;
         }
       }
@@ -73,7 +73,8 @@ TEST_P(DenseEquivalence, AllBlocksEqualDenseFloat64) {
   ASSERT_EQ(r1.out.sizes(), in.q.sizes());
   ASSERT_EQ(r1.out.scalar_type(), c.dtype);
   EXPECT_LT(relative_l2(r1.out, ref.out), tol);
-  EXPECT_LT((r1.lse.to(at::kDouble) - ref.lse).abs().max().item<double>(), c.dtype == at::kDouble ? 1e-5 : 2e-3);
+  EXPECT_LT((r1.lse.to(at::kDouble) - ref.lse).abs().max().item<double>(),
+            c.dtype == at::kDouble ? 1e-5 : 2e-3);
   EXPECT_DOUBLE_EQ(r1.stats.stage1_sparsity(), 0.0);
   EXPECT_DOUBLE_EQ(r1.stats.token_density(), 1.0);
 
@@ -90,7 +91,8 @@ INSTANTIATE_TEST_SUITE_P(ShapeMatrix, DenseEquivalence, ::testing::ValuesIn(case
                          [](const auto& tp) { return tp.param.name(); });
 
 TEST(DenseEquivalence, CausalValidPairsCount) {
-  // Causal, Nq = Nk = n: n (n + 1) / 2 allowed pairs per head; bottom-right aligned Nq < Nk adds Nk - Nq per row.
+  // Causal, Nq = Nk = n: n (n + 1) / 2 allowed pairs per head; bottom-right aligned Nq < Nk adds Nk - Nq per
+  // row.
   const auto in = random_qkv(1, 2, 2, 100, 130, 64, test::fresh_seed(), at::TensorOptions(at::kFloat));
   SpargeConfig cfg;
   cfg.causal = true;

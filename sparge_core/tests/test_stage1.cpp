@@ -24,7 +24,8 @@ at::Tensor unit_rows(int64_t n, at::Generator& gen) {
 
 std::vector<int64_t> row_blocks(const BlockMask& m, int64_t i, int64_t h = 0) {
   std::vector<int64_t> out;
-  for (int64_t j = 0; j < m.counts[0][h][i].item<int>(); ++j) out.push_back(m.indices[0][h][i][j].item<int>());
+  for (int64_t j = 0; j < m.counts[0][h][i].item<int>(); ++j)
+    out.push_back(m.indices[0][h][i][j].item<int>());
   return out;
 }
 
@@ -67,19 +68,22 @@ TEST(Stage1, NonSimilarBlocksForceTheirRowAndColumn) {
   cfg.cdfthreshd = {0.5};
   const auto m = predict_block_mask(q, k, cfg);
   EXPECT_TRUE(m.dense.select(-1, 3).all().item<bool>()) << "the non-similar key block's column is forced";
-  EXPECT_EQ(row_blocks(m, 2), (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7})) << "non-similar query row forced";
-  for (int64_t i : {0, 1, 3, 7}) EXPECT_EQ(row_blocks(m, i), (std::vector<int64_t>{3, 5})) << "query block " << i;
+  EXPECT_EQ(row_blocks(m, 2), (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7}))
+      << "non-similar query row forced";
+  for (int64_t i : {0, 1, 3, 7})
+    EXPECT_EQ(row_blocks(m, i), (std::vector<int64_t>{3, 5})) << "query block " << i;
 }
 
-// Key blocks with constant rows give exactly known compressed scores: with q rows = sqrt(D) e0 and key block j
-// rows = s_j e0 + e1, smoothing subtracts the same vector from every key, so P~ = softmax(s).
+// Key blocks with constant rows give exactly known compressed scores: with q rows = sqrt(D) e0 and key block
+// j rows = s_j e0 + e1, smoothing subtracts the same vector from every key, so P~ = softmax(s).
 struct KnownScores {
   at::Tensor q, k;
   std::vector<int64_t> by_prob;  // key blocks in descending P~
 };
 KnownScores known_scores() {
-  // P~ in descending order 0.4, 0.2, 0.15, 0.1, 0.05, 0.05, 0.03, 0.02 (cumulative 0.4, 0.6, 0.75, 0.85, 0.9, 0.95,
-  // 0.98, 1.0), assigned to key blocks in a scrambled order; the tie (0.05) resolves to the lower block index.
+  // P~ in descending order 0.4, 0.2, 0.15, 0.1, 0.05, 0.05, 0.03, 0.02 (cumulative 0.4, 0.6, 0.75, 0.85, 0.9,
+  // 0.95, 0.98, 1.0), assigned to key blocks in a scrambled order; the tie (0.05) resolves to the lower block
+  // index.
   const double probs[] = {0.4, 0.2, 0.15, 0.1, 0.05, 0.05, 0.03, 0.02};
   const std::vector<int64_t> block_of_rank = {3, 0, 6, 1, 2, 7, 5, 4};
   auto k = at::zeros({1, 1, 8 * kBlock, kD}, at::kDouble);
@@ -125,8 +129,11 @@ TEST(Stage1, CdfAndTopkKeepTheExpectedCounts) {
 }
 
 TEST(Stage1, CausalRowsAreNeverEmptyAndDiagonalsAreKept) {
-  for (auto [nq, nk, bq, bk] : std::vector<std::array<int64_t, 4>>{
-           {1000, 1000, 128, 64}, {1000, 1000, 64, 128}, {300, 1000, 128, 64}, {239, 239, 32, 48}, {1, 200, 64, 64}}) {
+  for (auto [nq, nk, bq, bk] : std::vector<std::array<int64_t, 4>>{{1000, 1000, 128, 64},
+                                                                   {1000, 1000, 64, 128},
+                                                                   {300, 1000, 128, 64},
+                                                                   {239, 239, 32, 48},
+                                                                   {1, 200, 64, 64}}) {
     const uint64_t seed = test::fresh_seed();
     SCOPED_TRACE("seed " + std::to_string(seed) + " Nq " + std::to_string(nq) + " Nk " + std::to_string(nk));
     StructuredSpec spec;
@@ -161,9 +168,9 @@ TEST(Stage1, AttentionSinkKeepsKeyBlockZero) {
 }
 
 TEST(Stage1, PartialTailBlockIsJudgedOnItsValidRows) {
-  // Choice: a partial tail block is pooled and judged on its valid rows only (the reference implementation reads
-  // zero padding, divides by a zero norm and forces the block dense through NaN). Three similar tail rows are
-  // self-similar and, with a small P~, not selected.
+  // Choice: a partial tail block is pooled and judged on its valid rows only (the reference implementation
+  // reads zero padding, divides by a zero norm and forces the block dense through NaN). Three similar tail
+  // rows are self-similar and, with a small P~, not selected.
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -191,7 +198,8 @@ TEST(Stage1, SimilarityEqualsMeanPairwiseCosine) {
     for (int64_t b = 0; b < 3; ++b) {
       const auto rows = x[0][h].narrow(0, b * 64, std::min<int64_t>(64, 150 - b * 64));
       const auto unit = rows / rows.norm(2, {-1}, true);
-      const double brute = at::matmul(unit, unit.t()).mean().item<double>();  // Gram matrix, diagonal included
+      const double brute =
+          at::matmul(unit, unit.t()).mean().item<double>();  // Gram matrix, diagonal included
       EXPECT_NEAR(sim[0][h][b].item<double>(), brute, 1e-12);
     }
 }
@@ -210,7 +218,8 @@ TEST(Stage1, GqaPredictsLikeExpandedHeads) {
   const auto gqa = predict_block_mask(in.q, in.k, cfg);
   const auto mha = predict_block_mask(in.q, in.k.repeat_interleave(4, 1), cfg);
   EXPECT_TRUE(gqa.dense.equal(mha.dense));
-  EXPECT_LT(gqa.dense.to(at::kFloat).mean().item<float>(), 0.9f) << "structured input must give some sparsity";
+  EXPECT_LT(gqa.dense.to(at::kFloat).mean().item<float>(), 0.9f)
+      << "structured input must give some sparsity";
 }
 
 TEST(Stage1, LayoutDoesNotChangeTheMask) {
@@ -220,7 +229,8 @@ TEST(Stage1, LayoutDoesNotChangeTheMask) {
   SpargeConfig cfg;
   const auto hnd = predict_block_mask(in.q, in.k, cfg);
   cfg.layout = Layout::kNHD;
-  const auto nhd = predict_block_mask(in.q.transpose(1, 2).contiguous(), in.k.transpose(1, 2).contiguous(), cfg);
+  const auto nhd =
+      predict_block_mask(in.q.transpose(1, 2).contiguous(), in.k.transpose(1, 2).contiguous(), cfg);
   EXPECT_TRUE(hnd.dense.equal(nhd.dense));
 }
 

@@ -40,7 +40,9 @@ inline double exact_tolerance(at::ScalarType dtype) {
   }
 }
 
-inline std::string dtype_name(at::ScalarType t) { return std::string(c10::toString(t)); }
+inline std::string dtype_name(at::ScalarType t) {
+  return std::string(c10::toString(t));
+}
 
 // (B, H, Nq, Nk) bool token mask: the block mask expanded to tokens, AND the causal rule.
 inline at::Tensor token_mask(const BlockMask& m, bool causal) {
@@ -65,9 +67,11 @@ inline at::Tensor masked_attention_f64(const at::Tensor& q, const at::Tensor& k,
 }
 
 // Block mask of all causal-valid blocks.
-inline BlockMask full_mask(int64_t b, int64_t h, int64_t nq, int64_t nk, int64_t bq, int64_t bk, bool causal) {
+inline BlockMask full_mask(int64_t b, int64_t h, int64_t nq, int64_t nk, int64_t bq, int64_t bk,
+                           bool causal) {
   const auto valid = causal_valid_blocks(nq, nk, bq, bk, causal, at::TensorOptions());
-  return BlockMask::from_dense(valid.expand({b, h, valid.size(0), valid.size(1)}).contiguous(), bq, bk, nq, nk);
+  return BlockMask::from_dense(valid.expand({b, h, valid.size(0), valid.size(1)}).contiguous(), bq, bk, nq,
+                               nk);
 }
 
 }  // namespace sparge::test

@@ -1,7 +1,7 @@
 // BlockMask: which (query block, key block) tiles an attention call computes.
 //
-// Per (batch, head, query block) a sorted list of key-block indices, stored as counts + fixed-width padded rows
-// (the layout kernels index directly), plus the dense boolean view used by tests and statistics.
+// Per (batch, head, query block) a sorted list of key-block indices, stored as counts + fixed-width padded
+// rows (the layout kernels index directly), plus the dense boolean view used by tests and statistics.
 //   dense:   (B, H, NQB, NKB) bool
 //   counts:  (B, H, NQB) int32, number of key blocks computed for the row
 //   indices: (B, H, NQB, NKB) int32, the first counts[b,h,i] entries ascending, the rest -1
@@ -32,8 +32,9 @@ struct BlockMask {
 at::Tensor causal_valid_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
                                const at::TensorOptions& device);
 
-// (NQB, NKB) bool: for causal attention, the key blocks holding the diagonal key (i + seq_k - seq_q) of some row i
-// of the query block. Forcing them guarantees every query row at least one computed key. All false when !causal.
+// (NQB, NKB) bool: for causal attention, the key blocks holding the diagonal key (i + seq_k - seq_q) of some
+// row i of the query block. Forcing them guarantees every query row at least one computed key. All false when
+// !causal.
 at::Tensor causal_diagonal_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
                                   const at::TensorOptions& device);
 

@@ -1,6 +1,6 @@
 // Block-level building blocks shared by stage 1, the quantization emulation and the permutation study.
-//   x: (B, H, N, D) floating point, HND. Blocks of `block` consecutive tokens; the last one may be partial and is
-//   treated on its valid rows only (its mean divides by the true count).
+//   x: (B, H, N, D) floating point, HND. Blocks of `block` consecutive tokens; the last one may be partial
+//   and is treated on its valid rows only (its mean divides by the true count).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -17,8 +17,9 @@ struct PooledBlocks {
 };
 PooledBlocks pool_blocks(const at::Tensor& x, int64_t block);
 
-// SageAttention-style INT8 quantization with one scale per block (per b, h): scale = max|x| / 127 over the block,
-// values = round(x / scale) clamped to [-127, 127], returned as integer-valued tensors of x's dtype (exact).
+// SageAttention-style INT8 quantization with one scale per block (per b, h): scale = max|x| / 127 over the
+// block, values = round(x / scale) clamped to [-127, 127], returned as integer-valued tensors of x's dtype
+// (exact).
 //   values: (B, H, N, D)   scale: (B, H, NB)   (a block of zeros gets scale 1 / 127 and values 0)
 struct Int8Blocks {
   at::Tensor values, scale;

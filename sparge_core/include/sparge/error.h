@@ -1,5 +1,5 @@
-// Errors for bad input: every public entry point validates its arguments and throws sparge::Error with a message
-// naming the argument, the expected and the actual value.
+// Errors for bad input: every public entry point validates its arguments and throws sparge::Error with a
+// message naming the argument, the expected and the actual value.
 #pragma once
 
 #include <sstream>
@@ -26,7 +26,7 @@ template <typename... Args>
 }  // namespace sparge
 
 // SPARGE_CHECK(cond, "argument `q`: expected rank 4, got ", q.dim());
-#define SPARGE_CHECK(cond, ...)                                   \
-  do {                                                            \
-    if (!(cond)) ::sparge::detail::fail(__func__, __VA_ARGS__);   \
+#define SPARGE_CHECK(cond, ...)                                 \
+  do {                                                          \
+    if (!(cond)) ::sparge::detail::fail(__func__, __VA_ARGS__); \
   } while (0)

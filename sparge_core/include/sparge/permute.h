@@ -1,8 +1,9 @@
-// Token permutations for visual models: reorder the visual tokens of Q, K, V along a token order (Hilbert curve,
-// row-major, ...) before attention and restore the output order afterwards. Text tokens stay in place.
+// Token permutations for visual models: reorder the visual tokens of Q, K, V along a token order (Hilbert
+// curve, row-major, ...) before attention and restore the output order afterwards. Text tokens stay in place.
 //
-//   x: (B, H, N, D) in HND or (B, N, H, D) in NHD; the visual tokens are x[..., offset : offset + perm.size(), ...]
-//   in row-major grid order; perm[i] = grid index of the token placed at visual position i (sparge/token_order.h).
+//   x: (B, H, N, D) in HND or (B, N, H, D) in NHD; the visual tokens are x[..., offset : offset +
+//   perm.size(), ...] in row-major grid order; perm[i] = grid index of the token placed at visual position i
+//   (sparge/token_order.h).
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -1,8 +1,9 @@
 // Synthetic attention inputs with the structure of real attention maps, for tests, demos and benchmarks.
 //
-// "structured": Q and K share a smooth latent signal along the sequence (neighbouring tokens are similar, so blocks
-// are self-similar and attention concentrates near the diagonal, as in language and video models), plus an
-// attention sink (the first `sink_tokens` keys carry a direction every query has a component on) and noise.
+// "structured": Q and K share a smooth latent signal along the sequence (neighbouring tokens are similar, so
+// blocks are self-similar and attention concentrates near the diagonal, as in language and video models),
+// plus an attention sink (the first `sink_tokens` keys carry a direction every query has a component on) and
+// noise.
 //   q: (B, Hq, Nq, D), k, v: (B, Hkv, Nk, D), HND; created on CPU from `seed`, then moved to `options`.
 #pragma once
 
@@ -28,7 +29,7 @@ struct StructuredSpec {
 QKV structured_qkv(const StructuredSpec& spec, uint64_t seed, const at::TensorOptions& options);
 
 // Independent standard normal q, k, v (the usual kernel-test input).
-QKV random_qkv(int64_t batch, int64_t heads_q, int64_t heads_kv, int64_t seq_q, int64_t seq_k, int64_t head_dim,
-               uint64_t seed, const at::TensorOptions& options);
+QKV random_qkv(int64_t batch, int64_t heads_q, int64_t heads_kv, int64_t seq_q, int64_t seq_k,
+               int64_t head_dim, uint64_t seed, const at::TensorOptions& options);
 
 }  // namespace sparge
