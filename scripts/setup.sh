@@ -66,7 +66,7 @@ fi
 # ---------------------------------------------------------------- 2. virtual environment with torch
 venv="$here/.venv"
 py="$venv/bin/python"
-have_torch() { [[ -x "$py" ]] && "$py" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; }
+have_torch() { [[ -x "$py" ]] && "$py" -c "import numpy, torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; }
 if ! have_torch; then
   if ((check_only)); then log "missing: .venv with torch==$TORCH_VERSION"; missing=1
   else
