@@ -3,7 +3,8 @@
 # dirty), date, host CPU, GPU and driver (when nvidia-smi exists), torch version and CUDA build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-py="$(cat build/.sparge_python 2>/dev/null || echo python3)"
+source scripts/common.sh
+py="${SPARGE_PYTHON:-$(cat build/.sparge_python 2>/dev/null || gpu_machine_python || echo python3)}"
 "$py" - <<'PY'
 import json, os, platform, subprocess
 def sh(*cmd):

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Builds results/kernels/<gpu>/summary.json and summary.md from one GPU check's outputs.
+
+Inputs (from scripts/gpu_check.sh): flex.json (bench_flex.py: ours vs FlexAttention vs SDPA, one process) and
+predict.json (bench_predict: prediction time vs cuDNN, one process), env.json (provenance).
+Each ratio is taken from a single run (numerator and denominator measured in the same process on the same inputs).
+Ratios whose kernel does not exist yet are null, with the reason.
+
+usage: kernel_summary.py OUTDIR  (reads OUTDIR/{flex,predict,env}.json, writes OUTDIR/summary.{json,md})
+"""
+import json
+import os
+import sys
+
+TARGETS = {
+    "bf16_dense_vs_cudnn": 0.5, "quant_dense_vs_cudnn": 0.7,
+    "bf16_sparse_vs_flex_d50": 0.75, "bf16_sparse_vs_flex_d25": 0.75, "bf16_sparse_vs_flex_d10": 0.75,
+    "quant_sparse_vs_flex_d50": 1.0, "quant_sparse_vs_flex_d25": 1.0, "quant_sparse_vs_flex_d10": 1.0,
+    "causal_quant_dense_vs_cudnn": None,
+    "predict_overhead_n8k": 0.04, "predict_overhead_n32k": 0.01, "predict_overhead_n128k": None,
+}
+NO_QUANT = "the quantized (INT8 Q.K, FP8 P.V) kernel is not built yet"
+
+
+def pick(rows, **kw):
+    hits = [r for r in rows if all(r.get(k) == v for k, v in kw.items())]
+    return hits[0] if hits else None
+
+
+def main():
+    out = sys.argv[1]
+    flex = json.load(open(os.path.join(out, "flex.json")))["rows"]
+    predict = json.load(open(os.path.join(out, "predict.json")))
+    env = json.load(open(os.path.join(out, "env.json")))
+    ratios, notes = {}, {}
+    base = dict(head_dim=128, seq=32768, causal=False)
+    cudnn = pick(flex, method="cudnn", **base)
+    ours1 = pick(flex, method="sparge_bf16", density=1.0, **base)
+    ratios["bf16_dense_vs_cudnn"] = cudnn["ms"] / ours1["ms"] if cudnn and ours1 else None
+    for tag, dens in (("d50", 0.5), ("d25", 0.25), ("d10", 0.1)):
+        f = pick(flex, method="flex", density=dens, **base)
+        o = pick(flex, method="sparge_bf16", density=dens, **base)
+        ratios[f"bf16_sparse_vs_flex_{tag}"] = f["ms"] / o["ms"] if f and o else None
+        ratios[f"quant_sparse_vs_flex_{tag}"] = None
+        notes[f"quant_sparse_vs_flex_{tag}"] = NO_QUANT
+    for key in ("quant_dense_vs_cudnn", "causal_quant_dense_vs_cudnn"):
+        ratios[key] = None
+        notes[key] = NO_QUANT
+    for tag, n in (("n8k", 8192), ("n32k", 32768), ("n128k", 131072)):
+        p = next((r for r in predict if r["seq"] == n), None)
+        ratios[f"predict_overhead_{tag}"] = p["overhead"] if p else None
+    # Extra context (not targets): the causal bf16 dense ratio and the quantization-fused prediction overhead.
+    cc = pick(flex, method="cudnn", head_dim=128, seq=32768, causal=True)
+    oc = pick(flex, method="sparge_bf16", head_dim=128, seq=32768, causal=True, density=1.0)
+    extra = {"causal_bf16_dense_vs_cudnn": cc["ms"] / oc["ms"] if cc and oc else None}
+    for r in predict:
+        extra[f"predict_with_int8_overhead_n{r['seq'] // 1024}k"] = r["overhead_quant"]
+
+    def status(k, v):
+        t = TARGETS.get(k)
+        if v is None or t is None:
+            return None
+        return "met" if ((v <= t) if k.startswith("predict") else (v >= t)) else "missed"
+
+    summary = dict(
+        provenance=env,
+        definition="ratio = baseline time / our time (higher is better) for *_vs_*; predict_overhead = prediction "
+                   "time / cuDNN dense time (lower is better). D=128, N=32768, non-causal, bf16, H=16, B=1 unless named.",
+        ratios=ratios, targets=TARGETS, status={k: status(k, v) for k, v in ratios.items()}, notes=notes,
+        extra=extra)
+    json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
+    lines = ["| ratio | measured | target | status |", "|---|---|---|---|"]
+    for k, v in ratios.items():
+        t = TARGETS.get(k)
+        lines.append(f"| {k} | {'n/a: ' + notes[k] if v is None else f'{v:.3f}'} | "
+                     f"{'-' if t is None else (('<= ' if k.startswith('predict') else '>= ') + str(t))} | "
+                     f"{status(k, v) or '-'} |")
+    lines += ["", "| extra | measured |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in extra.items() if v is not None]
+    lines += ["", "### Dense and block-sparse TFLOPS (same run)", "",
+              "| method | D | N | causal | density | ms | TFLOPS |", "|---|---|---|---|---|---|---|"]
+    for r in flex:
+        lines.append(f"| {r['method']} | {r['head_dim']} | {r['seq']} | {r['causal']} | {r['density']} | "
+                     f"{r['ms']:.3f} | {r['tflops']:.0f} |")
+    lines += ["", "### Prediction overhead (same run as its cuDNN baseline)", "",
+              "| N | B | cuDNN ms | predict ms | predict+INT8 ms | overhead | overhead+INT8 |", "|---|---|---|---|---|---|---|"]
+    for r in predict:
+        lines.append(f"| {r['seq']} | {r['batch']} | {r['cudnn_ms']:.3f} | {r['predict_ms']:.3f} | "
+                     f"{r['predict_quant_ms']:.3f} | {r['overhead']:.4f} | {r['overhead_quant']:.4f} |")
+    open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

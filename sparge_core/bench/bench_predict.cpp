@@ -1,0 +1,64 @@
+// Prediction overhead (the paper's Table 3): stage-1 prediction time on the GPU / dense cuDNN SDPA time, same
+// inputs, same run. bf16, HND, D = 128, H = 16, B = max(1, 32768 / N), random normal inputs, non-causal,
+// blocks 128 x 64, CDF selection (tau 0.9, theta 0.6). Prediction without and with the INT8 quantization of Q
+// and smoothed K (fused into the statistics pass). Median of 20 CUDA-event timings after 3 warm-ups.
+//   bench_predict [--json PATH] [--quick]
+#include <ATen/ATen.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "sparge/cuda_predict.h"
+
+int main(int argc, char** argv) {
+  std::string json_path;
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+  }
+  if (!at::hasCUDA()) {
+    std::fprintf(stderr, "bench_predict: no CUDA device\n");
+    return 1;
+  }
+  const int64_t heads = 16, dim = 128;
+  std::vector<int64_t> lens = {8192, 16384, 32768, 65536, 131072};
+  if (quick) lens = {8192, 32768};
+  std::vector<std::string> rows;
+  std::printf("%-8s %-4s %-10s %-10s %-10s %-10s %-10s\n", "N", "B", "cudnn_ms", "pred_ms", "pred+q_ms",
+              "overhead", "overhead+q");
+  for (int64_t n : lens) {
+    const int64_t b = std::max<int64_t>(1, 32768 / n);
+    const auto opt = at::TensorOptions(at::kBFloat16).device(at::kCUDA);
+    const auto q = at::randn({b, heads, n, dim}, opt), k = at::randn({b, heads, n, dim}, opt),
+               v = at::randn({b, heads, n, dim}, opt);
+    sparge::SpargeConfig cfg;
+    cfg.cdfthreshd = {0.9};
+    const double dense = sparge::bench::median_ms(
+        [&] { sparge::bench::sdpa(q, k, v, false, sparge::bench::SdpaBackend::kCudnn); });
+    const double pred = sparge::bench::median_ms([&] { sparge::cuda::predict_block_mask(q, k, cfg, false); });
+    const double pred_q =
+        sparge::bench::median_ms([&] { sparge::cuda::predict_block_mask(q, k, cfg, true); });
+    std::printf("%-8lld %-4lld %-10.4f %-10.4f %-10.4f %-10.4f %-10.4f\n", static_cast<long long>(n),
+                static_cast<long long>(b), dense, pred, pred_q, pred / dense, pred_q / dense);
+    char buf[512];
+    std::snprintf(
+        buf, sizeof buf,
+        "{\"seq\": %lld, \"batch\": %lld, \"heads\": %lld, \"head_dim\": %lld, \"cudnn_ms\": %.5f, "
+        "\"predict_ms\": %.5f, \"predict_quant_ms\": %.5f, \"overhead\": %.5f, \"overhead_quant\": %.5f}",
+        static_cast<long long>(n), static_cast<long long>(b), static_cast<long long>(heads),
+        static_cast<long long>(dim), dense, pred, pred_q, pred / dense, pred_q / dense);
+    rows.emplace_back(buf);
+  }
+  if (!json_path.empty()) {
+    std::ofstream f(json_path);
+    f << "[\n";
+    for (size_t i = 0; i < rows.size(); ++i) f << "  " << rows[i] << (i + 1 < rows.size() ? ",\n" : "\n");
+    f << "]\n";
+  }
+  return 0;
+}

@@ -1,0 +1,277 @@
+// The API of the CUDA block-sparse attention kernels: checks every input (messages name the argument, the
+// expected and the actual value), fills AttentionParams, dispatches (dtype, head dim) to the instantiations
+// and assembles the AttentionResult. The only file of the kernels that sees torch.
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <numbers>
+#include <sstream>
+
+#include "../src/internal.h"
+#include "launch.h"
+#include "params.h"
+#include "sparge/cuda_attention.h"
+#include "sparge/error.h"
+#include "tile_config.h"
+
+namespace sparge::cuda {
+namespace {
+
+static_assert(kBlockQ == kKernelBlockQ && kBlockK == kKernelBlockK && kStage2WarpRows == kKernelWarpRows,
+              "cuda_attention.h mirrors tile_config.h");
+
+constexpr int64_t kMaxGridYZ = 65535;
+
+template <typename... Args>
+std::string cat(const Args&... args) {
+  std::ostringstream os;
+  (os << ... << args);
+  return os.str();
+}
+
+// The tensor as a kernel operand in logical HND order: a view when the last dimension is contiguous, the
+// other strides are multiples of 8 elements and the data is 16-byte aligned (16-byte cp.async), else a
+// contiguous copy.
+at::Tensor kernel_operand(const at::Tensor& hnd) {
+  bool ok = hnd.stride(3) == 1 && reinterpret_cast<uintptr_t>(hnd.data_ptr()) % 16 == 0;
+  for (int d = 0; d < 3; ++d) ok = ok && (hnd.size(d) == 1 || hnd.stride(d) % 8 == 0);
+  if (ok) return hnd;
+  return hnd.is_contiguous() ? hnd.clone() : hnd.contiguous();
+}
+
+void check_mask_tensors(const BlockMask& mask, const detail::Problem& p, const at::Tensor& q) {
+  const int64_t nqb = mask.num_q_blocks(), nkb = mask.num_k_blocks();
+  SPARGE_CHECK(mask.seq_q == p.seq_q && mask.seq_k == p.seq_k, "argument `mask`: expected Nq = ", p.seq_q,
+               ", Nk = ", p.seq_k, " (of q, k), got ", mask.seq_q, ", ", mask.seq_k);
+  SPARGE_CHECK(mask.counts.defined() && mask.indices.defined(),
+               "argument `mask`: expected counts and indices (build it with BlockMask::from_dense)");
+  SPARGE_CHECK(mask.counts.scalar_type() == at::kInt, "argument `mask.counts`: expected dtype int32, got ",
+               mask.counts.scalar_type());
+  SPARGE_CHECK(mask.indices.scalar_type() == at::kInt, "argument `mask.indices`: expected dtype int32, got ",
+               mask.indices.scalar_type());
+  const std::vector<int64_t> counts_shape = {p.batch, p.heads_q, nqb},
+                             indices_shape = {p.batch, p.heads_q, nqb, nkb};
+  SPARGE_CHECK(mask.counts.sizes() == at::IntArrayRef(counts_shape),
+               "argument `mask.counts`: expected shape ", at::IntArrayRef(counts_shape), ", got ",
+               mask.counts.sizes());
+  SPARGE_CHECK(mask.indices.sizes() == at::IntArrayRef(indices_shape),
+               "argument `mask.indices`: expected shape ", at::IntArrayRef(indices_shape), ", got ",
+               mask.indices.sizes());
+  SPARGE_CHECK(mask.counts.device() == q.device(), "argument `mask.counts`: expected device ", q.device(),
+               ", got ", mask.counts.device());
+  SPARGE_CHECK(mask.indices.device() == q.device(), "argument `mask.indices`: expected device ", q.device(),
+               ", got ", mask.indices.device());
+}
+
+// Device-side validation of the lists (one synchronization).
+void check_mask_contents(const at::Tensor& counts, const at::Tensor& indices, int64_t nkb) {
+  const auto listed = at::arange(nkb, indices.options()) < counts.unsqueeze(-1);  // (B, H, NQB, NKB)
+  const auto counts_ok = ((counts >= 0) & (counts <= nkb)).all();
+  const auto range_ok = (listed.logical_not() | ((indices >= 0) & (indices < nkb))).all();
+  auto order_ok = at::ones({}, counts.options().dtype(at::kBool));
+  if (nkb > 1)
+    order_ok = (listed.narrow(-1, 1, nkb - 1).logical_not() |
+                (indices.narrow(-1, 1, nkb - 1) > indices.narrow(-1, 0, nkb - 1)))
+                   .all();
+  const auto ok = at::stack({counts_ok, range_ok, order_ok}).cpu();
+  const auto* v = ok.data_ptr<bool>();
+  SPARGE_CHECK(v[0], "argument `mask.counts`: expected values in [0, ", nkb, "]");
+  SPARGE_CHECK(v[1], "argument `mask.indices`: expected the first counts entries of each row in [0, ", nkb,
+               ")");
+  SPARGE_CHECK(v[2],
+               "argument `mask.indices`: expected the listed key blocks of each row strictly ascending");
+}
+
+void set_strides(const at::Tensor& hnd, int64_t& batch, int64_t& head, int64_t& row) {
+  batch = hnd.stride(0);
+  head = hnd.stride(1);
+  row = hnd.stride(2);
+}
+
+// Mask statistics computed from the mask itself (block and token counts), as the reference defines them.
+void fill_mask_stats(AttentionStats& st, const BlockMask& mask, const detail::Problem& p, bool causal,
+                     const at::Tensor& counts) {
+  const auto dev = counts.options();
+  const int64_t bq = mask.block_q, bk = mask.block_k, nqb = mask.num_q_blocks(), nkb = mask.num_k_blocks();
+  const int64_t off = p.seq_k - p.seq_q;
+  const auto valid = causal_valid_blocks(p.seq_q, p.seq_k, bq, bk, causal, dev);  // (NQB, NKB)
+  // Allowed (query, key) pairs per block: rows r < Nq see keys [k0, min(k1, r + off + 1)) (all of [k0, k1) if
+  // not causal), summed over the block's rows.
+  const auto opt = dev.dtype(at::kLong);
+  const auto rows = at::arange(p.seq_q, opt).view({-1, 1});   // (Nq, 1)
+  const auto k0 = (at::arange(nkb, opt) * bk).view({1, -1});  // (1, NKB)
+  const auto k1 = at::clamp_max(k0 + bk, p.seq_k);
+  const auto end = causal ? at::minimum(k1, rows + off + 1) : k1.expand({p.seq_q, nkb});
+  auto per_row = at::clamp_min(end - k0, 0);  // (Nq, NKB)
+  per_row = at::constant_pad_nd(per_row, {0, 0, 0, nqb * bq - p.seq_q}, 0);
+  const auto pairs = per_row.view({nqb, bq, nkb}).sum(1);  // (NQB, NKB)
+  // Listed blocks as a dense (B, H, NQB, NKB) view from counts/indices (mask.dense may be absent).
+  const auto listed = at::arange(nkb, mask.indices.options()) < counts.unsqueeze(-1);
+  auto dense = at::zeros({p.batch, p.heads_q, nqb, nkb + 1}, opt);
+  dense.scatter_(
+      -1, at::where(listed, mask.indices, at::full_like(mask.indices, static_cast<int>(nkb))).to(at::kLong),
+      1);
+  const auto d = dense.narrow(-1, 0, nkb).to(at::kBool);
+  const auto sums =
+      at::stack({(d & valid).sum(), (d.to(at::kLong) * pairs).sum(), valid.sum(), pairs.sum()}).cpu();
+  const auto* v = sums.data_ptr<int64_t>();
+  st.computed_blocks = v[0];
+  st.computed_pairs = v[1];
+  st.valid_blocks = p.batch * p.heads_q * v[2];
+  st.valid_pairs = p.batch * p.heads_q * v[3];
+}
+
+}  // namespace
+
+std::string unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               const SpargeConfig& c, int64_t mask_block_q, int64_t mask_block_k) {
+  if (!q.defined() || !k.defined() || !v.defined())
+    return "arguments `q`, `k`, `v`: expected defined tensors";
+  if (!q.is_cuda()) return cat("argument `q`: expected a CUDA tensor, got device ", q.device());
+  if (q.scalar_type() != at::kHalf && q.scalar_type() != at::kBFloat16)
+    return cat("argument `q`: expected dtype float16 or bfloat16, got ", q.scalar_type());
+  if (q.dim() != 4) return cat("argument `q`: expected rank 4, got ", q.dim());
+  if (q.size(3) != 64 && q.size(3) != 128)
+    return cat("argument `q`: expected head dim 64 or 128, got ", q.size(3));
+  if (c.quant != QuantMode::kNone)
+    return cat("argument `config.quant`: expected none (the quantized kernels are not built yet), got ",
+               to_string(c.quant));
+  if (mask_block_q != kBlockQ || mask_block_k != kBlockK)
+    return cat("argument `mask`: expected blocks ", kBlockQ, "x", kBlockK, " (the kernel tile), got ",
+               mask_block_q, "x", mask_block_k);
+  if (c.stage2_group_rows != 0 && c.stage2_group_rows != kStage2WarpRows && c.stage2_group_rows != kBlockQ)
+    return cat("argument `config.stage2_group_rows`: expected 0 or ", kBlockQ, " (per CTA tile) or ",
+               kStage2WarpRows, " (per warp), got ", c.stage2_group_rows);
+  const int h_axis = c.layout == Layout::kHND ? 1 : 2;
+  if (q.size(0) > kMaxGridYZ || q.size(h_axis) > kMaxGridYZ)
+    return cat("argument `q`: expected batch and heads <= ", kMaxGridYZ, " (grid limits), got ", q.size(0),
+               ", ", q.size(h_axis));
+  const int64_t max_seq = std::numeric_limits<int32_t>::max() - kBlockQ;
+  if (q.size(3 - h_axis) > max_seq || k.dim() != 4 || k.size(3 - h_axis) > max_seq)
+    return cat("arguments `q`, `k`: expected rank 4 and sequence lengths <= ", max_seq);
+  return "";
+}
+
+AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const BlockMask& mask, const SpargeConfig& config,
+                                       const KernelOptions& options) {
+  SpargeConfig c = config;
+  c.block_q = mask.block_q;
+  c.block_k = mask.block_k;
+  SPARGE_CHECK(v.defined(), "argument `v`: expected a defined tensor");
+  const auto p = detail::check_problem(__func__, q, k, v, c);
+  const std::string why = unsupported_reason(q, k, v, c, mask.block_q, mask.block_k);
+  SPARGE_CHECK(why.empty(), why);
+  check_mask_tensors(mask, p, q);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const auto counts = mask.counts.contiguous(), indices = mask.indices.contiguous();
+  if (options.check_mask) check_mask_contents(counts, indices, mask.num_k_blocks());
+
+  const auto qh = kernel_operand(detail::to_hnd(q, c.layout));
+  const auto kh = kernel_operand(detail::to_hnd(k, c.layout));
+  const auto vh = kernel_operand(detail::to_hnd(v, c.layout));
+  AttentionResult r;
+  const std::vector<int64_t> lse_shape = {p.batch, p.heads_q, p.seq_q};
+  if (options.out.defined()) {
+    const auto& o = options.out;
+    SPARGE_CHECK(o.sizes() == q.sizes() && o.scalar_type() == q.scalar_type() && o.device() == q.device() &&
+                     o.is_contiguous() && reinterpret_cast<uintptr_t>(o.data_ptr()) % 16 == 0,
+                 "argument `options.out`: expected a contiguous, 16-byte aligned ", q.scalar_type(),
+                 " tensor of shape ", q.sizes(), " on ", q.device(), ", got ", o.scalar_type(), " ",
+                 o.sizes(), " on ", o.device(), o.is_contiguous() ? "" : " (not contiguous)");
+    r.out = o;
+  } else {
+    r.out = at::empty(q.sizes(), q.options());  // contiguous in the layout: 16-byte aligned rows
+  }
+  const auto oh = detail::to_hnd(r.out, c.layout);
+  if (c.return_lse) {
+    if (options.lse.defined()) {
+      const auto& l = options.lse;
+      SPARGE_CHECK(l.sizes() == at::IntArrayRef(lse_shape) && l.scalar_type() == at::kFloat &&
+                       l.device() == q.device() && l.is_contiguous(),
+                   "argument `options.lse`: expected a contiguous float32 tensor of shape ",
+                   at::IntArrayRef(lse_shape), " on ", q.device(), ", got ", l.scalar_type(), " ", l.sizes(),
+                   " on ", l.device());
+      r.lse = l;
+    } else {
+      r.lse = at::empty(lse_shape, q.options().dtype(at::kFloat));
+    }
+  }
+
+  AttentionParams prm;
+  prm.q = qh.data_ptr();
+  prm.k = kh.data_ptr();
+  prm.v = vh.data_ptr();
+  prm.o = oh.data_ptr();
+  prm.lse = c.return_lse ? r.lse.data_ptr<float>() : nullptr;
+  set_strides(qh, prm.q_batch_stride, prm.q_head_stride, prm.q_row_stride);
+  set_strides(kh, prm.k_batch_stride, prm.k_head_stride, prm.k_row_stride);
+  set_strides(vh, prm.v_batch_stride, prm.v_head_stride, prm.v_row_stride);
+  set_strides(oh, prm.o_batch_stride, prm.o_head_stride, prm.o_row_stride);
+  prm.batch = static_cast<int>(p.batch);
+  prm.heads_q = static_cast<int>(p.heads_q);
+  prm.heads_kv = static_cast<int>(p.heads_kv);
+  prm.kv_group = static_cast<int>(p.group());
+  prm.seq_q = static_cast<int>(p.seq_q);
+  prm.seq_k = static_cast<int>(p.seq_k);
+  prm.head_dim = static_cast<int>(p.head_dim);
+  prm.scale_log2 = static_cast<float>(p.scale * std::numbers::log2e);
+  prm.causal = c.causal;
+  prm.mask_counts = counts.data_ptr<int32_t>();
+  prm.mask_indices = indices.data_ptr<int32_t>();
+  prm.num_q_blocks = static_cast<int>(mask.num_q_blocks());
+  prm.num_k_blocks = static_cast<int>(mask.num_k_blocks());
+
+  const bool stage2 =
+      std::any_of(c.pvthreshd.begin(), c.pvthreshd.end(), [](double x) { return std::isfinite(x); });
+  at::Tensor pvthreshd;
+  if (stage2) {
+    pvthreshd = detail::per_head(c.pvthreshd, p.heads_q, q.options().dtype(at::kFloat)).contiguous();
+    prm.pvthreshd = pvthreshd.data_ptr<float>();
+  }
+  prm.stage2_granularity =
+      c.stage2_group_rows == kStage2WarpRows ? Stage2Granularity::kWarp : Stage2Granularity::kCta;
+  at::Tensor counters;
+  if (options.collect_stats) {
+    counters = at::zeros({2}, q.options().dtype(at::kLong));
+    prm.stage2_units = counters.data_ptr<int64_t>();
+    prm.stage2_skipped = counters.data_ptr<int64_t>() + 1;
+  }
+
+  const auto stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
+  const bool fp16 = q.scalar_type() == at::kHalf;
+  const auto launch = [&] {
+    if (p.head_dim == 64)
+      return fp16 ? launch_block_sparse_attention<DType::kFp16, 64>(prm, stream)
+                  : launch_block_sparse_attention<DType::kBf16, 64>(prm, stream);
+    return fp16 ? launch_block_sparse_attention<DType::kFp16, 128>(prm, stream)
+                : launch_block_sparse_attention<DType::kBf16, 128>(prm, stream);
+  };
+  if (options.collect_stats) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const cudaError_t err = launch();
+    SPARGE_CHECK(err == cudaSuccess, "kernel launch failed: ", cudaGetErrorString(err));
+    const cudaError_t sync = cudaStreamSynchronize(stream);
+    SPARGE_CHECK(sync == cudaSuccess, "kernel failed: ", cudaGetErrorString(sync));
+    r.stats.attention_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    r.stats.block_q = mask.block_q;
+    r.stats.block_k = mask.block_k;
+    r.stats.stage2_group_rows = c.stage2_rows();
+    const auto n = counters.cpu();
+    r.stats.stage2_groups = n.data_ptr<int64_t>()[0];
+    r.stats.stage2_skipped = n.data_ptr<int64_t>()[1];
+    fill_mask_stats(r.stats, mask, p, c.causal, counts);
+  } else {
+    const cudaError_t err = launch();
+    SPARGE_CHECK(err == cudaSuccess, "kernel launch failed: ", cudaGetErrorString(err));
+  }
+  return r;
+}
+
+}  // namespace sparge::cuda

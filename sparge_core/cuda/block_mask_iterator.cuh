@@ -1,0 +1,38 @@
+// Iterates the key blocks a CTA computes: the mask row of (batch, query head, query block), in ascending
+// order.
+//   counts: (B, Hq, NQB) int32, indices: (B, Hq, NQB, NKB) int32 (first counts entries valid, ascending).
+// The next index is fetched one step ahead so its global-load latency hides behind the current block's MMAs.
+#pragma once
+
+#include <cstdint>
+
+#include "params.h"
+
+namespace sparge::cuda {
+
+class BlockMaskIterator {
+ public:
+  __device__ BlockMaskIterator(const AttentionParams& p, int batch, int head, int q_block) {
+    const int64_t row = (static_cast<int64_t>(batch) * p.heads_q + head) * p.num_q_blocks + q_block;
+    count_ = __ldg(p.mask_counts + row);
+    indices_ = p.mask_indices + row * p.num_k_blocks;
+    next_ = count_ > 0 ? __ldg(indices_) : -1;
+  }
+  __device__ int count() const { return count_; }
+  __device__ bool empty() const { return count_ == 0; }
+  // Key block of step n (the one fetched by the previous call), and fetches step n + 1.
+  __device__ int advance(int n) {
+    const int kb = next_;
+    next_ = n + 1 < count_ ? __ldg(indices_ + n + 1) : -1;
+    return kb;
+  }
+  // Key block of step n + 1 after advance(n), or -1 after the last step.
+  __device__ int peek() const { return next_; }
+
+ private:
+  const int32_t* indices_;
+  int count_;
+  int next_;
+};
+
+}  // namespace sparge::cuda

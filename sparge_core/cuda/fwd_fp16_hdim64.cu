@@ -1,0 +1,7 @@
+// Instantiation: block-sparse attention, fp16, head dim 64 (one file per (dtype, D) so they compile in
+// parallel).
+#include "kernel.cuh"
+
+namespace sparge::cuda {
+template cudaError_t launch_block_sparse_attention<DType::kFp16, 64>(const AttentionParams&, cudaStream_t);
+}  // namespace sparge::cuda

@@ -1,0 +1,222 @@
+// The mainloop of one CTA: the query tile against its listed key blocks, FlashAttention-2 schedule.
+//   q tile: (kBlockM, D) in shared memory; per listed key block kb: K, V tiles (kBlockN, D), one buffer each.
+//   step n:  wait K(n); start V(n) | S = Q K(n)^T | mask | row max, stage-2 vote | wait V(n); start K(n+1)
+//            | unless the group skips: P = exp2(S * scale - m'), O = O * exp2(m - m') + P V(n)
+// Each warp owns kWarpRows query rows; warp w's rows are rows [w * kWarpRows, (w + 1) * kWarpRows) of the
+// tile.
+#pragma once
+
+#include "block_mask_iterator.cuh"
+#include "online_softmax.cuh"
+#include "tile_config.h"
+#include "tile_ops.cuh"
+
+namespace sparge::cuda {
+
+template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity>
+struct Mainloop {
+  using Cfg = TileConfig<kHeadDim>;
+  using Elem = tile::Element<kDtype>;
+  using T = typename Elem::type;
+  using QTile = tile::SmemTile<Cfg::kBlockM, kHeadDim>;
+  using KVTile = tile::SmemTile<Cfg::kBlockN, kHeadDim>;
+  static_assert(QTile::kBytes == Cfg::kSmemQ && KVTile::kBytes == Cfg::kSmemKV,
+                "tile_config.h matches SmemTile");
+  static constexpr int kMTiles = Cfg::kMTiles;
+  static constexpr int kNTiles = Cfg::kBlockN / 8;  // n8 tiles of S
+  static constexpr int kDTiles = kHeadDim / 8;      // n8 tiles of O
+  using Softmax = OnlineSoftmax<kMTiles, kNTiles>;
+  // D = 64: the warp's Q fragments (32 registers) stay in registers for the whole loop, a fifth fewer
+  // ldmatrix per block; D = 128 would need 64 more registers next to the 128-float accumulator, so Q is
+  // re-read from smem.
+  static constexpr bool kQInRegisters = kHeadDim == 64;
+  using QFragments = uint32_t[kHeadDim / 16][kMTiles][4];
+
+  // Per-warp state that the epilogue consumes.
+  struct State {
+    float acc[kMTiles][kDTiles][4];  // O (unnormalized), C-fragment layout
+    Softmax softmax;
+    int units = 0, skipped = 0;  // stage-2 (row group, key block) units, counted by one thread per group
+  };
+
+  // S = Q K^T for the warp's rows: s[mt][nt] is the C fragment of rows mt*16.., keys nt*8.. of the block.
+  // The warp's Q A-fragments for every k step (kQInRegisters).
+  __device__ static void load_q_fragments(QFragments& qf, uint32_t q_smem, int warp, int lane) {
+    const uint32_t q_base =
+        q_smem + QTile::offset(warp * Cfg::kWarpRows + (lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk)
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+        tile::ldmatrix_x4(qf[kk][mt], q_base + QTile::offset(mt * 16, kk * 2));
+  }
+
+  __device__ static void scores(float (&s)[kMTiles][kNTiles][4], const QFragments& qf, uint32_t q_smem,
+                                uint32_t k_smem, int warp, int lane) {
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s[mt][nt][i] = 0.f;
+    // Q matrices: (rows 0-7, d 0-7), (rows 8-15, d 0-7), (rows 0-7, d 8-15), (rows 8-15, d 8-15) = a0..a3;
+    // K matrices: (keys 0-7, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 0-7), (keys 8-15, d 8-15)
+    //           = b0b1, b2b3 of key tile 2np, then of key tile 2np + 1. Per-lane bases + immediates:
+    const uint32_t q_base =
+        q_smem + QTile::offset(warp * Cfg::kWarpRows + (lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
+    const uint32_t k_base = k_smem + KVTile::offset((lane % 8) + (lane / 16) * 8, (lane / 8) % 2);
+#pragma unroll
+    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+      uint32_t a[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        if constexpr (kQInRegisters) {
+#pragma unroll
+          for (int i = 0; i < 4; ++i) a[mt][i] = qf[kk][mt][i];
+        } else {
+          tile::ldmatrix_x4(a[mt], q_base + QTile::offset(mt * 16, kk * 2));
+        }
+      }
+#pragma unroll
+      for (int np = 0; np < kNTiles / 2; ++np) {
+        uint32_t b[4];
+        tile::ldmatrix_x4(b, k_base + KVTile::offset(np * 16, kk * 2));
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          Elem::mma(s[mt][2 * np], a[mt], b[0], b[1]);  // S += Q K^T
+          Elem::mma(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  // S = -inf where the key is not allowed: query row >= Nq, key >= Nk, or (causal) key > row + Nk - Nq.
+  // row0 / key0: global index of the warp's first row and of the block's first key.
+  __device__ static void mask_scores(float (&s)[kMTiles][kNTiles][4], const AttentionParams& p, int row0,
+                                     int key0, int lane) {
+    const int causal_offset = p.seq_k - p.seq_q;
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int hh = 0; hh < 2; ++hh) {
+        const int row = row0 + mt * 16 + lane / 4 + hh * 8;
+        const int key_end =
+            p.causal ? min(p.seq_k, row + causal_offset + 1) : p.seq_k;  // first disallowed key
+        const int limit = row < p.seq_q ? key_end : 0;
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+          for (int j = 0; j < 2; ++j) {
+            const int key = key0 + nt * 8 + (lane % 4) * 2 + j;
+            if (key >= limit) s[mt][nt][2 * hh + j] = tile::kNegInf;
+          }
+      }
+  }
+
+  // Whether the warp's rows x the block's keys hold a disallowed pair (only such tiles pay for mask_scores).
+  __device__ static bool needs_mask(const AttentionParams& p, int row0, int key0) {
+    return key0 + Cfg::kBlockN > p.seq_k || row0 + Cfg::kWarpRows > p.seq_q ||
+           (p.causal && key0 + Cfg::kBlockN - 1 > row0 + p.seq_k - p.seq_q);
+  }
+
+  // O += P V: P (the exponentiated S fragments) rounded to the element type, V read transposed by ldmatrix.
+  __device__ static void accumulate_pv(float (&acc)[kMTiles][kDTiles][4],
+                                       const float (&pr)[kMTiles][kNTiles][4], uint32_t v_smem, int lane) {
+    // transposed V matrices: (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 8-15)
+    //                      = b0b1, b2b3 of d tile 2dp, then of d tile 2dp + 1
+    const uint32_t v_base = v_smem + KVTile::offset((lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
+#pragma unroll
+    for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
+      uint32_t a[kMTiles][4];
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        a[mt][0] = Elem::pack(pr[mt][2 * kk][0], pr[mt][2 * kk][1]);
+        a[mt][1] = Elem::pack(pr[mt][2 * kk][2], pr[mt][2 * kk][3]);
+        a[mt][2] = Elem::pack(pr[mt][2 * kk + 1][0], pr[mt][2 * kk + 1][1]);
+        a[mt][3] = Elem::pack(pr[mt][2 * kk + 1][2], pr[mt][2 * kk + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < kDTiles / 2; ++dp) {
+        uint32_t b[4];
+        tile::ldmatrix_x4_trans(b, v_base + KVTile::offset(kk * 16, dp * 2));
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt) {
+          Elem::mma(acc[mt][2 * dp], a[mt], b[0], b[1]);  // O += P V
+          Elem::mma(acc[mt][2 * dp + 1], a[mt], b[2], b[3]);
+        }
+      }
+    }
+  }
+
+  // Runs the CTA's key blocks. q_tile/k_tile/v_tile: shared-memory addresses; q_gmem: the tile's first query
+  // row; k_gmem, v_gmem: row 0 of the kv head. Returns the warp's state (every thread of the CTA must call
+  // this).
+  __device__ static void run(State& st, const AttentionParams& p, BlockMaskIterator& it, uint32_t q_tile,
+                             uint32_t k_tile, uint32_t v_tile, const T* q_gmem, const T* k_gmem,
+                             const T* v_gmem, int q0, float pvthreshd) {
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int row0 = q0 + warp * Cfg::kWarpRows;
+#pragma unroll
+    for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+      for (int dt = 0; dt < kDTiles; ++dt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) st.acc[mt][dt][i] = 0.f;
+    st.softmax.init();
+    if (it.empty()) return;
+
+    const auto load_k = [&](int kb) {
+      const int key0 = kb * Cfg::kBlockN;
+      tile::load_tile_async<Cfg::kBlockN, kHeadDim, Cfg::kThreads>(
+          k_tile, k_gmem + key0 * p.k_row_stride, p.k_row_stride, min(Cfg::kBlockN, p.seq_k - key0), tid);
+      tile::cp_async_commit();
+    };
+    tile::load_tile_async<Cfg::kBlockM, kHeadDim, Cfg::kThreads>(q_tile, q_gmem, p.q_row_stride,
+                                                                 min(Cfg::kBlockM, p.seq_q - q0), tid);
+    load_k(it.peek());  // Q and K(0) in one group
+
+    const bool counting = kGranularity == Stage2Granularity::kCta ? tid == 0 : lane == 0;
+    QFragments qf;
+    for (int n = 0; n < it.count(); ++n) {
+      const int kb = it.advance(n), key0 = kb * Cfg::kBlockN;
+      tile::cp_async_wait<0>();
+      __syncthreads();  // K(n) landed; every warp is done with V(n - 1)
+      if (kQInRegisters && n == 0) load_q_fragments(qf, q_tile, warp, lane);
+      tile::load_tile_async<Cfg::kBlockN, kHeadDim, Cfg::kThreads>(
+          v_tile, v_gmem + key0 * p.v_row_stride, p.v_row_stride, min(Cfg::kBlockN, p.seq_k - key0), tid);
+      tile::cp_async_commit();
+
+      float s[kMTiles][kNTiles][4];
+      scores(s, qf, q_tile, k_tile, warp, lane);  // S = Q K^T
+      if (needs_mask(p, row0, key0)) mask_scores(s, p, row0, key0, lane);
+      float m_blk[kMTiles][2];
+      Softmax::block_row_max(s, m_blk);
+      bool has, negligible;
+      st.softmax.stage2_vote(m_blk, p.scale_log2, pvthreshd, has, negligible);
+      const bool warp_has = __any_sync(tile::kFullWarp, has);
+
+      tile::cp_async_wait<0>();
+      bool group_has, group_skips;
+      if constexpr (kGranularity == Stage2Granularity::kCta) {
+        group_skips = __syncthreads_and(negligible);  // also the barrier: V(n) landed, K(n) free
+        group_has = __syncthreads_or(has);
+      } else {
+        __syncthreads();  // V(n) landed; every warp is done with K(n)
+        group_skips = __all_sync(tile::kFullWarp, negligible);
+        group_has = warp_has;
+      }
+      if (it.peek() >= 0) load_k(it.peek());
+      if (counting && group_has) {
+        ++st.units;
+        st.skipped += group_skips;
+      }
+      // A skipped group leaves m, l and O unchanged; a warp with no allowed key here would add exactly
+      // nothing.
+      if (group_skips || !warp_has) continue;
+      st.softmax.update(s, m_blk, p.scale_log2, st.acc);  // s := P
+      accumulate_pv(st.acc, s, v_tile, lane);             // O += P V
+    }
+  }
+};
+
+}  // namespace sparge::cuda

@@ -1,0 +1,139 @@
+// The device tile vocabulary of the attention kernels (sm_80+): element types, 16-byte async copies,
+// ldmatrix fragment loads, the m16n8k16 tensor-core MMA, exp2, and the padded shared-memory layout.
+// Fragment layouts are those of the PTX ISA for mma.m16n8k16 (g = lane / 4, t = lane % 4):
+//   A (16x16, row): a0a1 = (g, 2t..2t+1), a2a3 = (g+8, 2t..), a4a5 = (g, 2t+8..), a6a7 = (g+8, 2t+8..)
+//   B (16x8, col):  b0b1 = (k 2t..2t+1, n g), b2b3 = (k 2t+8.., n g)
+//   C (16x8, f32):  c0c1 = (g, 2t..2t+1), c2c3 = (g+8, 2t..)
+// so an S accumulator pair (c0c1 / c2c3) of two adjacent n8 tiles is exactly an A fragment of P (FA2's
+// trick).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+
+#include "params.h"
+
+namespace sparge::cuda::tile {
+
+inline constexpr float kLog2e = 1.4426950408889634f;
+inline constexpr float kLn2 = 0.6931471805599453f;
+inline constexpr float kNegInf = -__builtin_huge_valf();  // -infinity
+inline constexpr unsigned kFullWarp = 0xffffffffu;
+
+template <DType>
+struct Element;
+template <>
+struct Element<DType::kFp16> {
+  using type = __half;
+  // Two floats -> one register of two 16-bit values (low = a).
+  __device__ static uint32_t pack(float a, float b) {
+    __half2 h = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  // D += A B, m16n8k16, f32 accumulators.
+  __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <>
+struct Element<DType::kBf16> {
+  using type = __nv_bfloat16;
+  __device__ static uint32_t pack(float a, float b) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t*>(&h);
+  }
+  __device__ static void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, asynchronous; valid == false writes 16 zero bytes (src is not read).
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() {
+  asm volatile("cp.async.commit_group;\n" ::);
+}
+// Waits until at most `kPending` committed groups are still in flight.
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
+
+// Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i.
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// 2^x (ex2.approx: relative error ~2^-22; exp2(-inf) = 0).
+__device__ __forceinline__ float exp2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// Sum / max over the 4 lanes of a quad (the lanes holding one accumulator row).
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(kFullWarp, x, 1);
+  return x + __shfl_xor_sync(kFullWarp, x, 2);
+}
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(kFullWarp, x, 1));
+  return fmaxf(x, __shfl_xor_sync(kFullWarp, x, 2));
+}
+
+// Row-major tile of kRows x kHeadDim 16-bit elements in shared memory, each row padded by one 16-byte chunk:
+// the 8 row addresses of one ldmatrix matrix (same chunk, 8 consecutive rows) are then 4 banks apart, i.e.
+// all 32 banks, conflict-free. Unlike an XOR swizzle the offset is affine in (row, chunk), so every fragment
+// address is one per-thread base register plus an immediate (an XOR swizzle made ptxas keep ~80 hoisted
+// addresses live and spill at D = 128).
+template <int kRows, int kHeadDim>
+struct SmemTile {
+  static constexpr int kChunks = kHeadDim / 8;          // 16-byte chunks of data per row
+  static constexpr int kRowBytes = (kChunks + 1) * 16;  // + one chunk of padding
+  static constexpr int kBytes = kRows * kRowBytes;
+  __host__ __device__ static constexpr uint32_t offset(int row, int chunk) {  // byte offset of (row, chunk)
+    return static_cast<uint32_t>(row * kRowBytes + chunk * 16);
+  }
+};
+
+// Asynchronously copies rows [0, rows_valid) of a kRows x kHeadDim global tile (row stride in elements) into
+// a swizzled shared tile; rows >= rows_valid are zero-filled (zeros keep 0 * garbage = NaN out of P V).
+template <int kRows, int kHeadDim, int kThreads, typename T>
+__device__ __forceinline__ void load_tile_async(uint32_t smem, const T* gmem, int64_t row_stride,
+                                                int rows_valid, int tid) {
+  using Layout = SmemTile<kRows, kHeadDim>;
+  constexpr int kTotal = kRows * Layout::kChunks;
+  static_assert(kTotal % kThreads == 0, "whole chunks per thread");
+#pragma unroll
+  for (int i = 0; i < kTotal / kThreads; ++i) {
+    const int idx = tid + i * kThreads, row = idx / Layout::kChunks, chunk = idx % Layout::kChunks;
+    const bool valid = row < rows_valid;
+    const T* src = valid ? gmem + row * row_stride + chunk * 8 : gmem;
+    cp_async_16(smem + Layout::offset(row, chunk), src, valid);
+  }
+}
+
+}  // namespace sparge::cuda::tile
