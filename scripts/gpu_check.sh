@@ -46,6 +46,19 @@ grep -h "spill" "$out/build.log" | sort -u | head -8
 t0=$SECONDS
 ctest --test-dir build-gpu -L gpu -V --timeout 500 > "$out/ctest_gpu.log" 2>&1 || status=1
 log "ctest -L gpu: $((SECONDS - t0)) s"
+# compute-sanitizer memcheck and racecheck on small cases of both kernels.
+if command -v compute-sanitizer > /dev/null; then
+  t0=$SECONDS
+  small_attn='CudaAttention.StridedAndMisalignedInputs:CudaAttention.EmptyRowsWriteZerosAndMinusInfinity'
+  small_pred='Shapes/CudaPredict.MatchesTheReference/3:Shapes/CudaPredict.MatchesTheReference/2'
+  for tool in memcheck racecheck; do
+    for t in "test_cuda_attention:$small_attn" "test_cuda_predict:$small_pred"; do
+      compute-sanitizer --tool "$tool" --error-exitcode 1 "build-gpu/bin/${t%%:*}" --gtest_filter="${t#*:}" \
+        >> "$out/sanitizer.log" 2>&1 || { status=1; log "compute-sanitizer $tool FAILED on ${t%%:*}"; }
+    done
+  done
+  log "compute-sanitizer: $((SECONDS - t0)) s"
+fi
 if [[ "${SPARGE_GPU_CHECK_CORE:-1}" != 0 ]]; then
   t0=$SECONDS
   ctest --test-dir build-gpu -L core -j "$jobs" --output-on-failure --timeout 300 > "$out/ctest_core.log" 2>&1 || status=1
@@ -71,6 +84,8 @@ echo "==== GPU test failures (full per-case lines in $out/ctest_gpu.log) ===="
 grep -E -A3 "Failure$" "$out/ctest_gpu.log" | head -40
 echo "==== ctest -L gpu ===="
 grep -E "tests passed|tests failed|Failed|\*\*\*|Passed|Not Run|Skipped" "$out/ctest_gpu.log" | tail -12
+echo "==== compute-sanitizer ===="
+grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log" 2>/dev/null
 echo "==== ctest -L core ===="
 grep -E "tests passed|tests failed|Failed|\*\*\*" "$out/ctest_core.log" | tail -8
 if [[ -f "$out/bench.log" ]]; then

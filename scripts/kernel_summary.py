@@ -55,6 +55,8 @@ def main():
     extra = {"causal_bf16_dense_vs_cudnn": cc["ms"] / oc["ms"] if cc and oc else None}
     for r in predict:
         extra[f"predict_with_int8_overhead_n{r['seq'] // 1024}k"] = r["overhead_quant"]
+        if "overhead_graph" in r:
+            extra[f"predict_gpu_only_overhead_n{r['seq'] // 1024}k (CUDA graph replay)"] = r["overhead_graph"]
 
     def status(k, v):
         t = TARGETS.get(k)
@@ -82,10 +84,12 @@ def main():
         lines.append(f"| {r['method']} | {r['head_dim']} | {r['seq']} | {r['causal']} | {r['density']} | "
                      f"{r['ms']:.3f} | {r['tflops']:.0f} |")
     lines += ["", "### Prediction overhead (same run as its cuDNN baseline)", "",
-              "| N | B | cuDNN ms | predict ms | predict+INT8 ms | overhead | overhead+INT8 |", "|---|---|---|---|---|---|---|"]
+              "| N | B | cuDNN ms | predict ms | predict+INT8 ms | predict ms (graph) | overhead | overhead+INT8 | "
+              "overhead (graph) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in predict:
         lines.append(f"| {r['seq']} | {r['batch']} | {r['cudnn_ms']:.3f} | {r['predict_ms']:.3f} | "
-                     f"{r['predict_quant_ms']:.3f} | {r['overhead']:.4f} | {r['overhead_quant']:.4f} |")
+                     f"{r['predict_quant_ms']:.3f} | {r.get('predict_graph_ms', float('nan')):.3f} | {r['overhead']:.4f} | "
+                     f"{r['overhead_quant']:.4f} | {r.get('overhead_graph', float('nan')):.4f} |")
     open(os.path.join(out, "summary.md"), "w").write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

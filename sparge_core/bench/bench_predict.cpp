@@ -4,6 +4,8 @@
 // and smoothed K (fused into the statistics pass). Median of 20 CUDA-event timings after 3 warm-ups.
 //   bench_predict [--json PATH] [--quick]
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
 
 #include <cstdio>
 #include <cstring>
@@ -43,15 +45,30 @@ int main(int argc, char** argv) {
     const double pred = sparge::bench::median_ms([&] { sparge::cuda::predict_block_mask(q, k, cfg, false); });
     const double pred_q =
         sparge::bench::median_ms([&] { sparge::cuda::predict_block_mask(q, k, cfg, true); });
-    std::printf("%-8lld %-4lld %-10.4f %-10.4f %-10.4f %-10.4f %-10.4f\n", static_cast<long long>(n),
-                static_cast<long long>(b), dense, pred, pred_q, pred / dense, pred_q / dense);
+    double pred_graph = 0.0;
+    {
+      auto side = at::cuda::getStreamFromPool();
+      const at::cuda::CUDAStreamGuard guard(side);
+      sparge::cuda::predict_block_mask(q, k, cfg, false);  // warm-up on the capture stream
+      side.synchronize();
+      at::cuda::CUDAGraph graph;
+      graph.capture_begin();
+      sparge::cuda::predict_block_mask(q, k, cfg, false);
+      graph.capture_end();
+      pred_graph = sparge::bench::median_ms([&] { graph.replay(); });
+    }
+    std::printf("%-8lld %-4lld %-10.4f %-10.4f %-10.4f %-10.4f %-10.4f %-10.4f %-10.4f\n",
+                static_cast<long long>(n), static_cast<long long>(b), dense, pred, pred_q, pred_graph,
+                pred / dense, pred_q / dense, pred_graph / dense);
     char buf[512];
     std::snprintf(
         buf, sizeof buf,
         "{\"seq\": %lld, \"batch\": %lld, \"heads\": %lld, \"head_dim\": %lld, \"cudnn_ms\": %.5f, "
-        "\"predict_ms\": %.5f, \"predict_quant_ms\": %.5f, \"overhead\": %.5f, \"overhead_quant\": %.5f}",
+        "\"predict_ms\": %.5f, \"predict_quant_ms\": %.5f, \"predict_graph_ms\": %.5f, \"overhead\": %.5f, "
+        "\"overhead_quant\": %.5f, \"overhead_graph\": %.5f}",
         static_cast<long long>(n), static_cast<long long>(b), static_cast<long long>(heads),
-        static_cast<long long>(dim), dense, pred, pred_q, pred / dense, pred_q / dense);
+        static_cast<long long>(dim), dense, pred, pred_q, pred_graph, pred / dense, pred_q / dense,
+        pred_graph / dense);
     rows.emplace_back(buf);
   }
   if (!json_path.empty()) {

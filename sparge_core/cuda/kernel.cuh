@@ -21,7 +21,6 @@ __global__ void __launch_bounds__(TileConfig<kHeadDim>::kThreads)
   const int head = blockIdx.y, batch = blockIdx.z, kv_head = head / p.kv_group;
   const int q0 = q_block * Cfg::kBlockM;
   const uint32_t q_tile = tile::smem_addr(smem);
-  const uint32_t k_tile = q_tile + Cfg::kSmemQ, v_tile = k_tile + Cfg::kSmemKV;
 
   const T* q_gmem =
       static_cast<const T*>(p.q) + batch * p.q_batch_stride + head * p.q_head_stride + q0 * p.q_row_stride;
@@ -34,7 +33,7 @@ __global__ void __launch_bounds__(TileConfig<kHeadDim>::kThreads)
 
   BlockMaskIterator it(p, batch, head, q_block);
   typename Loop::State st;
-  Loop::run(st, p, it, q_tile, k_tile, v_tile, q_gmem, k_gmem, v_gmem, q0, pvthreshd);
+  Loop::run(st, p, it, q_tile, q_tile + Cfg::kSmemQ, q_gmem, k_gmem, v_gmem, q0, pvthreshd);
   Epilogue<kDtype, kHeadDim, kGranularity>::store(st, p, q_tile, o_gmem, lse_row, q0);
 }
 

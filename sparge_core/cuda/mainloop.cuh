@@ -1,7 +1,10 @@
-// The mainloop of one CTA: the query tile against its listed key blocks, FlashAttention-2 schedule.
-//   q tile: (kBlockM, D) in shared memory; per listed key block kb: K, V tiles (kBlockN, D), one buffer each.
-//   step n:  wait K(n); start V(n) | S = Q K(n)^T | mask | row max, stage-2 vote | wait V(n); start K(n+1)
-//            | unless the group skips: P = exp2(S * scale - m'), O = O * exp2(m - m') + P V(n)
+// The mainloop of one CTA: the query tile against its listed key blocks, K and V double-buffered.
+//   q tile: (kBlockM, D) in shared memory; per listed key block: K, V tiles (kBlockN, D) in stage n % 2.
+//   step n:  wait K(n), V(n); barrier; start K(n+1), V(n+1) into the other stage | S = Q K(n)^T | mask
+//            | row max, stage-2 vote | unless the group skips: P = exp2(S * scale - m'),
+//            O = O * exp2(m - m') + P V(n)
+// One CTA barrier per step (FlashAttention-2's single K and V buffers need two), and the next block's K and
+// V have a whole step to land (a sparse row's next listed block is as far away in memory as any other).
 // Each warp owns kWarpRows query rows; warp w's rows are rows [w * kWarpRows, (w + 1) * kWarpRows) of the
 // tile.
 #pragma once
@@ -31,6 +34,10 @@ struct Mainloop {
   // re-read from smem.
   static constexpr bool kQInRegisters = kHeadDim == 64;
   using QFragments = uint32_t[kHeadDim / 16][kMTiles][4];
+  // Skip the accumulator rescale when no row max grew (see OnlineSoftmax::update). Per-warp stage 2 only:
+  // with the per-CTA vote's two CTA reductions in the loop, the extra branch made ptxas spill 128 bytes
+  // inside the loop at D = 128 (24 without it).
+  static constexpr bool kSkipUnitRescale = kGranularity == Stage2Granularity::kWarp;
 
   // Per-warp state that the epilogue consumes.
   struct State {
@@ -148,12 +155,12 @@ struct Mainloop {
     }
   }
 
-  // Runs the CTA's key blocks. q_tile/k_tile/v_tile: shared-memory addresses; q_gmem: the tile's first query
-  // row; k_gmem, v_gmem: row 0 of the kv head. Returns the warp's state (every thread of the CTA must call
-  // this).
+  // Runs the CTA's key blocks. q_tile: shared-memory address of Q; kv_tiles: of stage 0's K tile, followed by
+  // stage 0's V, stage 1's K, stage 1's V (Cfg::kStageBytes apart); q_gmem: the tile's first query row;
+  // k_gmem, v_gmem: row 0 of the kv head. Fills the warp's state (every thread of the CTA must call this).
   __device__ static void run(State& st, const AttentionParams& p, BlockMaskIterator& it, uint32_t q_tile,
-                             uint32_t k_tile, uint32_t v_tile, const T* q_gmem, const T* k_gmem,
-                             const T* v_gmem, int q0, float pvthreshd) {
+                             uint32_t kv_tiles, const T* q_gmem, const T* k_gmem, const T* v_gmem, int q0,
+                             float pvthreshd) {
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int row0 = q0 + warp * Cfg::kWarpRows;
 #pragma unroll
@@ -165,26 +172,29 @@ struct Mainloop {
     st.softmax.init();
     if (it.empty()) return;
 
-    const auto load_k = [&](int kb) {
-      const int key0 = kb * Cfg::kBlockN;
+    // K and V of key block kb into stage `stage`, one cp.async group.
+    const auto load_kv = [&](int kb, int stage) {
+      const int key0 = kb * Cfg::kBlockN, rows = min(Cfg::kBlockN, p.seq_k - key0);
+      const uint32_t k_tile = kv_tiles + stage * Cfg::kStageBytes;
+      tile::load_tile_async<Cfg::kBlockN, kHeadDim, Cfg::kThreads>(k_tile, k_gmem + key0 * p.k_row_stride,
+                                                                   p.k_row_stride, rows, tid);
       tile::load_tile_async<Cfg::kBlockN, kHeadDim, Cfg::kThreads>(
-          k_tile, k_gmem + key0 * p.k_row_stride, p.k_row_stride, min(Cfg::kBlockN, p.seq_k - key0), tid);
+          k_tile + Cfg::kSmemKV, v_gmem + key0 * p.v_row_stride, p.v_row_stride, rows, tid);
       tile::cp_async_commit();
     };
     tile::load_tile_async<Cfg::kBlockM, kHeadDim, Cfg::kThreads>(q_tile, q_gmem, p.q_row_stride,
                                                                  min(Cfg::kBlockM, p.seq_q - q0), tid);
-    load_k(it.peek());  // Q and K(0) in one group
+    load_kv(it.peek(), 0);  // Q, K(0) and V(0) in one group
 
     const bool counting = kGranularity == Stage2Granularity::kCta ? tid == 0 : lane == 0;
     QFragments qf;
     for (int n = 0; n < it.count(); ++n) {
       const int kb = it.advance(n), key0 = kb * Cfg::kBlockN;
+      const uint32_t k_tile = kv_tiles + (n % 2) * Cfg::kStageBytes, v_tile = k_tile + Cfg::kSmemKV;
       tile::cp_async_wait<0>();
-      __syncthreads();  // K(n) landed; every warp is done with V(n - 1)
+      __syncthreads();  // K(n), V(n) landed; every warp is done with step n - 1, i.e. with stage (n + 1) % 2
       if (kQInRegisters && n == 0) load_q_fragments(qf, q_tile, warp, lane);
-      tile::load_tile_async<Cfg::kBlockN, kHeadDim, Cfg::kThreads>(
-          v_tile, v_gmem + key0 * p.v_row_stride, p.v_row_stride, min(Cfg::kBlockN, p.seq_k - key0), tid);
-      tile::cp_async_commit();
+      if (it.peek() >= 0) load_kv(it.peek(), (n + 1) % 2);  // lands during this whole step
 
       float s[kMTiles][kNTiles][4];
       scores(s, qf, q_tile, k_tile, warp, lane);  // S = Q K^T
@@ -195,17 +205,14 @@ struct Mainloop {
       st.softmax.stage2_vote(m_blk, p.scale_log2, pvthreshd, has, negligible);
       const bool warp_has = __any_sync(tile::kFullWarp, has);
 
-      tile::cp_async_wait<0>();
       bool group_has, group_skips;
       if constexpr (kGranularity == Stage2Granularity::kCta) {
-        group_skips = __syncthreads_and(negligible);  // also the barrier: V(n) landed, K(n) free
+        group_skips = __syncthreads_and(negligible);
         group_has = __syncthreads_or(has);
       } else {
-        __syncthreads();  // V(n) landed; every warp is done with K(n)
         group_skips = __all_sync(tile::kFullWarp, negligible);
         group_has = warp_has;
       }
-      if (it.peek() >= 0) load_k(it.peek());
       if (counting && group_has) {
         ++st.units;
         st.skipped += group_skips;
@@ -213,8 +220,8 @@ struct Mainloop {
       // A skipped group leaves m, l and O unchanged; a warp with no allowed key here would add exactly
       // nothing.
       if (group_skips || !warp_has) continue;
-      st.softmax.update(s, m_blk, p.scale_log2, st.acc);  // s := P
-      accumulate_pv(st.acc, s, v_tile, lane);             // O += P V
+      st.softmax.template update<kSkipUnitRescale>(s, m_blk, p.scale_log2, st.acc);  // s := P
+      accumulate_pv(st.acc, s, v_tile, lane);                                        // O += P V
     }
   }
 };

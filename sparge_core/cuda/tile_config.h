@@ -19,20 +19,25 @@ struct TileConfig {
   // 4 warps x 32 rows: each K/V fragment loaded from shared memory feeds two m16 MMAs (half the shared-memory
   // traffic of 16 rows per warp); 128 threads also make one 16-byte cp.async per thread per 8 tile rows (D =
   // 128).
+  // Occupancy: 255 registers x 128 threads allow 2 CTAs per SM, which `__launch_bounds__(kThreads, 2)` would
+  // not change (the cap stays 255), so the kernel only states kThreads.
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kWarpRows = kBlockM / kWarps;  // = 32, the per-warp stage-2 group (stage2_group_rows)
   static constexpr int kMTiles = kWarpRows / 16;      // m16 MMA tiles per warp
   static_assert(kWarpRows % 16 == 0, "a warp owns whole m16 tiles");
 
-  // Shared memory: Q (kBlockM x D), one K and one V tile (kBlockN x D), 16-bit elements, rows padded by 16
-  // bytes (bank-conflict-free ldmatrix), FlashAttention-2 schedule (V(n) loads during S = Q K(n)^T, K(n+1)
-  // during softmax and P V(n)): 36 KiB (D = 64), 68 KiB (D = 128): 3 CTAs fit an SM's shared memory at D =
-  // 128.
+  // Shared memory: Q (kBlockM x D), and K and V tiles (kBlockN x D) in two stages, 16-bit elements, rows
+  // padded by 16 bytes (bank-conflict-free ldmatrix). Two stages: block n + 1's K and V load during all of
+  // step n with one CTA barrier per step (FlashAttention-2's single K and V buffers: two barriers per step,
+  // and K(n + 1) only has softmax + P V(n) to land). 54 KiB (D = 64), 102 KiB (D = 128): at D = 128 two CTAs
+  // still fit an SM's 227 KiB, and the registers (255 x 128 threads) allow no more than two anyway.
   static constexpr int kSmemRowBytes = kHeadDim * 2 + 16;
   static constexpr int kSmemQ = kBlockM * kSmemRowBytes;
   static constexpr int kSmemKV = kBlockN * kSmemRowBytes;
-  static constexpr int kSmemBytes = kSmemQ + 2 * kSmemKV;
+  static constexpr int kStages = 2;
+  static constexpr int kStageBytes = 2 * kSmemKV;  // K then V
+  static constexpr int kSmemBytes = kSmemQ + kStages * kStageBytes;
 };
 
 // Block sizes the kernels need in a BlockMask (the same for every instantiated head dimension).

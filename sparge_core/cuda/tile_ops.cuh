@@ -120,19 +120,27 @@ struct SmemTile {
 };
 
 // Asynchronously copies rows [0, rows_valid) of a kRows x kHeadDim global tile (row stride in elements) into
-// a swizzled shared tile; rows >= rows_valid are zero-filled (zeros keep 0 * garbage = NaN out of P V).
+// a padded shared tile; rows >= rows_valid are zero-filled (zeros keep 0 * garbage = NaN out of P V).
+// Thread tid copies chunk tid % kChunks of rows tid / kChunks + i * kRowsPerStep: its shared addresses are
+// one base plus immediates and its global address advances by one fixed stride per row step. (Computing each
+// step's (row, chunk) from tid + i * kThreads instead let ptxas hoist the per-step offsets of the K and V
+// copies out of the mainloop as loop invariants: 16 more live registers, the D = 128 spills.)
 template <int kRows, int kHeadDim, int kThreads, typename T>
 __device__ __forceinline__ void load_tile_async(uint32_t smem, const T* gmem, int64_t row_stride,
                                                 int rows_valid, int tid) {
   using Layout = SmemTile<kRows, kHeadDim>;
-  constexpr int kTotal = kRows * Layout::kChunks;
-  static_assert(kTotal % kThreads == 0, "whole chunks per thread");
+  static_assert(kThreads % Layout::kChunks == 0, "each thread copies one chunk column");
+  constexpr int kRowsPerStep = kThreads / Layout::kChunks;
+  static_assert(kRows % kRowsPerStep == 0, "whole row steps per tile");
+  const int row0 = tid / Layout::kChunks, chunk = tid % Layout::kChunks;
+  const uint32_t dst = smem + Layout::offset(row0, chunk);
+  const T* src = gmem + row0 * row_stride + chunk * 8;
+  const int64_t step = kRowsPerStep * row_stride;
 #pragma unroll
-  for (int i = 0; i < kTotal / kThreads; ++i) {
-    const int idx = tid + i * kThreads, row = idx / Layout::kChunks, chunk = idx % Layout::kChunks;
-    const bool valid = row < rows_valid;
-    const T* src = valid ? gmem + row * row_stride + chunk * 8 : gmem;
-    cp_async_16(smem + Layout::offset(row, chunk), src, valid);
+  for (int i = 0; i < kRows / kRowsPerStep; ++i) {
+    const bool valid = row0 + i * kRowsPerStep < rows_valid;
+    cp_async_16(dst + Layout::offset(i * kRowsPerStep, 0), valid ? src : gmem, valid);
+    src += step;
   }
 }
 

@@ -24,15 +24,21 @@ TEST(ReferenceOnCuda, MatchesCpu) {
       cfg.causal = causal;
       cfg.quant = quant;
       cfg.cdfthreshd = {0.9};
-      cfg.pvthreshd = {8.0};
       cfg.stage2_group_rows = 32;
       cfg.return_lse = true;
+      // Stage 2 off: the same mask and the same math, so outputs and LSE agree to float32 rounding.
       const auto a = spas_attention(cpu.q, cpu.k, cpu.v, cfg);
       const auto b = spas_attention(cpu.q.cuda(), cpu.k.cuda(), cpu.v.cuda(), cfg);
       EXPECT_EQ(a.stats.computed_blocks, b.stats.computed_blocks);
-      EXPECT_NEAR(a.stats.stage2_skip_fraction(), b.stats.stage2_skip_fraction(), 0.01);
       EXPECT_LT(relative_l2(b.out.cpu(), a.out), quant == QuantMode::kNone ? 1e-2 : 3e-2);
-      EXPECT_LT((b.lse.cpu() - a.lse).abs().max().item<float>(), 1e-2);
+      EXPECT_LT((b.lse.cpu() - a.lse).abs().max().item<float>(), 1e-3);
+      // Stage 2 on: a block near the threshold may be skipped on one device and not the other (rounding of
+      // S), so only the skip fraction and the output error are compared.
+      cfg.pvthreshd = {8.0};
+      const auto a2 = spas_attention(cpu.q, cpu.k, cpu.v, cfg);
+      const auto b2 = spas_attention(cpu.q.cuda(), cpu.k.cuda(), cpu.v.cuda(), cfg);
+      EXPECT_NEAR(a2.stats.stage2_skip_fraction(), b2.stats.stage2_skip_fraction(), 0.01);
+      EXPECT_LT(relative_l2(b2.out.cpu(), a2.out), quant == QuantMode::kNone ? 2e-2 : 4e-2);
     }
 }
 

@@ -76,13 +76,27 @@ Prediction predict_block_mask(const at::Tensor& q, const at::Tensor& k, const Sp
   const auto f32 = q.options().dtype(at::kFloat);
   const int64_t d = pr.head_dim;
 
+  // One float32 workspace carved into the statistics (few allocations: the host cost matters at short N).
+  const int64_t B = pr.batch, hq = pr.heads_q, hkv = pr.heads_kv, g = pr.group();
+  const std::vector<int64_t> part_sizes = {B * hkv * nkb * d, B * hkv * d,   B * hq * nqb * d,  B * hq * nqb,
+                                           B * hkv * nkb * d, B * hkv * nkb, B * hq * nqb * nkb};
+  int64_t total = 0;
+  for (auto n : part_sizes) total += n;
+  const auto workspace = at::empty({total}, f32);
+  std::vector<at::Tensor> parts;
+  int64_t at_offset = 0;
+  for (auto n : part_sizes) {
+    parts.push_back(workspace.narrow(0, at_offset, n));
+    at_offset += n;
+  }
   Prediction out;
-  const auto k_sums = at::empty({pr.batch, pr.heads_kv, nkb, d}, f32);
-  out.k_mean = at::empty({pr.batch, pr.heads_kv, d}, f32);
-  const auto pooled_q = at::empty({pr.batch, pr.heads_q, nqb, d}, f32);
-  const auto sim_q = at::empty({pr.batch, pr.heads_q, nqb}, f32);
-  const auto pooled_k = at::empty({pr.batch, pr.heads_kv, nkb, d}, f32);
-  const auto sim_k = at::empty({pr.batch, pr.heads_kv, nkb}, f32);
+  const auto& k_sums = parts[0];
+  out.k_mean = parts[1].view({B, hkv, d});
+  const auto& pooled_q = parts[2];
+  const auto& sim_q = parts[3];
+  const auto& pooled_k = parts[4];
+  const auto& sim_k = parts[5];
+  const auto& scores = parts[6];  // (B, Hq, NQB, NKB)
   if (quantize) {
     out.q_int8 = at::empty({pr.batch, pr.heads_q, pr.seq_q, d}, q.options().dtype(at::kChar));
     out.q_scale = at::empty({pr.batch, pr.heads_q, nqb}, f32);
@@ -120,24 +134,39 @@ Prediction predict_block_mask(const at::Tensor& q, const at::Tensor& k, const Sp
                "K statistics");
   });
 
-  const auto theta = detail::per_head(config.simthreshd1, pr.heads_q, f32);
-  const auto tau = detail::per_head(config.cdfthreshd, pr.heads_q, f32);
-  const auto topk = detail::per_head(config.topk, pr.heads_q, q.options().dtype(at::kDouble));
-  const auto dense = at::empty({pr.batch, pr.heads_q, nqb, nkb}, q.options().dtype(at::kBool));
-  const auto counts = at::empty({pr.batch, pr.heads_q, nqb}, q.options().dtype(at::kInt));
-  const auto indices = at::empty({pr.batch, pr.heads_q, nqb, nkb}, q.options().dtype(at::kInt));
+  const auto dense = at::empty({B, hq, nqb, nkb}, q.options().dtype(at::kBool));
+  const auto counts_indices = at::empty({B * hq * nqb * (nkb + 1)}, q.options().dtype(at::kInt));
+  const auto counts = counts_indices.narrow(0, 0, B * hq * nqb).view({B, hq, nqb});
+  const auto indices = counts_indices.narrow(0, B * hq * nqb, B * hq * nqb * nkb).view({B, hq, nqb, nkb});
+  // Compressed scores (before the D^-0.5 scale) as one strided-batched float32 GEMM over (batch, kv head):
+  // query heads h = hkv * G + g share pooled_k[hkv], so their rows stack into one (G * NQB, D) operand.
+  check_cuda(launch_scores(pooled_q.data_ptr<float>(), pooled_k.data_ptr<float>(), scores.data_ptr<float>(),
+                           static_cast<int>(B * hkv), static_cast<int>(g * nqb), static_cast<int>(nkb),
+                           static_cast<int>(d), stream),
+             "compressed scores");
   SelectParams s;
-  s.pooled_q = pooled_q.data_ptr<float>();
+  s.scores = scores.data_ptr<float>();
   s.sim_q = sim_q.data_ptr<float>();
-  s.pooled_k = pooled_k.data_ptr<float>();
   s.sim_k = sim_k.data_ptr<float>();
-  s.simthreshd1 = theta.data_ptr<float>();
-  s.cdfthreshd = tau.data_ptr<float>();
-  s.topk = topk.data_ptr<double>();
+  at::Tensor theta, tau, topk;  // device copies, only when the thresholds do not fit in the parameters
+  if (pr.heads_q <= SelectParams::kInlineHeads) {
+    const auto at_head = [&](const std::vector<double>& v, int64_t h) { return v.size() == 1 ? v[0] : v[h]; };
+    for (int64_t h = 0; h < pr.heads_q; ++h) {
+      s.simthreshd1_inline[h] = static_cast<float>(at_head(config.simthreshd1, h));
+      s.cdfthreshd_inline[h] = static_cast<float>(at_head(config.cdfthreshd, h));
+      s.topk_inline[h] = at_head(config.topk, h);
+    }
+  } else {
+    theta = detail::per_head(config.simthreshd1, pr.heads_q, f32);
+    tau = detail::per_head(config.cdfthreshd, pr.heads_q, f32);
+    topk = detail::per_head(config.topk, pr.heads_q, q.options().dtype(at::kDouble));
+    s.simthreshd1 = theta.data_ptr<float>();
+    s.cdfthreshd = tau.data_ptr<float>();
+    s.topk = topk.data_ptr<double>();
+  }
   s.batch = static_cast<int>(pr.batch);
   s.heads_q = static_cast<int>(pr.heads_q);
   s.kv_group = static_cast<int>(pr.group());
-  s.head_dim = static_cast<int>(d);
   s.seq_q = static_cast<int>(pr.seq_q);
   s.seq_k = static_cast<int>(pr.seq_k);
   s.block_q = static_cast<int>(bq);

@@ -24,7 +24,7 @@ namespace sparge::cuda::predict {
 
 constexpr int kStatsThreads = 128;  // 4 warps; warp w reads rows w, w + 4, ... of the block
 constexpr int kStatsWarps = kStatsThreads / 32;
-constexpr int kSelectThreads = 256;
+constexpr int kRowsPerStep = 4;  // rows a warp loads before reducing (memory-level parallelism)
 constexpr float kInt8Max = 127.f;
 
 template <DType kDtype>
@@ -88,21 +88,48 @@ __global__ void __launch_bounds__(kStatsThreads) block_stats_kernel(BlockStatsPa
   const int64_t bh = static_cast<int64_t>(b) * p.heads + h;
   const float* shift = p.shift != nullptr ? p.shift + bh * kD : nullptr;
 
+  // Each warp takes kRowsPerStep consecutive rows per step: their loads are in flight together, and their
+  // norm reductions (warp shuffles) interleave.
+  const bool need_unit = p.similarity != nullptr;
   float sum[kVec] = {}, unit[kVec] = {}, amax = 0.f;
-  for (int r = warp; r < rows; r += kStatsWarps) {
-    float v[kVec];
-    load_row<kDtype, kD>(base + static_cast<int64_t>(row0 + r) * p.row_stride, shift, lane, v);
-    float sq = 0.f;
+  for (int r0 = warp * kRowsPerStep; r0 < rows; r0 += kStatsWarps * kRowsPerStep) {
+    float v[kRowsPerStep][kVec];
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-      sum[i] += v[i];
-      sq += v[i] * v[i];
-      amax = fmaxf(amax, fabsf(v[i]));
+    for (int u = 0; u < kRowsPerStep; ++u) {
+      if (r0 + u < rows) {
+        load_row<kDtype, kD>(base + static_cast<int64_t>(row0 + r0 + u) * p.row_stride, shift, lane, v[u]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) v[u][e] = 0.f;  // zero rows add nothing anywhere
+      }
     }
-    const float norm = sqrtf(warp_sum(sq));
-    if (norm > 0.f) {
+    float sq[kRowsPerStep];
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) unit[i] += v[i] / norm;  // a zero row adds nothing
+    for (int u = 0; u < kRowsPerStep; ++u) {
+      sq[u] = 0.f;
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) {
+        sum[e] += v[u][e];
+        sq[u] += v[u][e] * v[u][e];
+        amax = fmaxf(amax, fabsf(v[u][e]));
+      }
+    }
+    if (need_unit) {
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+        for (int u = 0; u < kRowsPerStep; ++u) sq[u] += __shfl_xor_sync(0xffffffffu, sq[u], o);
+      }
+#pragma unroll
+      for (int u = 0; u < kRowsPerStep; ++u) {
+        const float norm = sqrtf(sq[u]);
+        if (norm > 0.f) {
+          const float inv =
+              1.f / norm;  // one division per row (the reference divides each element: within 1 ulp)
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) unit[e] += v[u][e] * inv;  // a zero row adds nothing
+        }
+      }
     }
   }
 #pragma unroll
@@ -153,6 +180,7 @@ __global__ void __launch_bounds__(kStatsThreads) block_stats_kernel(BlockStatsPa
   __syncthreads();
   const float scale = s_scale;
   int8_t* qbase = p.quant + bh * static_cast<int64_t>(p.seq) * kD;
+#pragma unroll 4
   for (int r = warp; r < rows; r += kStatsWarps) {  // second read of the block: an L2 hit
     float v[kVec];
     load_row<kDtype, kD>(base + static_cast<int64_t>(row0 + r) * p.row_stride, shift, lane, v);
@@ -163,15 +191,29 @@ __global__ void __launch_bounds__(kStatsThreads) block_stats_kernel(BlockStatsPa
   }
 }
 
-// grid (heads, batch), kD threads: mean[c] = sum over blocks of sums[c] / seq, accumulated in float64.
+// grid (heads, batch), kMeanThreads threads: mean[c] = sum over blocks of sums[c] / seq in float64. Thread t
+// sums column t % kD over a contiguous range of blocks (part t / kD); the parts combine in a fixed order.
+constexpr int kMeanThreads = 1024;
 template <int kD>
-__global__ void mean_kernel(const float* __restrict__ sums, float* __restrict__ mean, int heads,
-                            int num_blocks, int seq) {
+__global__ void __launch_bounds__(kMeanThreads)
+    mean_kernel(const float* __restrict__ sums, float* __restrict__ mean, int heads, int num_blocks,
+                int seq) {
+  constexpr int kParts = kMeanThreads / kD;
+  __shared__ double s_part[kParts][kD];
   const int64_t bh = static_cast<int64_t>(blockIdx.y) * heads + blockIdx.x;
-  const int c = threadIdx.x;
+  const int c = threadIdx.x % kD, part = threadIdx.x / kD;
+  const int per = (num_blocks + kParts - 1) / kParts;
+  const int j0 = min(num_blocks, part * per), j1 = min(num_blocks, j0 + per);
   double acc = 0.0;
-  for (int j = 0; j < num_blocks; ++j) acc += sums[(bh * num_blocks + j) * kD + c];
-  mean[bh * kD + c] = static_cast<float>(acc / seq);
+#pragma unroll 8
+  for (int j = j0; j < j1; ++j) acc += sums[(bh * num_blocks + j) * kD + c];
+  s_part[part][c] = acc;
+  __syncthreads();
+  if (part == 0) {
+    double total = 0.0;
+    for (int q = 0; q < kParts; ++q) total += s_part[q][c];
+    mean[bh * kD + c] = static_cast<float>(total / seq);
+  }
 }
 
 }  // namespace sparge::cuda::predict

@@ -27,14 +27,19 @@ struct BlockStatsParams {
 
 // The selection of one mask row per CTA.
 struct SelectParams {
-  const float* pooled_q = nullptr;     // (B, Hq, NQB, D)
-  const float* sim_q = nullptr;        // (B, Hq, NQB)
-  const float* pooled_k = nullptr;     // (B, Hkv, NKB, D), smoothed K
-  const float* sim_k = nullptr;        // (B, Hkv, NKB)
-  const float* simthreshd1 = nullptr;  // (Hq)
-  const float* cdfthreshd = nullptr;   // (Hq)
-  const double* topk = nullptr;        // (Hq)
-  int batch = 0, heads_q = 0, kv_group = 1, head_dim = 0;
+  const float* scores =
+      nullptr;  // (B, Hq, NQB, NKB) pooled_q . pooled_k (smoothed K), before the D^-0.5 scale
+  const float* sim_q = nullptr;  // (B, Hq, NQB)
+  const float* sim_k = nullptr;  // (B, Hkv, NKB)
+  // Per-query-head thresholds travel inside the parameters (no host-to-device copy per call) when Hq <=
+  // kInlineHeads, else as device arrays of Hq values.
+  static constexpr int kInlineHeads = 128;
+  float simthreshd1_inline[kInlineHeads] = {}, cdfthreshd_inline[kInlineHeads] = {};
+  double topk_inline[kInlineHeads] = {};
+  const float* simthreshd1 = nullptr;  // (Hq) device, when Hq > kInlineHeads
+  const float* cdfthreshd = nullptr;
+  const double* topk = nullptr;
+  int batch = 0, heads_q = 0, kv_group = 1;
   int seq_q = 0, seq_k = 0, block_q = 0, block_k = 0, num_q_blocks = 0, num_k_blocks = 0;
   int sort_size = 0;  // next power of two >= num_k_blocks
   float inv_sqrt_d = 0.f;
