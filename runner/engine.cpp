@@ -1,0 +1,396 @@
+// Experiment execution, caching, aggregation and the results files (see engine.h and store.h).
+#include "engine.h"
+
+#include <ATen/ATen.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "attention_task.h"
+#include "methods.h"
+#include "metrics.h"
+#include "spec.h"
+#include "store.h"
+
+namespace sparge::runner {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::atomic<bool> g_stop{false};
+
+std::string run_command(const char* cmd) {
+  std::string out;
+  if (FILE* p = ::popen(cmd, "r")) {
+    char buf[256];
+    while (std::fgets(buf, sizeof buf, p)) out += buf;
+    ::pclose(p);
+  }
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+json environment(const at::Device& device) {
+  json env;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.rfind("model name", 0) == 0) {
+      env["cpu"] = line.substr(line.find(':') + 2);
+      break;
+    }
+  env["torch"] = TORCH_VERSION;
+  env["device"] = device.str();
+  if (device.is_cuda()) {
+    env["gpu"] = run_command("nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1");
+    env["driver"] =
+        run_command("nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1");
+  }
+  return env;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+Params to_params(const YAML::Node& map, const std::set<std::string>& skip) {
+  Params p;
+  if (!map || !map.IsMap()) return p;
+  for (const auto& kv : map) {
+    const auto key = kv.first.as<std::string>();
+    if (skip.count(key)) continue;
+    ParamValue v;
+    if (kv.second.IsSequence()) {
+      v.is_list = true;
+      for (const auto& item : kv.second) v.items.push_back(item.as<std::string>());
+    } else {
+      v.items.push_back(kv.second.as<std::string>());
+    }
+    p[key] = v;
+  }
+  return p;
+}
+
+at::ScalarType parse_dtype(const std::string& s) {
+  if (s == "float32") return at::kFloat;
+  if (s == "float16") return at::kHalf;
+  if (s == "bfloat16") return at::kBFloat16;
+  if (s == "float64") return at::kDouble;
+  throw std::invalid_argument("model.dtype: expected float32, float16, bfloat16 or float64, got " + s);
+}
+
+at::Device resolve_device(const std::string& want) {
+  if (want == "cuda") {
+    if (!torch::cuda::is_available())
+      throw std::invalid_argument("device cuda: no CUDA device on this machine (use --device cpu or auto)");
+    return at::Device(at::kCUDA, 0);
+  }
+  if (want == "cpu") return at::Device(at::kCPU);
+  return torch::cuda::is_available() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+}
+
+// Progress bar on stderr with rate and ETA (redrawn at most 10 times a second).
+class Progress {
+ public:
+  Progress(std::string name, int64_t total, bool enabled)
+      : name_(std::move(name)), total_(total), on_(enabled) {}
+  void step(int64_t done, bool from_cache) {
+    if (!from_cache) ++computed_;
+    const auto now = Clock::now();
+    if (!on_ || (done < total_ && now - last_ < std::chrono::milliseconds(100))) return;
+    last_ = now;
+    const double secs = std::chrono::duration<double>(now - start_).count();
+    const double rate = computed_ > 0 ? computed_ / secs : 0.0;
+    const double eta = rate > 0 ? (total_ - done) / rate : 0.0;
+    const int width = 30, filled = total_ > 0 ? static_cast<int>(width * done / total_) : width;
+    std::fprintf(stderr, "\r[%s] [%s%s] %lld/%lld %5.2f it/s ETA %02d:%02d ", name_.c_str(),
+                 std::string(filled, '#').c_str(), std::string(width - filled, '.').c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total_), rate,
+                 static_cast<int>(eta) / 60, static_cast<int>(eta) % 60);
+    if (done == total_) std::fputc('\n', stderr);
+  }
+
+ private:
+  std::string name_;
+  int64_t total_, computed_ = 0;
+  bool on_;
+  Clock::time_point start_ = Clock::now(), last_{};
+};
+
+struct MetricSpec {
+  std::string name, aggregation;
+  bool higher_is_better;
+};
+
+double aggregate(std::vector<double> v, const std::string& how) {
+  if (v.empty()) return NAN;
+  if (how == "median") {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  }
+  if (how == "max") return *std::max_element(v.begin(), v.end());
+  if (how == "min") return *std::min_element(v.begin(), v.end());
+  double s = 0;
+  for (double x : v) s += x;
+  return how == "sum" ? s : s / static_cast<double>(v.size());
+}
+
+double stderr_of_mean(const std::vector<double>& v) {
+  if (v.size() < 2) return NAN;
+  const double m = aggregate(v, "mean");
+  double ss = 0;
+  for (double x : v) ss += (x - m) * (x - m);
+  return std::sqrt(ss / static_cast<double>(v.size() - 1) / static_cast<double>(v.size()));
+}
+
+std::string fmt(double x) {
+  if (std::isnan(x)) return "-";
+  char buf[32];
+  std::snprintf(buf, sizeof buf, std::fabs(x) >= 100 ? "%.1f" : "%.4f", x);
+  return buf;
+}
+
+void write_tables(const json& results, const std::string& dir) {
+  // Rows: (point, method); columns: the spec's metrics in order, with their direction.
+  const auto& metrics = results.at("metrics");
+  std::ostringstream md, csv;
+  md << "# " << results.at("config").value("name", std::string("results"));
+  if (results.contains("reproduces") && !results.at("reproduces").get<std::string>().empty())
+    md << " (reproduces " << results.at("reproduces").get<std::string>() << ")";
+  md << "\n\n";
+  if (results.value("partial", false))
+    md << "**Partial: the run was interrupted; rerun the same command to resume.**\n\n";
+  md << "| point | method |";
+  csv << "point,method";
+  for (const auto& m : metrics) {
+    md << ' ' << m.at("name").get<std::string>()
+       << (m.at("higher_is_better").get<bool>() ? " (higher better)" : " (lower better)") << " |";
+    csv << ',' << m.at("name").get<std::string>() << ',' << m.at("name").get<std::string>() << "_stderr";
+  }
+  md << " n |\n|---|---|";
+  csv << ",n\n";
+  for (size_t i = 0; i < metrics.size(); ++i) md << "---|";
+  md << "---|\n";
+  for (const auto& [point, by_method] : results.at("results").items())
+    for (const auto& [method, values] : by_method.items()) {
+      md << "| " << point << " | " << method << " |";
+      csv << point << ',' << method;
+      for (const auto& m : metrics) {
+        const auto name = m.at("name").get<std::string>();
+        const double v =
+            values.contains(name) && !values.at(name).is_null() ? values.at(name).get<double>() : NAN;
+        const auto se_key = name + "_stderr";
+        const double se =
+            values.contains(se_key) && !values.at(se_key).is_null() ? values.at(se_key).get<double>() : NAN;
+        md << ' ' << fmt(v) << (std::isnan(se) ? "" : " ± " + fmt(se)) << " |";
+        csv << ',' << (std::isnan(v) ? "" : std::to_string(v)) << ','
+            << (std::isnan(se) ? "" : std::to_string(se));
+      }
+      md << ' ' << values.value("n", 0) << " |\n";
+      csv << ',' << values.value("n", 0) << '\n';
+    }
+  md << "\nProvenance: git " << results.value("git_hash", std::string("?")) << ", "
+     << results.value("date", std::string("")) << ", " << results.at("environment").dump() << ".\n";
+  atomic_write(dir + "/results.md", md.str());
+  atomic_write(dir + "/results.csv", csv.str());
+}
+
+}  // namespace
+
+void request_stop() {
+  g_stop = true;
+}
+
+RunSummary run_spec(const std::string& path, const RunOptions& options) {
+  g_stop = false;
+  auto spec = load_spec(path);
+  for (const auto& o : options.overrides) apply_override(spec, o);
+  const auto points = expand_sweeps(spec);
+  const YAML::Node& root = spec.root;
+  const auto name = root["metadata"]["name"].as<std::string>();
+  const int spec_version = root["metadata"]["version"].as<int>();
+  const auto device =
+      resolve_device(!options.device.empty() ? options.device
+                                             : (root["device"] ? root["device"].as<std::string>() : "auto"));
+  RunSummary summary;
+  summary.output_dir = !options.output.empty() ? options.output
+                       : root["output"]        ? root["output"].as<std::string>()
+                                               : "results/" + name;
+  std::vector<int64_t> seeds = {0};
+  if (root["seeds"]) seeds = root["seeds"].as<std::vector<int64_t>>();
+  std::optional<int64_t> limit = options.limit;
+  if (!limit && root["limit"]) limit = root["limit"].as<int64_t>();
+
+  // Build everything first: a bad method, metric or task parameter fails before any work.
+  struct Point {
+    std::string label;
+    YAML::Node spec;
+    std::unique_ptr<AttentionTask> task;
+    std::vector<std::pair<std::string, std::unique_ptr<AttentionMethod>>> methods;
+    std::vector<MetricSpec> metrics;
+    int64_t samples = 1;
+  };
+  std::vector<Point> work;
+  for (const auto& rp : points) {
+    Point pt;
+    pt.label = rp.label.empty() ? "default" : rp.label;
+    pt.spec = rp.spec;
+    const auto task = rp.spec["task"];
+    const auto model = rp.spec["model"];
+    const auto dtype = parse_dtype(model && model["dtype"] ? model["dtype"].as<std::string>() : "bfloat16");
+    pt.task = std::make_unique<AttentionTask>(task["inputs"].as<std::string>(), to_params(task["params"], {}),
+                                              dtype, device);
+    pt.samples = task["samples"] ? task["samples"].as<int64_t>() : 1;
+    if (limit) pt.samples = std::min(pt.samples, *limit);
+    for (const auto& kv : rp.spec["methods"]) {
+      const auto id = kv.first.as<std::string>();
+      pt.methods.emplace_back(
+          id, make_method(id, kv.second["type"].as<std::string>(), to_params(kv.second, {"type"})));
+    }
+    for (const auto& m : rp.spec["metrics"]) {
+      const auto& info = metric_info(m["name"].as<std::string>());
+      pt.metrics.push_back(
+          {info.name, m["aggregation"] ? m["aggregation"].as<std::string>() : "mean",
+           m["higher_is_better"] ? m["higher_is_better"].as<bool>() : info.higher_is_better});
+    }
+    summary.total += pt.samples * static_cast<int64_t>(seeds.size() * pt.methods.size());
+    work.push_back(std::move(pt));
+  }
+
+  SampleStore store(summary.output_dir);
+  Progress progress(name, summary.total, options.progress);
+  const auto t0 = Clock::now();
+  int64_t done = 0;
+  std::map<std::string, std::map<std::string, std::map<std::string, std::vector<double>>>>
+      values;  // point/method/metric
+  std::map<std::string, std::map<std::string, std::string>> backends;
+  const auto prev_handler = std::signal(SIGINT, [](int) { request_stop(); });
+
+  for (auto& pt : work) {
+    const std::string task_key = canonical_yaml(pt.spec["task"]) + canonical_yaml(pt.spec["model"]);
+    for (int64_t i = 0; i < pt.samples && !g_stop; ++i)
+      for (int64_t seed : seeds) {
+        if (g_stop) break;
+        std::optional<AttentionSample> sample;
+        at::Tensor ref;
+        for (auto& [id, method] : pt.methods) {
+          if (g_stop) break;
+          std::ostringstream key_src;
+          key_src << task_key << "|" << id << "|" << canonical_yaml(pt.spec["methods"][id]) << "|sample " << i
+                  << "|seed " << seed << "|spec v" << spec_version << "|device " << device.type();
+          for (const auto& m : pt.metrics) key_src << "|" << m.name << " v" << metric_info(m.name).version;
+          char key[17];
+          std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(fnv1a64(key_src.str())));
+          auto record = store.lookup(key);
+          const bool from_cache = record.has_value();
+          if (!record) {
+            if (!sample) {
+              sample = pt.task->sample(i, static_cast<uint64_t>(seed));
+              ref = dense_attention_f64(sample->q, sample->k, sample->v, sample->causal).out;
+            }
+            if (device.is_cuda()) torch::cuda::synchronize();
+            const auto m0 = Clock::now();
+            auto res = method->run(sample->q, sample->k, sample->v, sample->causal);
+            if (device.is_cuda()) torch::cuda::synchronize();
+            MetricInputs in;
+            in.out = res.out;
+            in.ref = ref;
+            in.q = sample->q;
+            in.k = sample->k;
+            in.stats = res.stats;
+            in.causal = sample->causal;
+            in.time_ms = std::chrono::duration<double, std::milli>(Clock::now() - m0).count();
+            if (res.stats.block_q > 0) {
+              in.block_q = res.stats.block_q;
+              in.block_k = res.stats.block_k;
+            }
+            json metrics;
+            for (const auto& m : pt.metrics) metrics[m.name] = compute_metric(m.name, in);
+            record = json{{"point", pt.label}, {"method", id},       {"sample", i},
+                          {"seed", seed},      {"metrics", metrics}, {"backend", method->backend()},
+                          {"key", key}};
+            store.put(key, *record);
+            ++summary.computed;
+          } else {
+            ++summary.cached;
+          }
+          for (const auto& [mname, v] : (*record)["metrics"].items())
+            values[pt.label][id][mname].push_back(v.is_null() ? NAN : v.get<double>());
+          backends[pt.label][id] = (*record).value("backend", std::string());
+          progress.step(++done, from_cache);
+        }
+      }
+  }
+  std::signal(SIGINT, prev_handler);
+  summary.interrupted = g_stop.load();
+
+  json results;
+  results["results"] = json::object();
+  for (const auto& pt : work)
+    for (const auto& [id, method] : pt.methods) {
+      json entry;
+      int64_t n = 0;
+      for (const auto& m : pt.metrics) {
+        const auto& v = values[pt.label][id][m.name];
+        n = static_cast<int64_t>(v.size());
+        entry[m.name] = v.empty() ? json(nullptr) : json(aggregate(v, m.aggregation));
+        const double se = m.aggregation == "mean" ? stderr_of_mean(v) : NAN;
+        entry[m.name + "_stderr"] = std::isnan(se) ? json(nullptr) : json(se);
+      }
+      entry["n"] = n;
+      entry["backend"] = backends[pt.label][id];
+      results["results"][pt.label][id] = entry;
+    }
+  results["metrics"] = json::array();
+  for (const auto& m : work.front().metrics)
+    results["metrics"].push_back({{"name", m.name},
+                                  {"aggregation", m.aggregation},
+                                  {"higher_is_better", m.higher_is_better},
+                                  {"version", metric_info(m.name).version}});
+  results["config"] = {{"name", name},
+                       {"spec", path},
+                       {"resolved", canonical_yaml(root)},
+                       {"overrides", options.overrides},
+                       {"seeds", seeds},
+                       {"limit", limit ? json(*limit) : json(nullptr)},
+                       {"device", device.str()}};
+  results["reproduces"] =
+      root["metadata"]["reproduces"] ? root["metadata"]["reproduces"].as<std::string>() : "";
+  results["versions"] = {{"spec", spec_version}};
+  results["n-samples"] = {
+      {"units", summary.total}, {"computed", summary.computed}, {"cached", summary.cached}};
+  results["git_hash"] = run_command("git rev-parse HEAD 2>/dev/null");
+  results["date"] = utc_now();
+  results["environment"] = environment(device);
+  results["wall_time_s"] = std::chrono::duration<double>(Clock::now() - t0).count();
+  results["partial"] = summary.interrupted;
+  atomic_write(summary.output_dir + "/results.json", results.dump(1));
+  write_tables(results, summary.output_dir);
+  return summary;
+}
+
+void render_report(const std::string& output_dir) {
+  std::ifstream f(output_dir + "/results.json");
+  if (!f) throw std::invalid_argument("report: no results.json in " + output_dir);
+  write_tables(json::parse(f), output_dir);
+}
+
+}  // namespace sparge::runner

@@ -1,0 +1,117 @@
+// `sparge`: the experiment runner's command line.
+//
+//   sparge run <spec.yaml> [--set path=value ...] [--limit N] [--device cpu|cuda|auto] [--output DIR]
+//   [--no-progress] sparge validate <spec.yaml> [--set ...]     check a spec (file:line:col errors) without
+//   running it sparge list                                 registered methods, tasks, metrics and the
+//   experiments/ specs sparge report <results dir>                 re-render results.md / results.csv from
+//   results.json
+// Exit status: 0 done, 1 failure while running, 2 bad spec or arguments, 130 interrupted (rerun to resume).
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "engine.h"
+#include "methods.h"
+#include "metrics.h"
+#include "posix_fs.h"
+#include "spec.h"
+
+namespace {
+
+int list_everything() {
+  std::printf("methods:\n");
+  for (const auto& m : sparge::runner::registered_methods())
+    std::printf("  %-16s %s\n", m.type.c_str(), m.summary.c_str());
+  std::printf("tasks:\n  %-16s %s\n", "attention",
+              "attention-level: inputs structured_llm | structured_visual | random (| captured, with the "
+              "model ports)");
+  std::printf("metrics:\n");
+  for (const auto& m : sparge::runner::registered_metrics())
+    std::printf("  %-16s %s (%s is better)\n", m.name.c_str(), m.summary.c_str(),
+                m.higher_is_better ? "higher" : "lower");
+  std::printf("experiments:\n");
+  auto names = sparge::runner::posix::list_dir("experiments", ".yaml");
+  std::sort(names.begin(), names.end());
+  for (const auto& n : names) {
+    const std::string p = "experiments/" + n;
+    std::string line = "(invalid spec)";
+    try {
+      const auto s = sparge::runner::load_spec(p);
+      const auto md = s.root["metadata"];
+      line = md["description"] ? md["description"].as<std::string>() : md["name"].as<std::string>();
+      if (md["reproduces"]) line += " [" + md["reproduces"].as<std::string>() + "]";
+    } catch (const std::exception& e) {
+      line = std::string("(invalid: ") + e.what() + ")";
+    }
+    std::printf("  %-32s %s\n", p.c_str(), line.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"sparge: SpargeAttn experiment runner (YAML specs -> results.json, Markdown, CSV)"};
+  app.require_subcommand(1);
+  sparge::runner::RunOptions opt;
+  std::string spec_path, report_dir;
+  bool no_progress = false;
+  int64_t limit = 0;
+
+  auto* run = app.add_subcommand("run", "run an experiment spec (resumes a killed run)");
+  run->add_option("spec", spec_path, "experiment YAML")->required()->check(CLI::ExistingFile);
+  run->add_option("--set", opt.overrides, "override a spec value: path.to.key=value (repeatable)");
+  run->add_option("--limit", limit, "at most N samples per sweep point")->check(CLI::PositiveNumber);
+  run->add_option("--device", opt.device, "cpu, cuda or auto")->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  run->add_option("--output", opt.output, "results directory (default: the spec's output)");
+  run->add_flag("--no-progress", no_progress, "no progress bar");
+
+  auto* validate = app.add_subcommand("validate", "check a spec without running it");
+  validate->add_option("spec", spec_path, "experiment YAML")->required()->check(CLI::ExistingFile);
+  validate->add_option("--set", opt.overrides, "override a spec value: path.to.key=value (repeatable)");
+
+  app.add_subcommand("list", "registered methods, tasks, metrics and experiments");
+  auto* report = app.add_subcommand("report", "re-render the tables of a results directory");
+  report->add_option("dir", report_dir, "results directory")->required()->check(CLI::ExistingDirectory);
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*run) {
+      if (limit > 0) opt.limit = limit;
+      opt.progress = !no_progress;
+      const auto s = sparge::runner::run_spec(spec_path, opt);
+      std::printf("%s: %lld units (%lld computed, %lld from cache) -> %s/results.md\n",
+                  s.interrupted ? "interrupted" : "done", static_cast<long long>(s.total),
+                  static_cast<long long>(s.computed), static_cast<long long>(s.cached), s.output_dir.c_str());
+      if (s.interrupted) return 130;
+      std::ifstream md(s.output_dir + "/results.md");
+      std::cout << md.rdbuf();
+      return 0;
+    }
+    if (*validate) {
+      auto s = sparge::runner::load_spec(spec_path);
+      for (const auto& o : opt.overrides) sparge::runner::apply_override(s, o);
+      const auto points = sparge::runner::expand_sweeps(s);
+      std::printf("%s: valid (%zu sweep point%s)\n", spec_path.c_str(), points.size(),
+                  points.size() == 1 ? "" : "s");
+      return 0;
+    }
+    if (*report) {
+      sparge::runner::render_report(report_dir);
+      std::ifstream md(report_dir + "/results.md");
+      std::cout << md.rdbuf();
+      return 0;
+    }
+    return list_everything();
+  } catch (const sparge::runner::SpecError& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 2;
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,200 @@
+// The method registry (see methods.h).
+#include "methods.h"
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <functional>
+#include <set>
+#include <stdexcept>
+
+#include "sparge/error.h"
+#if SPARGE_HAVE_CUDA
+#include "sparge/cuda_attention.h"
+#include "sparge/cuda_predict.h"
+#endif
+
+namespace sparge::runner {
+namespace {
+
+// Typed access to a method's parameters; every key read is remembered so that unknown keys can be reported.
+class ParamReader {
+ public:
+  ParamReader(std::string id, const Params& p) : id_(std::move(id)), p_(p) {}
+  double number(const std::string& key, double fallback) {
+    const auto* v = find(key, false);
+    return v ? to_double(key, v->items[0]) : fallback;
+  }
+  std::vector<double> numbers(const std::string& key, std::vector<double> fallback) {
+    const auto* v = find(key, true);
+    if (!v) return fallback;
+    std::vector<double> out;
+    for (const auto& s : v->items) out.push_back(to_double(key, s));
+    return out;
+  }
+  std::string text(const std::string& key, const std::string& fallback,
+                   const std::set<std::string>& allowed) {
+    const auto* v = find(key, false);
+    if (!v) return fallback;
+    if (!allowed.count(v->items[0])) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      fail(key, "one of " + list, v->items[0]);
+    }
+    return v->items[0];
+  }
+  bool flag(const std::string& key, bool fallback) {
+    const auto* v = find(key, false);
+    if (!v) return fallback;
+    if (v->items[0] == "true") return true;
+    if (v->items[0] == "false") return false;
+    fail(key, "true or false", v->items[0]);
+  }
+  void reject_unread() const {
+    for (const auto& [k, v] : p_)
+      if (!read_.count(k)) throw std::invalid_argument("method `" + id_ + "`: unknown parameter `" + k + "`");
+  }
+
+ private:
+  const ParamValue* find(const std::string& key, bool list_ok) {
+    read_.insert(key);
+    const auto it = p_.find(key);
+    if (it == p_.end()) return nullptr;
+    if (it->second.is_list && !list_ok) fail(key, "a single value", "a list");
+    if (it->second.items.empty()) fail(key, "a value", "an empty list");
+    return &it->second;
+  }
+  double to_double(const std::string& key, const std::string& s) const {
+    if (s == "inf" || s == ".inf") return INFINITY;
+    try {
+      size_t used = 0;
+      const double d = std::stod(s, &used);
+      if (used == s.size()) return d;
+    } catch (const std::exception&) {
+    }
+    fail(key, "a number", "\"" + s + "\"");
+  }
+  [[noreturn]] void fail(const std::string& key, const std::string& expected, const std::string& got) const {
+    throw std::invalid_argument("method `" + id_ + "`: parameter `" + key + "`: expected " + expected +
+                                ", got " + got);
+  }
+  std::string id_;
+  const Params& p_;
+  std::set<std::string> read_;
+};
+
+class DenseMethod final : public AttentionMethod {
+ public:
+  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) override {
+    auto r = dense_attention_f64(q, k, v, causal);
+    r.out = r.out.to(q.scalar_type());
+    return r;
+  }
+  std::string backend() const override { return "reference (float64)"; }
+};
+
+class SdpaMethod final : public AttentionMethod {
+ public:
+  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) override {
+    const int64_t g = q.size(1) / k.size(1);
+    AttentionResult r;
+    r.out = at::scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1), {}, 0.0,
+                                             causal);
+    return r;
+  }
+  std::string backend() const override { return "torch scaled_dot_product_attention"; }
+};
+
+class SpargeMethod final : public AttentionMethod {
+ public:
+  SpargeMethod(SpargeConfig c, std::string backend) : c_(std::move(c)), want_(std::move(backend)) {}
+  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) override {
+    auto c = c_;
+    c.causal = causal;
+#if SPARGE_HAVE_CUDA
+    if (want_ != "reference" && q.is_cuda()) {
+      const bool block_ok = c.block_q == cuda::kBlockQ && c.block_k == cuda::kBlockK;
+      const auto why =
+          block_ok ? cuda::unsupported_reason(q, k, v, c) : std::string("block sizes are not 128x64");
+      if (why.empty()) {
+        last_ = "cuda kernels";
+        cuda::KernelOptions opt;
+        opt.collect_stats = true;
+        opt.check_mask = false;
+        const auto pred = cuda::predict_block_mask(q, k, c);
+        return cuda::block_sparse_attention(q, k, v, pred.mask, c, opt);
+      }
+      if (want_ == "cuda") throw std::invalid_argument("method backend cuda cannot run this case: " + why);
+    }
+#endif
+    if (want_ == "cuda")
+      throw std::invalid_argument("method backend cuda needs CUDA tensors and a CUDA build");
+    last_ = "reference (LibTorch)";
+    return spas_attention(q, k, v, c);
+  }
+  std::string backend() const override {
+    return last_.empty() ? want_ : last_;
+  }
+
+ private:
+  SpargeConfig c_;
+  std::string want_, last_;
+};
+
+SpargeConfig sparge_config(ParamReader& r, bool dense) {
+  SpargeConfig c;
+  c.block_q = static_cast<int64_t>(r.number("block_q", 128));
+  c.block_k = static_cast<int64_t>(r.number("block_k", 64));
+  c.quant = parse_quant_mode(r.text("quant", dense ? "int8_fp8" : "none", {"none", "int8", "int8_fp8"}));
+  if (dense) {
+    c.simthreshd1 = {1.0};  // nothing is self-similar: every block is computed
+    return c;
+  }
+  c.simthreshd1 = r.numbers("simthreshd1", {0.6});
+  c.cdfthreshd = r.numbers("cdfthreshd", {0.98});
+  c.topk = r.numbers("topk", {0.5});
+  c.select = parse_select_mode(r.text("select", "cdf", {"cdf", "topk"}));
+  c.pvthreshd = r.numbers("pvthreshd", {kNoStage2});
+  c.stage2_group_rows = static_cast<int64_t>(r.number("stage2_group_rows", 32));
+  c.attention_sink = r.flag("attention_sink", false);
+  c.cdf_keep_crossing = r.flag("keep_crossing", false);
+  return c;
+}
+
+}  // namespace
+
+const std::vector<MethodInfo>& registered_methods() {
+  static const std::vector<MethodInfo> v = {
+      {"dense", "dense attention in float64 (the accuracy oracle)"},
+      {"sdpa", "torch scaled_dot_product_attention (cuDNN / FlashAttention on a GPU)"},
+      {"sparge", "SpargeAttn: block-mask prediction + block-sparse attention with the stage-2 filter"},
+      {"sage", "quantized dense attention (SageAttention: INT8 Q.K, FP8 or 16-bit P.V)"},
+  };
+  return v;
+}
+
+std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::string& type,
+                                             const Params& params) {
+  ParamReader r(id, params);
+  std::unique_ptr<AttentionMethod> m;
+  if (type == "dense") {
+    m = std::make_unique<DenseMethod>();
+  } else if (type == "sdpa") {
+    m = std::make_unique<SdpaMethod>();
+  } else if (type == "sparge" || type == "sage") {
+    const bool dense = type == "sage";
+    auto c = sparge_config(r, dense);
+    const auto backend =
+        dense ? std::string("reference") : r.text("backend", "auto", {"auto", "reference", "cuda"});
+    m = std::make_unique<SpargeMethod>(std::move(c), backend);
+  } else {
+    std::string list;
+    for (const auto& info : registered_methods()) list += (list.empty() ? "" : ", ") + info.type;
+    throw std::invalid_argument("method `" + id + "`: unknown type `" + type + "` (registered: " + list +
+                                ")");
+  }
+  r.reject_unread();
+  return m;
+}
+
+}  // namespace sparge::runner

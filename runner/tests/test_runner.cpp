@@ -1,0 +1,131 @@
+// The runner end to end on CPU: every spec in experiments/ validates; the quickstart runs (small overrides)
+// and writes results.json / .md / .csv; finished units are reused and a changed method config is recomputed;
+// a run killed with SIGKILL resumes without redoing finished units; bad method/metric/task parameters are
+// rejected.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "engine.h"
+#include "methods.h"
+#include "posix_fs.h"
+#include "spec.h"
+
+namespace sparge::runner {
+namespace {
+
+const std::string kSource = SPARGE_SOURCE_DIR;
+
+std::string fresh_dir(const std::string& name) {
+  const std::string dir = "/tmp/sparge_test_" + name + "_" + std::to_string(::getpid());
+  posix::remove_tree(dir);
+  return dir;
+}
+
+RunOptions small(const std::string& out) {
+  RunOptions o;
+  o.output = out;
+  o.progress = false;
+  o.device = "cpu";
+  o.overrides = {"task.params.seq=256", "task.params.heads=2", "task.params.kv_heads=1"};
+  return o;
+}
+
+TEST(Runner, EveryExperimentSpecValidates) {
+  int n = 0;
+  for (const auto& name : posix::list_dir(kSource + "/experiments", ".yaml")) {
+    SCOPED_TRACE(name);
+    const auto spec = load_spec(kSource + "/experiments/" + name);
+    EXPECT_FALSE(expand_sweeps(spec).empty());
+    ++n;
+  }
+  EXPECT_GE(n, 5);
+}
+
+TEST(Runner, QuickstartRunsAndWritesResults) {
+  const auto out = fresh_dir("quickstart");
+  auto opt = small(out);
+  opt.limit = 1;
+  const auto s = run_spec(kSource + "/experiments/quickstart.yaml", opt);
+  EXPECT_EQ(s.total, 4);  // 4 methods x 1 sample x 1 seed
+  EXPECT_EQ(s.computed, 4);
+  EXPECT_FALSE(s.interrupted);
+  std::ifstream f(out + "/results.json");
+  const auto r = nlohmann::json::parse(f);
+  const auto& res = r.at("results").at("default");
+  EXPECT_LT(res.at("dense").at("relative_l1").get<double>(), 1e-2);  // bf16 rounding of the output only
+  EXPECT_GT(res.at("sparge_tau97").at("stage1_sparsity").get<double>(), 0.0);
+  EXPECT_EQ(res.at("sparge_tau97").at("n").get<int>(), 1);
+  EXPECT_FALSE(r.at("git_hash").get<std::string>().empty());
+  EXPECT_TRUE(posix::exists(out + "/results.md"));
+  EXPECT_TRUE(posix::exists(out + "/results.csv"));
+  std::ifstream log(out + "/samples.jsonl");
+  int lines = 0;
+  for (std::string l; std::getline(log, l);) ++lines;
+  EXPECT_EQ(lines, 4);
+  posix::remove_tree(out);
+}
+
+TEST(Runner, FinishedUnitsAreReusedAndChangedConfigsRecomputed) {
+  const auto out = fresh_dir("resume");
+  auto opt = small(out);
+  opt.limit = 1;
+  EXPECT_EQ(run_spec(kSource + "/experiments/quickstart.yaml", opt).computed, 4);
+  opt.limit = 2;  // sample 0 is cached, sample 1 is new
+  auto s = run_spec(kSource + "/experiments/quickstart.yaml", opt);
+  EXPECT_EQ(s.cached, 4);
+  EXPECT_EQ(s.computed, 4);
+  // A changed threshold of one method recomputes only that method's units.
+  opt.overrides.push_back("methods.sparge_tau97.cdfthreshd=0.8");
+  s = run_spec(kSource + "/experiments/quickstart.yaml", opt);
+  EXPECT_EQ(s.computed, 2);
+  EXPECT_EQ(s.cached, 6);
+  posix::remove_tree(out);
+}
+
+TEST(Runner, KilledRunResumesWithoutRedoingFinishedUnits) {
+  const auto out = fresh_dir("kill");
+  // Start the CLI, SIGKILL it as soon as the first unit is logged, then rerun in-process.
+  const std::string cmd =
+      "'" + std::string(SPARGE_BIN) + "' run '" + kSource +
+      "/experiments/quickstart.yaml' --no-progress --device cpu --output '" + out +
+      "' --set task.params.heads=4 --set task.params.kv_heads=1 "
+      "> /dev/null 2>&1 & pid=$!; for i in $(seq 600); do [ -s '" +
+      out + "/samples.jsonl' ] && break; sleep 0.05; done; kill -9 $pid; wait $pid 2>/dev/null; true";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  std::ifstream log(out + "/samples.jsonl");
+  int logged = 0;
+  for (std::string l; std::getline(log, l);) ++logged;
+  ASSERT_GE(logged, 1);
+  ASSERT_LT(logged, 12) << "the run finished before it could be killed";
+  auto opt = small(out);
+  opt.overrides = {"task.params.heads=4", "task.params.kv_heads=1"};
+  const auto s = run_spec(kSource + "/experiments/quickstart.yaml", opt);
+  EXPECT_EQ(s.total, 12);
+  EXPECT_GE(s.cached, logged);
+  EXPECT_EQ(s.cached + s.computed, 12);
+  posix::remove_tree(out);
+}
+
+TEST(Runner, BadMethodParametersAreRejectedBeforeRunning) {
+  EXPECT_THROW(make_method("m", "sparge", {{"cdfthresh", {{"0.9"}, false}}}), std::invalid_argument);
+  EXPECT_THROW(make_method("m", "sparge", {{"cdfthreshd", {{"high"}, false}}}), std::invalid_argument);
+  EXPECT_THROW(make_method("m", "flash9", {}), std::invalid_argument);
+  try {
+    make_method("m", "sparge", {{"quant", {{"int4"}, false}}});
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("parameter `quant`"), std::string::npos) << e.what();
+  }
+  const auto out = fresh_dir("badmetric");
+  auto opt = small(out);
+  opt.overrides.push_back("task.params.sequence=4");
+  EXPECT_THROW(run_spec(kSource + "/experiments/quickstart.yaml", opt), std::invalid_argument);
+  EXPECT_FALSE(posix::exists(out + "/samples.jsonl")) << "nothing runs before the spec is fully checked";
+  posix::remove_tree(out);
+}
+
+}  // namespace
+}  // namespace sparge::runner
