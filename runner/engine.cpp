@@ -12,6 +12,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <fstream>
 #include <map>
@@ -213,6 +214,16 @@ void write_tables(const json& results, const std::string& dir) {
   atomic_write(dir + "/results.csv", csv.str());
 }
 
+// The plots (scripts/plot_results.py, matplotlib from Debian); a missing plotter is a warning, not a failure.
+void plot(const std::string& dir) {
+  const std::string script = std::string(SPARGE_SOURCE_DIR) + "/scripts/plot_results.py";
+  const std::string cmd = "/usr/bin/python3 '" + script + "' '" + dir + "' > /dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0)
+    std::fprintf(stderr,
+                 "warning: no plots for %s (needs /usr/bin/python3 with matplotlib: scripts/setup.sh)\n",
+                 dir.c_str());
+}
+
 }  // namespace
 
 void request_stop() {
@@ -384,6 +395,7 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
   results["partial"] = summary.interrupted;
   atomic_write(summary.output_dir + "/results.json", results.dump(1));
   write_tables(results, summary.output_dir);
+  plot(summary.output_dir);
   return summary;
 }
 

@@ -61,6 +61,8 @@ TEST(Runner, QuickstartRunsAndWritesResults) {
   EXPECT_FALSE(r.at("git_hash").get<std::string>().empty());
   EXPECT_TRUE(posix::exists(out + "/results.md"));
   EXPECT_TRUE(posix::exists(out + "/results.csv"));
+  EXPECT_TRUE(posix::exists(out + "/sparsity_vs_error.png"))
+      << "scripts/plot_results.py (matplotlib from setup)";
   std::ifstream log(out + "/samples.jsonl");
   int lines = 0;
   for (std::string l; std::getline(log, l);) ++lines;

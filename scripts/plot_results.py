@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Plots of a `sparge run` results directory, for the results people would rather look at than read.
+
+  scripts/plot_results.py RESULTS_DIR [RESULTS_DIR ...]
+
+Writes into each directory, from its results.json:
+  sparsity_vs_error.png/.svg   stage-1 sparsity (or P.V sparsity) vs relative L1, one point per (sweep point, method),
+                               with the stderr as error bars, when both metrics were measured;
+  throughput.png/.svg          dense-equivalent TOPS per (sweep point, method), when `tops` was measured;
+  metrics.png/.svg             otherwise, one bar panel per metric.
+Needs matplotlib (Debian's python3-matplotlib, installed by scripts/setup.sh); no torch.
+"""
+import json
+import os
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def rows(results):
+    for point, by_method in results["results"].items():
+        for method, values in by_method.items():
+            label = method if point == "default" else f"{method} [{point}]"
+            yield label, values
+
+
+def value(values, name):
+    v = values.get(name)
+    return float("nan") if v is None else v
+
+
+def save(fig, out_dir, name):
+    for ext in ("png", "svg"):
+        fig.savefig(os.path.join(out_dir, f"{name}.{ext}"), dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return name
+
+
+def plot_dir(out_dir):
+    with open(os.path.join(out_dir, "results.json")) as f:
+        results = json.load(f)
+    names = [m["name"] for m in results["metrics"]]
+    title = results["config"]["name"] + (f" ({results['reproduces']})" if results.get("reproduces") else "")
+    made = []
+    sparsity = "stage1_sparsity" if "stage1_sparsity" in names else None
+    if sparsity is None and "pv_density" in names:
+        sparsity = "pv_density"
+    if sparsity and "relative_l1" in names:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for label, v in rows(results):
+            x = value(v, sparsity)
+            if sparsity == "pv_density":
+                x = 1.0 - x
+            ax.errorbar(x, value(v, "relative_l1"), yerr=v.get("relative_l1_stderr") or 0.0, fmt="o", capsize=3,
+                        label=label)
+        ax.set_xlabel("stage-1 sparsity" if sparsity == "stage1_sparsity" else "P.V sparsity (1 - P.V density)")
+        ax.set_ylabel("relative L1 vs dense (lower is better)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+        made.append(save(fig, out_dir, "sparsity_vs_error"))
+    if "tops" in names:
+        labels, tops = zip(*[(label, value(v, "tops")) for label, v in rows(results)])
+        fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.35 * len(labels)))
+        ax.barh(labels, tops)
+        ax.set_xlabel("dense-equivalent TOPS (higher is better)")
+        ax.set_title(title)
+        made.append(save(fig, out_dir, "throughput"))
+    if not made:
+        labels = [label for label, _ in rows(results)]
+        fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 0.8 + 0.35 * len(labels)), squeeze=False)
+        for ax, name in zip(axes[0], names):
+            ax.barh(labels, [value(v, name) for _, v in rows(results)])
+            ax.set_title(name, fontsize=9)
+            ax.tick_params(labelsize=7)
+        fig.suptitle(title)
+        made.append(save(fig, out_dir, "metrics"))
+    return made
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    for d in sys.argv[1:]:
+        made = plot_dir(d)
+        print(f"{d}: " + ", ".join(f"{m}.png/.svg" for m in made))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
