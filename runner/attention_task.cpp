@@ -7,6 +7,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "sparge/models/safetensors.h"
 #include "sparge/permute.h"
 #include "sparge/synthetic.h"
 #include "sparge/token_order.h"
@@ -45,14 +46,25 @@ uint64_t sample_seed(uint64_t seed, int64_t index) {
 AttentionTask::AttentionTask(std::string inputs, const Params& p, at::ScalarType dtype, at::Device device)
     : inputs_(std::move(inputs)), dtype_(dtype), device_(device) {
   std::set<std::string> read;
-  if (inputs_ == "captured")
-    throw std::invalid_argument(
-        "task inputs `captured`: reading captured Q/K/V needs the safetensors reader, which arrives with the "
-        "model "
-        "ports; use structured_llm, structured_visual or random");
-  if (inputs_ != "structured_llm" && inputs_ != "structured_visual" && inputs_ != "random")
+  if (inputs_ != "structured_llm" && inputs_ != "structured_visual" && inputs_ != "random" &&
+      inputs_ != "captured")
     throw std::invalid_argument(
         "task inputs: expected structured_llm, structured_visual, random or captured, got `" + inputs_ + "`");
+  if (inputs_ == "captured") {
+    read.insert("path");
+    const auto it = p.find("path");
+    if (it == p.end() || it->second.is_list)
+      throw std::invalid_argument("task parameter `path`: expected the file of captured Q/K/V");
+    path_ = it->second.items[0];
+    causal_ = number(p, "causal", 0, read) != 0;
+    const auto f = models::open_safetensors(path_);  // validates the file now, before anything runs
+    if (!f.contains("q") && !f.contains("q.0"))
+      throw std::invalid_argument("task parameter `path`: " + path_ + " holds neither q/k/v nor q.0/k.0/v.0");
+    for (const auto& [key, value] : p)
+      if (!read.count(key))
+        throw std::invalid_argument("task parameter `" + key + "`: unknown for inputs `captured`");
+    return;
+  }
   batch_ = static_cast<int64_t>(number(p, "batch", 1, read));
   heads_ = static_cast<int64_t>(number(p, "heads", 8, read));
   head_dim_ = static_cast<int64_t>(number(p, "head_dim", 64, read));
@@ -98,7 +110,16 @@ AttentionSample AttentionTask::sample(int64_t index, uint64_t seed) const {
   const auto opt = at::TensorOptions(dtype_).device(device_);
   AttentionSample out;
   out.causal = causal_;
-  if (inputs_ == "random") {
+  if (inputs_ == "captured") {
+    const auto f = models::open_safetensors(path_);
+    std::string suffix;  // built in steps: GCC 12 warns falsely (-Wrestrict) on "." + std::to_string(i)
+    if (!f.contains("q")) suffix.append(".").append(std::to_string(index));
+    if (f.contains("q") && index > 0)
+      throw std::invalid_argument("captured inputs " + path_ + " hold one sample; set task.samples: 1");
+    out.q = f.load("q" + suffix).to(opt);
+    out.k = f.load("k" + suffix).to(opt);
+    out.v = f.load("v" + suffix).to(opt);
+  } else if (inputs_ == "random") {
     const auto in = random_qkv(batch_, heads_, kv_heads_, seq_, seq_, head_dim_, s, opt);
     out.q = in.q, out.k = in.k, out.v = in.v;
   } else if (inputs_ == "structured_llm") {

@@ -46,6 +46,7 @@ class AttentionTask {
   int64_t grid_t_ = 8, grid_h_ = 24, grid_w_ = 40, waves_ = 4;
   double frequency_ = 0.25;
   std::string order_ = "row_major";
+  std::string path_;  // captured inputs
 };
 
 }  // namespace sparge::runner

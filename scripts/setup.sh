@@ -66,7 +66,7 @@ fi
 # ---------------------------------------------------------------- 2. virtual environment with torch
 venv="$here/.venv"
 py="$venv/bin/python"
-have_torch() { [[ -x "$py" ]] && "$py" -c "import numpy, torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; }
+have_torch() { [[ -x "$py" ]] && "$py" -c "import numpy, safetensors, torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; }
 if ! have_torch; then
   if ((check_only)); then log "missing: .venv with torch==$TORCH_VERSION"; missing=1
   else
@@ -74,8 +74,10 @@ if ! have_torch; then
     [[ -x "$py" ]] || "$base_py" -m venv "$venv"
     mkdir -p "$cache/wheels"
     log "fetching torch==$TORCH_VERSION wheels into $cache/wheels (once)"
-    "$py" -m pip download -q --disable-pip-version-check -d "$cache/wheels" "torch==$TORCH_VERSION" numpy
-    "$py" -m pip install -q --disable-pip-version-check --no-index --find-links "$cache/wheels" "torch==$TORCH_VERSION" numpy
+    # numpy quiets torch's import warning; safetensors is a test oracle for the safetensors reader.
+    "$py" -m pip download -q --disable-pip-version-check -d "$cache/wheels" "torch==$TORCH_VERSION" numpy safetensors
+    "$py" -m pip install -q --disable-pip-version-check --no-index --find-links "$cache/wheels" \
+      "torch==$TORCH_VERSION" numpy safetensors
   fi
 fi
 mkdir -p build && echo "$py" > build/.sparge_python

@@ -11,6 +11,8 @@
 #include "engine.h"
 #include "methods.h"
 #include "posix_fs.h"
+#include "sparge/models/safetensors.h"
+#include "sparge/synthetic.h"
 #include "spec.h"
 
 namespace sparge::runner {
@@ -108,6 +110,33 @@ TEST(Runner, KilledRunResumesWithoutRedoingFinishedUnits) {
   EXPECT_EQ(s.total, 12);
   EXPECT_GE(s.cached, logged);
   EXPECT_EQ(s.cached + s.computed, 12);
+  posix::remove_tree(out);
+}
+
+TEST(Runner, CapturedInputsFromSafetensors) {
+  // Two captured samples (q.0/k.0/v.0, q.1/...), as a model hook would save them; the spec points at the
+  // file.
+  const auto out = fresh_dir("captured");
+  posix::make_dirs(out);
+  std::map<std::string, at::Tensor> t;
+  for (int i = 0; i < 2; ++i) {
+    const auto in = random_qkv(1, 4, 2, 200, 200, 64, 10 + i, at::TensorOptions(at::kBFloat16));
+    t["q." + std::to_string(i)] = in.q;
+    t["k." + std::to_string(i)] = in.k;
+    t["v." + std::to_string(i)] = in.v;
+  }
+  models::save_safetensors(out + "/captured.safetensors", t);
+  RunOptions opt;
+  opt.output = out + "/run";
+  opt.progress = false;
+  opt.device = "cpu";
+  opt.overrides = {"task.inputs=captured", "task.samples=2",
+                   "task.params={path: " + out + "/captured.safetensors}"};
+  const auto s = run_spec(kSource + "/experiments/quickstart.yaml", opt);
+  EXPECT_EQ(s.computed, 8);
+  std::ifstream f(out + "/run/results.json");
+  const auto r = nlohmann::json::parse(f);
+  EXPECT_LT(r.at("results").at("default").at("dense").at("relative_l1").get<double>(), 1e-2);
   posix::remove_tree(out);
 }
 

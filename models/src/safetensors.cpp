@@ -1,0 +1,162 @@
+// safetensors reading and writing (see safetensors.h).
+#include "sparge/models/safetensors.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+
+namespace sparge::models {
+namespace {
+
+struct DtypeName {
+  const char* name;
+  at::ScalarType type;
+};
+constexpr DtypeName kDtypes[] = {{"F64", at::kDouble},
+                                 {"F32", at::kFloat},
+                                 {"F16", at::kHalf},
+                                 {"BF16", at::kBFloat16},
+                                 {"I64", at::kLong},
+                                 {"I32", at::kInt},
+                                 {"I16", at::kShort},
+                                 {"I8", at::kChar},
+                                 {"U8", at::kByte},
+                                 {"BOOL", at::kBool},
+                                 {"F8_E4M3", at::kFloat8_e4m3fn}};
+constexpr uint64_t kMaxHeader = 100ull << 20;  // the format's limit is 100 MB
+
+[[noreturn]] void fail(const std::string& path, const std::string& what) {
+  throw std::runtime_error("safetensors file " + path + ": " + what);
+}
+
+at::ScalarType dtype_of(const std::string& path, const std::string& tensor, const std::string& name) {
+  for (const auto& d : kDtypes)
+    if (name == d.name) return d.type;
+  fail(path, "tensor `" + tensor + "`: unsupported dtype \"" + name + "\"");
+}
+
+const char* name_of(at::ScalarType t) {
+  for (const auto& d : kDtypes)
+    if (d.type == t) return d.name;
+  throw std::invalid_argument(std::string("save_safetensors: unsupported dtype ") + c10::toString(t));
+}
+
+}  // namespace
+
+SafetensorsFile open_safetensors(const std::string& path) {
+  std::ifstream f(path, std::ios::binary | std::ios::ate);
+  if (!f) fail(path, "cannot open the file");
+  const uint64_t size = static_cast<uint64_t>(f.tellg());
+  if (size < 8)
+    fail(path, "truncated: " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
+  f.seekg(0);
+  unsigned char len_bytes[8];
+  f.read(reinterpret_cast<char*>(len_bytes), 8);
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  if (header_len > kMaxHeader || 8 + header_len > size)
+    fail(path, "corrupted or incomplete: header length " + std::to_string(header_len) + " with a file of " +
+                   std::to_string(size) + " bytes");
+  std::string header(header_len, '\0');
+  f.read(header.data(), static_cast<std::streamsize>(header_len));
+  SafetensorsFile out;
+  out.path = path;
+  out.data_offset = 8 + header_len;
+  const uint64_t data_size = size - out.data_offset;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(header);
+  } catch (const nlohmann::json::exception& e) {
+    fail(path, std::string("corrupted header (not JSON): ") + e.what());
+  }
+  if (!j.is_object()) fail(path, "corrupted header: expected a JSON object");
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  for (const auto& [name, v] : j.items()) {
+    if (name == "__metadata__") {
+      if (v.is_object())
+        for (const auto& [k, m] : v.items())
+          out.metadata[k] = m.is_string() ? m.get<std::string>() : m.dump();
+      continue;
+    }
+    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
+      fail(path, "tensor `" + name + "`: expected dtype, shape and data_offsets in the header");
+    SafetensorsFile::Entry e;
+    e.dtype = dtype_of(path, name, v.at("dtype").get<std::string>());
+    uint64_t count = 1;
+    for (const auto& d : v.at("shape")) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0) fail(path, "tensor `" + name + "`: bad shape");
+      e.shape.push_back(d.get<int64_t>());
+      count *= static_cast<uint64_t>(d.get<int64_t>());
+    }
+    const auto& off = v.at("data_offsets");
+    if (!off.is_array() || off.size() != 2)
+      fail(path, "tensor `" + name + "`: data_offsets must be [begin, end]");
+    e.begin = off[0].get<uint64_t>();
+    e.end = off[1].get<uint64_t>();
+    const uint64_t bytes = count * c10::elementSize(e.dtype);
+    if (e.end < e.begin || e.end - e.begin != bytes)
+      fail(path, "tensor `" + name + "`: data_offsets [" + std::to_string(e.begin) + ", " +
+                     std::to_string(e.end) + ") do not hold its " + std::to_string(bytes) + " bytes");
+    if (e.end > data_size)
+      fail(path, "corrupted or incomplete: tensor `" + name + "` ends at byte " + std::to_string(e.end) +
+                     " of a data section of " + std::to_string(data_size));
+    ranges.emplace_back(e.begin, e.end);
+    out.entries[name] = e;
+    out.names.push_back(name);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].first < ranges[i - 1].second) fail(path, "corrupted: tensors overlap in the data section");
+  return out;
+}
+
+bool SafetensorsFile::contains(const std::string& name) const {
+  return entries.count(name) > 0;
+}
+
+at::Tensor SafetensorsFile::load(const std::string& name) const {
+  const auto it = entries.find(name);
+  if (it == entries.end()) fail(path, "tensor `" + name + "` not found");
+  const auto& e = it->second;
+  auto t = at::empty(e.shape, at::TensorOptions(e.dtype));
+  std::ifstream f(path, std::ios::binary);
+  f.seekg(static_cast<std::streamoff>(data_offset + e.begin));
+  f.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
+  if (!f) fail(path, "tensor `" + name + "`: read failed (file changed or truncated)");
+  return t;
+}
+
+void save_safetensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::vector<at::Tensor> data;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    const auto c = t.contiguous().cpu();
+    const uint64_t bytes = static_cast<uint64_t>(c.numel()) * c.element_size();
+    header[name] = {{"dtype", name_of(c.scalar_type())},
+                    {"shape", c.sizes().vec()},
+                    {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    data.push_back(c);
+  }
+  std::string h = header.dump();
+  while ((8 + h.size()) % 8) h.push_back(' ');  // align the data section to 8 bytes
+  std::ofstream f(path + ".tmp", std::ios::binary | std::ios::trunc);
+  if (!f) throw std::runtime_error("save_safetensors: cannot write " + path);
+  const uint64_t len = h.size();
+  for (int i = 0; i < 8; ++i) f.put(static_cast<char>((len >> (8 * i)) & 0xff));
+  f << h;
+  for (const auto& c : data)
+    f.write(static_cast<const char*>(c.data_ptr()),
+            static_cast<std::streamsize>(c.numel() * c.element_size()));
+  f.close();
+  if (std::rename((path + ".tmp").c_str(), path.c_str()) != 0)
+    throw std::runtime_error("save_safetensors: cannot rename to " + path);
+}
+
+}  // namespace sparge::models
