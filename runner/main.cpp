@@ -24,8 +24,7 @@ int list_everything() {
   for (const auto& m : sparge::runner::registered_methods())
     std::printf("  %-16s %s\n", m.type.c_str(), m.summary.c_str());
   std::printf("tasks:\n  %-16s %s\n", "attention",
-              "attention-level: inputs structured_llm | structured_visual | random (| captured, with the "
-              "model ports)");
+              "attention-level: inputs structured_llm | structured_visual | random | captured (safetensors)");
   std::printf("metrics:\n");
   for (const auto& m : sparge::runner::registered_metrics())
     std::printf("  %-16s %s (%s is better)\n", m.name.c_str(), m.summary.c_str(),
