@@ -315,7 +315,12 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
           if (!record) {
             if (!sample) {
               sample = pt.task->sample(i, static_cast<uint64_t>(seed));
-              ref = dense_attention_f64(sample->q, sample->k, sample->v, sample->causal).out;
+              // The float64 dense reference only when an accuracy metric needs it (it is quadratic in
+              // memory).
+              const bool needs_ref =
+                  std::any_of(pt.metrics.begin(), pt.metrics.end(),
+                              [](const MetricSpec& m) { return metric_needs_reference(m.name); });
+              if (needs_ref) ref = dense_attention_f64(sample->q, sample->k, sample->v, sample->causal).out;
             }
             if (device.is_cuda()) torch::cuda::synchronize();
             const auto m0 = Clock::now();

@@ -2,6 +2,9 @@
 #include "methods.h"
 
 #include <ATen/ATen.h>
+#include <torch/cuda.h>
+
+#include <chrono>
 
 #include <cmath>
 #include <functional>
@@ -121,8 +124,15 @@ class SpargeMethod final : public AttentionMethod {
         cuda::KernelOptions opt;
         opt.collect_stats = true;
         opt.check_mask = false;
+        torch::cuda::synchronize();
+        const auto t0 = std::chrono::steady_clock::now();
         const auto pred = cuda::predict_block_mask(q, k, c);
-        return cuda::block_sparse_attention(q, k, v, pred.mask, c, opt);
+        torch::cuda::synchronize();
+        const double predict_ms =
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+        auto r = cuda::block_sparse_attention(q, k, v, pred.mask, c, opt);
+        r.stats.prediction_ms = predict_ms;
+        return r;
       }
       if (want_ == "cuda") throw std::invalid_argument("method backend cuda cannot run this case: " + why);
     }

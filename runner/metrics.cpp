@@ -22,6 +22,7 @@ const std::vector<MetricInfo>& registered_metrics() {
       {"sim_q", "mean block self-similarity of Q (Sim-q)", true, 1},
       {"sim_k", "mean block self-similarity of K (Sim-k)", true, 1},
       {"time_ms", "wall time of the method, device-synchronized", false, 1},
+      {"prediction_ms", "the stage-1 prediction's part of time_ms (sparge methods)", false, 1},
       {"tops", "dense-equivalent TOPS: 4 B H N^2 D / t, halved when causal", true, 1},
   };
   return v;
@@ -33,6 +34,10 @@ const MetricInfo& metric_info(const std::string& name) {
   std::string list;
   for (const auto& m : registered_metrics()) list += (list.empty() ? "" : ", ") + m.name;
   throw std::invalid_argument("metric `" + name + "`: unknown (registered: " + list + ")");
+}
+
+bool metric_needs_reference(const std::string& name) {
+  return name == "relative_l1" || name == "relative_l2" || name == "cosine" || name == "rmse";
 }
 
 double compute_metric(const std::string& name, const MetricInputs& in) {
@@ -51,6 +56,7 @@ double compute_metric(const std::string& name, const MetricInputs& in) {
   if (name == "sim_q") return mean_block_similarity(in.q, in.block_q);
   if (name == "sim_k") return mean_block_similarity(in.k - in.k.mean(2, true), in.block_k);
   if (name == "time_ms") return in.time_ms;
+  if (name == "prediction_ms") return in.stats.prediction_ms;
   if (name == "tops") {
     const double flops = 4.0 * static_cast<double>(in.q.size(0) * in.q.size(1)) *
                          static_cast<double>(in.q.size(2)) * static_cast<double>(in.k.size(2)) *

@@ -10,6 +10,7 @@
 //   pv_density       pairs whose P.V was computed / causal pairs        lower
 //   sim_q, sim_k     mean block self-similarity of Q / K (the method's block sizes, default 128 / 64) higher
 //   time_ms          the method's wall time (device-synchronized)       lower
+//   prediction_ms    the stage-1 prediction's part of it (sparge methods; 0 for dense ones)        lower
 //   tops             dense-equivalent TOPS = 4 B H N^2 D / t (halved when causal) higher
 // O_ref is float64 dense attention on the same inputs.
 #pragma once
@@ -39,5 +40,7 @@ struct MetricInputs {
   int64_t block_q = 128, block_k = 64;
 };
 double compute_metric(const std::string& name, const MetricInputs& in);
+// Whether the metric compares against the float64 dense reference (MetricInputs::ref).
+bool metric_needs_reference(const std::string& name);
 
 }  // namespace sparge::runner
