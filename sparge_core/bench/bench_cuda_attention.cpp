@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "sparge/block_mask.h"
 #include "sparge/cuda_attention.h"
 #include "sparge/reference.h"
@@ -33,29 +34,6 @@ struct Row {
   bool causal;
   double density, listed_fraction, ms, tflops, block_tflops;
 };
-
-// Median milliseconds of fn() over `reps` runs after `warmup`, CUDA events on the current stream.
-double median_ms(const std::function<void()>& fn, int warmup = 3, int reps = 20) {
-  const auto stream = at::cuda::getCurrentCUDAStream().stream();
-  for (int i = 0; i < warmup; ++i) fn();
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<double> t;
-  for (int i = 0; i < reps; ++i) {
-    cudaEventRecord(start, stream);
-    fn();
-    cudaEventRecord(stop, stream);
-    cudaEventSynchronize(stop);
-    float ms = 0.f;
-    cudaEventElapsedTime(&ms, start, stop);
-    t.push_back(ms);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(t.begin(), t.end());
-  return t[t.size() / 2];
-}
 
 }  // namespace
 
@@ -106,13 +84,13 @@ int main(int argc, char** argv) {
           std::fflush(stdout);
         };
         // Baselines.
-        const double cudnn_ms = median_ms([&] {
+        const double cudnn_ms = sparge::bench::median_ms([&] {
           (void)at::_scaled_dot_product_cudnn_attention(q, k, v, std::nullopt, false, 0.0, causal);
         });
         const int64_t all_blocks = b * h * valid.sum().item<int64_t>();
         add("cudnn", 1.0, 1.0, all_blocks, cudnn_ms);
-        const double flash_ms =
-            median_ms([&] { (void)at::_scaled_dot_product_flash_attention(q, k, v, 0.0, causal); });
+        const double flash_ms = sparge::bench::median_ms(
+            [&] { (void)at::_scaled_dot_product_flash_attention(q, k, v, 0.0, causal); });
         add("flash", 1.0, 1.0, all_blocks, flash_ms);
         // Ours over the densities (causal: density 1 only).
         for (double density : densities) {
@@ -136,8 +114,8 @@ int main(int argc, char** argv) {
               return 1;
             }
           }
-          const double ms =
-              median_ms([&] { (void)sparge::cuda::block_sparse_attention(q, k, v, mask, cfg, ko); });
+          const double ms = sparge::bench::median_ms(
+              [&] { (void)sparge::cuda::block_sparse_attention(q, k, v, mask, cfg, ko); });
           add("sparge", density, listed, listed_blocks, ms);
         }
       }
