@@ -277,7 +277,8 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
           id, make_method(id, kv.second["type"].as<std::string>(), to_params(kv.second, {"type"})));
     }
     for (const auto& m : rp.spec["metrics"]) {
-      const auto& info = metric_info(m["name"].as<std::string>());
+      const MetricInfo info =
+          metric_info(m["name"].as<std::string>());  // a copy: GCC 13 -Wdangling-reference
       pt.metrics.push_back(
           {info.name, m["aggregation"] ? m["aggregation"].as<std::string>() : "mean",
            m["higher_is_better"] ? m["higher_is_better"].as<bool>() : info.higher_is_better});

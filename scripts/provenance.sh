@@ -24,7 +24,8 @@ print(json.dumps({
     # A copy of the tree without .git (the GPU machine) gets the commit from the caller: SPARGE_GIT_HASH.
     "git_hash": sh("git", "rev-parse", "HEAD") or os.environ.get("SPARGE_GIT_HASH"),
     "git_dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no"))
-                 if sh("git", "rev-parse", "HEAD") else os.environ.get("SPARGE_GIT_DIRTY") == "1",
+                 if sh("git", "rev-parse", "HEAD")
+                 else ({"1": True, "0": False}.get(os.environ.get("SPARGE_GIT_DIRTY", ""))),  # None: unknown
     "date_utc": sh("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
     "host": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(),
     "gpu": gpu.split(", ")[0] if gpu else None, "driver": gpu.split(", ")[1] if gpu else None,
