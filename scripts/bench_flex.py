@@ -10,6 +10,10 @@ kept, so no row is empty); the same lists drive both kernels (our 128x64 mask li
 64-key blocks). Causal: the causal block pattern intersected with the random mask, element mask inside diagonal
 blocks for both. Each sparse output is validated against FlexAttention's before timing. Times: CUDA events, median
 of 20 runs after 3 warm-ups. Dense-equivalent TFLOPS = 4 B H N^2 D / t (halved when causal).
+Quantized (method sparge_int8, D = 128, N = 32768: every density non-causal, density 1 causal): the same op with
+quant="int8" (INT8 Q.K^T, bf16 P.V); its time includes the INT8 quantization of q and k by the GPU predictor (a whole
+prediction pass whose mask is discarded: an upper bound of what the quantization costs the user). Validated against
+FlexAttention with rel L2 < 5e-2 (INT8 Q/K error); a failed validation skips its timing (the summary shows n/a).
 
 usage: bench_flex.py --lib build-gpu/lib/libsparge_ops.so --json OUT.json [--quick]
 """
@@ -129,7 +133,17 @@ def main():
                 print(f"VALIDATION FAILED d={d} n={n} causal={causal} density={density}: rel L2 {err:.3g}")
                 sys.exit(1)
             listed = (counts.sum().item() * FLEX_BLOCK * FLEX_BLOCK) / (b * h * n * n)
-            for method, fn in (("flex", run_flex), ("sparge_bf16", run_ours)):
+            runs = [("flex", run_flex, err), ("sparge_bf16", run_ours, err)]
+            if d == 128 and n == 32768 and (not causal or density == 1.0):
+                run_int8 = lambda: torch.ops.sparge.block_sparse_attention(  # noqa: E731
+                    q, k, v, oc, oi, 128, 64, is_causal=causal, quant="int8")[0]
+                err_q = ((run_int8().float() - ref.float()).norm() / ref.float().norm()).item()
+                if err_q < 5e-2:
+                    runs.append(("sparge_int8", run_int8, err_q))
+                else:
+                    print(f"VALIDATION FAILED (int8, not timed) d={d} n={n} causal={causal} density={density}: "
+                          f"rel L2 {err_q:.3g}", flush=True)
+            for method, fn, err in runs:
                 ms = median_ms(fn)
                 rows.append(dict(method=method, head_dim=d, seq=n, batch=b, heads=h, causal=causal, density=density,
                                  listed_fraction=listed, ms=ms, tflops=tf(ms), rel_l2_vs_flex=err))

@@ -1,6 +1,6 @@
 // The API of the CUDA block-sparse attention kernels: checks every input (messages name the argument, the
-// expected and the actual value), fills AttentionParams, dispatches (dtype, head dim) to the instantiations
-// and assembles the AttentionResult. The only file of the kernels that sees torch.
+// expected and the actual value), fills AttentionParams, dispatches (dtype, head dim, Q K^T precision) to
+// the instantiations and assembles the AttentionResult. The only file of the kernels that sees torch.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -15,6 +15,7 @@
 #include "../src/internal.h"
 #include "launch.h"
 #include "params.h"
+#include "sparge/blocks.h"
 #include "sparge/cuda_attention.h"
 #include "sparge/error.h"
 #include "tile_config.h"
@@ -93,6 +94,28 @@ void set_strides(const at::Tensor& hnd, int64_t& batch, int64_t& head, int64_t& 
   row = hnd.stride(2);
 }
 
+// One INT8 operand of QuantMode::kInt8 (options.q_int8 / k_int8 with their scales): shapes (B, H, N, D) and
+// (B, H, NB), int8 / float32, contiguous, on q's device, 16-byte aligned.
+void check_int8_operand(const at::Tensor& values, const at::Tensor& scale, const char* name,
+                        const std::vector<int64_t>& shape, int64_t blocks, const at::Device& device) {
+  SPARGE_CHECK(values.defined() && scale.defined(), "argument `options.", name, "_int8` / `options.", name,
+               "_scale`: expected both defined or both undefined");
+  SPARGE_CHECK(values.sizes() == at::IntArrayRef(shape) && values.scalar_type() == at::kChar &&
+                   values.device() == device && values.is_contiguous() &&
+                   reinterpret_cast<uintptr_t>(values.data_ptr()) % 16 == 0,
+               "argument `options.", name,
+               "_int8`: expected a contiguous, 16-byte aligned int8 tensor of shape ", at::IntArrayRef(shape),
+               " on ", device, ", got ", values.scalar_type(), " ", values.sizes(), " on ", values.device(),
+               values.is_contiguous() ? "" : " (not contiguous)");
+  const std::vector<int64_t> scale_shape = {shape[0], shape[1], blocks};
+  SPARGE_CHECK(scale.sizes() == at::IntArrayRef(scale_shape) && scale.scalar_type() == at::kFloat &&
+                   scale.device() == device && scale.is_contiguous(),
+               "argument `options.", name, "_scale`: expected a contiguous float32 tensor of shape ",
+               at::IntArrayRef(scale_shape), " (one scale per ", name == std::string("q") ? kBlockQ : kBlockK,
+               " rows) on ", device, ", got ", scale.scalar_type(), " ", scale.sizes(), " on ",
+               scale.device());
+}
+
 // Mask statistics computed from the mask itself (block and token counts), as the reference defines them.
 void fill_mask_stats(AttentionStats& st, const BlockMask& mask, const detail::Problem& p, bool causal,
                      const at::Tensor& counts) {
@@ -138,8 +161,8 @@ std::string unsupported_reason(const at::Tensor& q, const at::Tensor& k, const a
   if (q.dim() != 4) return cat("argument `q`: expected rank 4, got ", q.dim());
   if (q.size(3) != 64 && q.size(3) != 128)
     return cat("argument `q`: expected head dim 64 or 128, got ", q.size(3));
-  if (c.quant != QuantMode::kNone)
-    return cat("argument `config.quant`: expected none (the quantized kernels are not built yet), got ",
+  if (c.quant == QuantMode::kInt8Fp8)
+    return cat("argument `config.quant`: expected none or int8 (the FP8 P.V kernel is not built yet), got ",
                to_string(c.quant));
   if (mask_block_q != kBlockQ || mask_block_k != kBlockK)
     return cat("argument `mask`: expected blocks ", kBlockQ, "x", kBlockK, " (the kernel tile), got ",
@@ -175,6 +198,28 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
   const auto qh = kernel_operand(detail::to_hnd(q, c.layout));
   const auto kh = kernel_operand(detail::to_hnd(k, c.layout));
   const auto vh = kernel_operand(detail::to_hnd(v, c.layout));
+  // QuantMode::kInt8: the caller's INT8 Q and smoothed K (the GPU predictor's), else quantized here exactly
+  // as the reference emulation does (float32, sparge::quantize_int8_blocks; slower, torch ops).
+  const bool int8 = c.quant == QuantMode::kInt8;
+  at::Tensor q_int8 = options.q_int8, q_scale = options.q_scale, k_int8 = options.k_int8,
+             k_scale = options.k_scale;
+  if (int8) {
+    if (!q_int8.defined() && !q_scale.defined()) {
+      const auto qi = quantize_int8_blocks(detail::to_hnd(q, c.layout).to(at::kFloat), kBlockQ);
+      q_int8 = qi.values.to(at::kChar).contiguous();
+      q_scale = qi.scale.to(at::kFloat).contiguous();
+    }
+    if (!k_int8.defined() && !k_scale.defined()) {
+      const auto kf = detail::to_hnd(k, c.layout).to(at::kFloat);
+      const auto ki = quantize_int8_blocks(kf - kf.mean(2, /*keepdim=*/true), kBlockK);
+      k_int8 = ki.values.to(at::kChar).contiguous();
+      k_scale = ki.scale.to(at::kFloat).contiguous();
+    }
+    check_int8_operand(q_int8, q_scale, "q", {p.batch, p.heads_q, p.seq_q, p.head_dim}, mask.num_q_blocks(),
+                       q.device());
+    check_int8_operand(k_int8, k_scale, "k", {p.batch, p.heads_kv, p.seq_k, p.head_dim}, mask.num_k_blocks(),
+                       q.device());
+  }
   AttentionResult r;
   const std::vector<int64_t> lse_shape = {p.batch, p.heads_q, p.seq_q};
   if (options.out.defined()) {
@@ -204,13 +249,19 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
   }
 
   AttentionParams prm;
-  prm.q = qh.data_ptr();
-  prm.k = kh.data_ptr();
+  const auto& q_op = int8 ? q_int8 : qh;
+  const auto& k_op = int8 ? k_int8 : kh;
+  prm.q = q_op.data_ptr();
+  prm.k = k_op.data_ptr();
   prm.v = vh.data_ptr();
   prm.o = oh.data_ptr();
   prm.lse = c.return_lse ? r.lse.data_ptr<float>() : nullptr;
-  set_strides(qh, prm.q_batch_stride, prm.q_head_stride, prm.q_row_stride);
-  set_strides(kh, prm.k_batch_stride, prm.k_head_stride, prm.k_row_stride);
+  if (int8) {
+    prm.q_scale = q_scale.data_ptr<float>();
+    prm.k_scale = k_scale.data_ptr<float>();
+  }
+  set_strides(q_op, prm.q_batch_stride, prm.q_head_stride, prm.q_row_stride);
+  set_strides(k_op, prm.k_batch_stride, prm.k_head_stride, prm.k_row_stride);
   set_strides(vh, prm.v_batch_stride, prm.v_head_stride, prm.v_row_stride);
   set_strides(oh, prm.o_batch_stride, prm.o_head_stride, prm.o_row_stride);
   prm.batch = static_cast<int>(p.batch);
@@ -245,12 +296,16 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
 
   const auto stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
   const bool fp16 = q.scalar_type() == at::kHalf;
-  const auto launch = [&] {
+  const auto launch_qk = [&]<QkPrecision kQk>() {
     if (p.head_dim == 64)
-      return fp16 ? launch_block_sparse_attention<DType::kFp16, 64>(prm, stream)
-                  : launch_block_sparse_attention<DType::kBf16, 64>(prm, stream);
-    return fp16 ? launch_block_sparse_attention<DType::kFp16, 128>(prm, stream)
-                : launch_block_sparse_attention<DType::kBf16, 128>(prm, stream);
+      return fp16 ? launch_block_sparse_attention<DType::kFp16, 64, kQk>(prm, stream)
+                  : launch_block_sparse_attention<DType::kBf16, 64, kQk>(prm, stream);
+    return fp16 ? launch_block_sparse_attention<DType::kFp16, 128, kQk>(prm, stream)
+                : launch_block_sparse_attention<DType::kBf16, 128, kQk>(prm, stream);
+  };
+  const auto launch = [&] {
+    return int8 ? launch_qk.template operator()<QkPrecision::kInt8>()
+                : launch_qk.template operator()<QkPrecision::k16Bit>();
   };
   if (options.collect_stats) {
     const auto t0 = std::chrono::steady_clock::now();

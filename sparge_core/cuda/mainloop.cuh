@@ -6,7 +6,8 @@
 // One CTA barrier per step (FlashAttention-2's single K and V buffers need two), and the next block's K and
 // V have a whole step to land (a sparse row's next listed block is as far away in memory as any other).
 // Each warp owns kWarpRows query rows; warp w's rows are rows [w * kWarpRows, (w + 1) * kWarpRows) of the
-// tile.
+// tile. QkPrecision::kInt8: Q and K tiles hold INT8 values, S = int32 (Q K^T) * q_scale * k_scale(n) in
+// float, then the same softmax, stage 2 and 16-bit P V.
 #pragma once
 
 #include "block_mask_iterator.cuh"
@@ -16,15 +17,22 @@
 
 namespace sparge::cuda {
 
-template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity>
+template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity, QkPrecision kQk>
 struct Mainloop {
-  using Cfg = TileConfig<kHeadDim>;
+  using Cfg = TileConfig<kHeadDim, kQk>;
   using Elem = tile::Element<kDtype>;
   using T = typename Elem::type;
-  using QTile = tile::SmemTile<Cfg::kBlockM, kHeadDim>;
-  using KVTile = tile::SmemTile<Cfg::kBlockN, kHeadDim>;
-  static_assert(QTile::kBytes == Cfg::kSmemQ && KVTile::kBytes == Cfg::kSmemKV,
+  using Qk = tile::QkOperand<kDtype, kQk>;
+  using QkT = typename Qk::type;  // element type of the Q and K tiles
+  static constexpr bool kInt8 = kQk == QkPrecision::kInt8;
+  // SmemTile counts 16-bit columns: an INT8 row of D bytes is D / 2 of them.
+  static constexpr int kQkCols = kHeadDim * Cfg::kQkBytes / 2;
+  using QTile = tile::SmemTile<Cfg::kBlockM, kQkCols>;
+  using KTile = tile::SmemTile<Cfg::kBlockN, kQkCols>;
+  using VTile = tile::SmemTile<Cfg::kBlockN, kHeadDim>;
+  static_assert(QTile::kBytes == Cfg::kSmemQ && KTile::kBytes == Cfg::kSmemK && VTile::kBytes == Cfg::kSmemV,
                 "tile_config.h matches SmemTile");
+  static constexpr int kKSteps = kHeadDim / Qk::kStepElems;  // MMA k steps of S = Q K^T
   static constexpr int kMTiles = Cfg::kMTiles;
   static constexpr int kNTiles = Cfg::kBlockN / 8;  // n8 tiles of S
   static constexpr int kDTiles = kHeadDim / 8;      // n8 tiles of O
@@ -33,7 +41,7 @@ struct Mainloop {
   // ldmatrix per block; D = 128 would need 64 more registers next to the 128-float accumulator, so Q is
   // re-read from smem.
   static constexpr bool kQInRegisters = kHeadDim == 64;
-  using QFragments = uint32_t[kHeadDim / 16][kMTiles][4];
+  using QFragments = uint32_t[kKSteps][kMTiles][4];
   // Skip the accumulator rescale when no row max grew (see OnlineSoftmax::update). Per-warp stage 2 only:
   // with the per-CTA vote's two CTA reductions in the loop, the extra branch made ptxas spill 128 bytes
   // inside the loop at D = 128 (24 without it).
@@ -46,34 +54,54 @@ struct Mainloop {
     int units = 0, skipped = 0;  // stage-2 (row group, key block) units, counted by one thread per group
   };
 
-  // S = Q K^T for the warp's rows: s[mt][nt] is the C fragment of rows mt*16.., keys nt*8.. of the block.
   // The warp's Q A-fragments for every k step (kQInRegisters).
   __device__ static void load_q_fragments(QFragments& qf, uint32_t q_smem, int warp, int lane) {
     const uint32_t q_base =
         q_smem + QTile::offset(warp * Cfg::kWarpRows + (lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
 #pragma unroll
-    for (int kk = 0; kk < kHeadDim / 16; ++kk)
+    for (int kk = 0; kk < kKSteps; ++kk)
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
         tile::ldmatrix_x4(qf[kk][mt], q_base + QTile::offset(mt * 16, kk * 2));
   }
 
+  // S = Q K^T for the warp's rows: s[mt][nt] is the C fragment of rows mt*16.., keys nt*8.. of the block.
+  // INT8: the exact int32 dot products times qk_scale = q_scale * k_scale (16-bit: qk_scale unused).
   __device__ static void scores(float (&s)[kMTiles][kNTiles][4], const QFragments& qf, uint32_t q_smem,
+                                uint32_t k_smem, int warp, int lane, float qk_scale) {
+    if constexpr (kInt8) {
+      int acc[kMTiles][kNTiles][4];
+      qk_mma(acc, qf, q_smem, k_smem, warp, lane);
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+          for (int i = 0; i < 4; ++i)
+            s[mt][nt][i] = static_cast<float>(acc[mt][nt][i]) * qk_scale;  // int32 -> float: exact below 2^24
+    } else {
+      qk_mma(s, qf, q_smem, k_smem, warp, lane);
+    }
+  }
+
+  // acc = Q K^T in the accumulator type of Qk (float or int32).
+  template <typename Acc>
+  __device__ static void qk_mma(Acc (&acc)[kMTiles][kNTiles][4], const QFragments& qf, uint32_t q_smem,
                                 uint32_t k_smem, int warp, int lane) {
 #pragma unroll
     for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
       for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) s[mt][nt][i] = 0.f;
+        for (int i = 0; i < 4; ++i) acc[mt][nt][i] = 0;
     // Q matrices: (rows 0-7, d 0-7), (rows 8-15, d 0-7), (rows 0-7, d 8-15), (rows 8-15, d 8-15) = a0..a3;
     // K matrices: (keys 0-7, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 0-7), (keys 8-15, d 8-15)
     //           = b0b1, b2b3 of key tile 2np, then of key tile 2np + 1. Per-lane bases + immediates:
     const uint32_t q_base =
         q_smem + QTile::offset(warp * Cfg::kWarpRows + (lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
-    const uint32_t k_base = k_smem + KVTile::offset((lane % 8) + (lane / 16) * 8, (lane / 8) % 2);
+    const uint32_t k_base = k_smem + KTile::offset((lane % 8) + (lane / 16) * 8, (lane / 8) % 2);
 #pragma unroll
-    for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+    for (int kk = 0; kk < kKSteps; ++kk) {
       uint32_t a[kMTiles][4];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt) {
@@ -87,11 +115,11 @@ struct Mainloop {
 #pragma unroll
       for (int np = 0; np < kNTiles / 2; ++np) {
         uint32_t b[4];
-        tile::ldmatrix_x4(b, k_base + KVTile::offset(np * 16, kk * 2));
+        tile::ldmatrix_x4(b, k_base + KTile::offset(np * 16, kk * 2));
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
-          Elem::mma(s[mt][2 * np], a[mt], b[0], b[1]);  // S += Q K^T
-          Elem::mma(s[mt][2 * np + 1], a[mt], b[2], b[3]);
+          Qk::mma(acc[mt][2 * np], a[mt], b[0], b[1]);  // S += Q K^T
+          Qk::mma(acc[mt][2 * np + 1], a[mt], b[2], b[3]);
         }
       }
     }
@@ -131,7 +159,7 @@ struct Mainloop {
                                        const float (&pr)[kMTiles][kNTiles][4], uint32_t v_smem, int lane) {
     // transposed V matrices: (keys 0-7, d 0-7), (keys 8-15, d 0-7), (keys 0-7, d 8-15), (keys 8-15, d 8-15)
     //                      = b0b1, b2b3 of d tile 2dp, then of d tile 2dp + 1
-    const uint32_t v_base = v_smem + KVTile::offset((lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
+    const uint32_t v_base = v_smem + VTile::offset((lane % 8) + ((lane / 8) % 2) * 8, lane / 16);
 #pragma unroll
     for (int kk = 0; kk < Cfg::kBlockN / 16; ++kk) {
       uint32_t a[kMTiles][4];
@@ -145,7 +173,7 @@ struct Mainloop {
 #pragma unroll
       for (int dp = 0; dp < kDTiles / 2; ++dp) {
         uint32_t b[4];
-        tile::ldmatrix_x4_trans(b, v_base + KVTile::offset(kk * 16, dp * 2));
+        tile::ldmatrix_x4_trans(b, v_base + VTile::offset(kk * 16, dp * 2));
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) {
           Elem::mma(acc[mt][2 * dp], a[mt], b[0], b[1]);  // O += P V
@@ -155,12 +183,22 @@ struct Mainloop {
     }
   }
 
+  // A Q / K row pointer in 16-bit columns (INT8: two values per column).
+  __device__ static auto as_cols(const QkT* x) {
+    if constexpr (kInt8) {
+      return reinterpret_cast<const uint16_t*>(x);
+    } else {
+      return x;
+    }
+  }
+
   // Runs the CTA's key blocks. q_tile: shared-memory address of Q; kv_tiles: of stage 0's K tile, followed by
   // stage 0's V, stage 1's K, stage 1's V (Cfg::kStageBytes apart); q_gmem: the tile's first query row;
-  // k_gmem, v_gmem: row 0 of the kv head. Fills the warp's state (every thread of the CTA must call this).
+  // k_gmem, v_gmem: row 0 of the kv head. INT8: q_scale of the tile, k_scale_row: the kv head's k_scale
+  // (16-bit: unused). Fills the warp's state (every thread of the CTA must call this).
   __device__ static void run(State& st, const AttentionParams& p, BlockMaskIterator& it, uint32_t q_tile,
-                             uint32_t kv_tiles, const T* q_gmem, const T* k_gmem, const T* v_gmem, int q0,
-                             float pvthreshd) {
+                             uint32_t kv_tiles, const QkT* q_gmem, const QkT* k_gmem, const T* v_gmem, int q0,
+                             float pvthreshd, float q_scale, const float* k_scale_row) {
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int row0 = q0 + warp * Cfg::kWarpRows;
 #pragma unroll
@@ -172,32 +210,40 @@ struct Mainloop {
     st.softmax.init();
     if (it.empty()) return;
 
+    // Q and K rows as 16-bit columns (an INT8 row of D bytes: D / 2 of them; the API keeps INT8 row strides
+    // even, the 16-byte alignment of every row).
+    const auto* q_cols = as_cols(q_gmem);
+    const auto* k_cols = as_cols(k_gmem);
+    const int64_t q_col_stride = kInt8 ? p.q_row_stride / 2 : p.q_row_stride;
+    const int64_t k_col_stride = kInt8 ? p.k_row_stride / 2 : p.k_row_stride;
     // K and V of key block kb into stage `stage`, one cp.async group.
     const auto load_kv = [&](int kb, int stage) {
       const int key0 = kb * Cfg::kBlockN, rows = min(Cfg::kBlockN, p.seq_k - key0);
       const uint32_t k_tile = kv_tiles + stage * Cfg::kStageBytes;
-      tile::load_tile_async<Cfg::kBlockN, kHeadDim, Cfg::kThreads>(k_tile, k_gmem + key0 * p.k_row_stride,
-                                                                   p.k_row_stride, rows, tid);
+      tile::load_tile_async<Cfg::kBlockN, kQkCols, Cfg::kThreads>(k_tile, k_cols + key0 * k_col_stride,
+                                                                  k_col_stride, rows, tid);
       tile::load_tile_async<Cfg::kBlockN, kHeadDim, Cfg::kThreads>(
-          k_tile + Cfg::kSmemKV, v_gmem + key0 * p.v_row_stride, p.v_row_stride, rows, tid);
+          k_tile + Cfg::kSmemK, v_gmem + key0 * p.v_row_stride, p.v_row_stride, rows, tid);
       tile::cp_async_commit();
     };
-    tile::load_tile_async<Cfg::kBlockM, kHeadDim, Cfg::kThreads>(q_tile, q_gmem, p.q_row_stride,
-                                                                 min(Cfg::kBlockM, p.seq_q - q0), tid);
+    tile::load_tile_async<Cfg::kBlockM, kQkCols, Cfg::kThreads>(q_tile, q_cols, q_col_stride,
+                                                                min(Cfg::kBlockM, p.seq_q - q0), tid);
     load_kv(it.peek(), 0);  // Q, K(0) and V(0) in one group
 
     const bool counting = kGranularity == Stage2Granularity::kCta ? tid == 0 : lane == 0;
     QFragments qf;
     for (int n = 0; n < it.count(); ++n) {
       const int kb = it.advance(n), key0 = kb * Cfg::kBlockN;
-      const uint32_t k_tile = kv_tiles + (n % 2) * Cfg::kStageBytes, v_tile = k_tile + Cfg::kSmemKV;
+      const uint32_t k_tile = kv_tiles + (n % 2) * Cfg::kStageBytes, v_tile = k_tile + Cfg::kSmemK;
+      // INT8: this block's K scale (a global load issued before the barrier, needed after the MMAs).
+      const float qk_scale = kInt8 ? q_scale * __ldg(k_scale_row + kb) : 1.f;
       tile::cp_async_wait<0>();
       __syncthreads();  // K(n), V(n) landed; every warp is done with step n - 1, i.e. with stage (n + 1) % 2
       if (kQInRegisters && n == 0) load_q_fragments(qf, q_tile, warp, lane);
       if (it.peek() >= 0) load_kv(it.peek(), (n + 1) % 2);  // lands during this whole step
 
       float s[kMTiles][kNTiles][4];
-      scores(s, qf, q_tile, k_tile, warp, lane);  // S = Q K^T
+      scores(s, qf, q_tile, k_tile, warp, lane, qk_scale);  // S = Q K^T
       if (needs_mask(p, row0, key0)) mask_scores(s, p, row0, key0, lane);
       float m_blk[kMTiles][2];
       Softmax::block_row_max(s, m_blk);

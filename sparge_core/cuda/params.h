@@ -10,6 +10,10 @@
 //   pvthreshd: (Hq) float32 stage-2 thresholds in log2 units (nullptr: stage 2 off; +inf disables one head);
 //   stage2_units, stage2_skipped: one int64 counter each (nullptr: not counted), incremented with the
 //   (row group, key block) units that had at least one allowed key, and those of them stage 2 skipped.
+// QkPrecision::kInt8 (SageAttention-style): q and k point to int8 values (strides in elements = bytes) of Q
+// and of the smoothed K, q_scale (B, Hq, NQB) and k_scale (B, Hkv, NKB) float32 contiguous, one scale per
+// kBlockM query rows / kBlockN key rows (value = round(x / scale)); S = int32 dot * q_scale * k_scale. v
+// stays in the 16-bit type.
 #pragma once
 
 #include <cstdint>
@@ -20,6 +24,10 @@ enum class DType { kFp16, kBf16 };
 
 // Rows that take one stage-2 decision: one warp's rows, or the whole CTA query tile (a CTA-wide vote).
 enum class Stage2Granularity { kWarp, kCta };
+
+// Precision of S = Q K^T: the 16-bit inputs (mma m16n8k16, float accumulators), or INT8 Q and smoothed K with
+// per-block scales (mma m16n8k32 s8, int32 accumulators). P V is in the 16-bit type either way.
+enum class QkPrecision { k16Bit, kInt8 };
 
 struct AttentionParams {
   const void* q = nullptr;
@@ -49,6 +57,9 @@ struct AttentionParams {
 
   int64_t* stage2_units = nullptr;
   int64_t* stage2_skipped = nullptr;
+
+  const float* q_scale = nullptr;  // QkPrecision::kInt8 only
+  const float* k_scale = nullptr;
 };
 
 }  // namespace sparge::cuda

@@ -2,19 +2,23 @@
 // Host-includable (the API reads the block sizes a mask must have from here).
 #pragma once
 
+#include "params.h"
+
 namespace sparge::cuda {
 
-// Per head dimension. The mask's block sizes must equal (kBlockM, kBlockN): one mask block is one CTA tile.
-template <int kHeadDim>
+// Per head dimension and Q K^T precision. The mask's block sizes must equal (kBlockM, kBlockN): one mask
+// block is one CTA tile.
+template <int kHeadDim, QkPrecision kQk = QkPrecision::k16Bit>
 struct TileConfig {
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the mma.sync kernel is instantiated for D = 64 and 128");
 
   // 128 query rows per CTA: the query block of SpargeConfig's default mask (and of the reference
   // implementation on sm80/89), and large enough that each K/V tile read from global memory serves 128 rows.
+  // Also the INT8 quantization block of Q: one q_scale per CTA.
   static constexpr int kBlockM = 128;
   // 64 keys per tile: the key block of the default mask; S for 32 rows x 64 keys is 64 float registers per
   // thread, which with the D = 128 accumulator (128 floats) stays under the 255-register limit without
-  // spills.
+  // spills. Also the INT8 quantization block of K: one k_scale per step.
   static constexpr int kBlockN = 64;
   // 4 warps x 32 rows: each K/V fragment loaded from shared memory feeds two m16 MMAs (half the shared-memory
   // traffic of 16 rows per warp); 128 threads also make one 16-byte cp.async per thread per 8 tile rows (D =
@@ -27,17 +31,28 @@ struct TileConfig {
   static constexpr int kMTiles = kWarpRows / 16;      // m16 MMA tiles per warp
   static_assert(kWarpRows % 16 == 0, "a warp owns whole m16 tiles");
 
-  // Shared memory: Q (kBlockM x D), and K and V tiles (kBlockN x D) in two stages, 16-bit elements, rows
-  // padded by 16 bytes (bank-conflict-free ldmatrix). Two stages: block n + 1's K and V load during all of
-  // step n with one CTA barrier per step (FlashAttention-2's single K and V buffers: two barriers per step,
-  // and K(n + 1) only has softmax + P V(n) to land). 54 KiB (D = 64), 102 KiB (D = 128): at D = 128 two CTAs
-  // still fit an SM's 227 KiB, and the registers (255 x 128 threads) allow no more than two anyway.
-  static constexpr int kSmemRowBytes = kHeadDim * 2 + 16;
-  static constexpr int kSmemQ = kBlockM * kSmemRowBytes;
-  static constexpr int kSmemKV = kBlockN * kSmemRowBytes;
+  // Shared memory: Q (kBlockM x D), and K and V tiles (kBlockN x D) in two stages, rows padded by 16 bytes
+  // (bank-conflict-free ldmatrix; also for INT8 rows of 64 / 128 bytes: the 8 rows of one ldmatrix matrix
+  // then start 20 / 36 words apart, 8 distinct 4-bank groups). Q and K are 16-bit or INT8 (half the bytes:
+  // one 16-byte chunk holds 16 values, and the m16n8k32 fragments read by ldmatrix.b16 have exactly the
+  // m16n8k16 chunk pattern), V is always 16-bit. Two stages: block n + 1's K and V load during all of step n
+  // with one CTA barrier per step (FlashAttention-2's single K and V buffers: two barriers per step, and
+  // K(n + 1) only has softmax + P V(n) to land). 16-bit: 54 KiB (D = 64), 102 KiB (D = 128): at D = 128 two
+  // CTAs still fit an SM's 227 KiB, and the registers (255 x 128 threads) allow no more than two anyway.
+  // INT8: 39 / 72 KiB (three CTAs would fit the memory; the registers still allow two).
+  static constexpr int kQkBytes = kQk == QkPrecision::kInt8 ? 1 : 2;  // bytes per Q / K element
+  static constexpr int kQkRowBytes = kHeadDim * kQkBytes + 16;
+  static constexpr int kVRowBytes = kHeadDim * 2 + 16;
+  static constexpr int kSmemQ = kBlockM * kQkRowBytes;
+  static constexpr int kSmemK = kBlockN * kQkRowBytes;
+  static constexpr int kSmemV = kBlockN * kVRowBytes;
   static constexpr int kStages = 2;
-  static constexpr int kStageBytes = 2 * kSmemKV;  // K then V
-  static constexpr int kSmemBytes = kSmemQ + kStages * kStageBytes;
+  static constexpr int kStageBytes = kSmemK + kSmemV;  // K then V
+  // The epilogue stages O (16-bit, kBlockM rows) from the start of shared memory: with INT8 Q that spans
+  // more than the Q tile, so the allocation covers it (it always does: K and V stages follow Q).
+  static constexpr int kSmemO = kBlockM * kVRowBytes;
+  static constexpr int kSmemBytes =
+      kSmemQ + kStages * kStageBytes > kSmemO ? kSmemQ + kStages* kStageBytes : kSmemO;
 };
 
 // Block sizes the kernels need in a BlockMask (the same for every instantiated head dimension).

@@ -5,7 +5,10 @@
 //   B (16x8, col):  b0b1 = (k 2t..2t+1, n g), b2b3 = (k 2t+8.., n g)
 //   C (16x8, f32):  c0c1 = (g, 2t..2t+1), c2c3 = (g+8, 2t..)
 // so an S accumulator pair (c0c1 / c2c3) of two adjacent n8 tiles is exactly an A fragment of P (FA2's
-// trick).
+// trick). mma.m16n8k32 with s8 operands (INT8 Q K^T) has the same register pattern with 4 values per
+// register: a0 = (g, 4t..4t+3), a1 = (g+8, 4t..), a2 = (g, 4t+16..), a3 = (g+8, 4t+16..); b0 = (k 4t..4t+3,
+// n g), b1 = (k 4t+16.., n g); so one ldmatrix.b16 8x8 matrix (8 rows x 16 bytes) is 8 rows x 16 int8
+// values and the m16n8k16 ldmatrix addressing, counted in 16-byte chunks, serves both.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -57,6 +60,36 @@ struct Element<DType::kBf16> {
   }
 };
 
+// D += A B, m16n8k32, s8 x s8 -> s32 accumulators (exact).
+__device__ __forceinline__ void mma_s8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The Q and K operands of S = Q K^T: storage type, accumulator type and MMA. One MMA k step is 32 bytes of a
+// row (16 16-bit values or 32 INT8 values), i.e. two 16-byte chunks.
+template <DType kDtype, QkPrecision kQk>
+struct QkOperand {
+  using type = typename Element<kDtype>::type;
+  using Acc = float;
+  static constexpr int kStepElems = 16;
+  __device__ static void mma(Acc (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    Element<kDtype>::mma(d, a, b0, b1);
+  }
+};
+template <DType kDtype>
+struct QkOperand<kDtype, QkPrecision::kInt8> {
+  using type = int8_t;
+  using Acc = int;
+  static constexpr int kStepElems = 32;
+  __device__ static void mma(Acc (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    mma_s8(d, a, b0, b1);
+  }
+};
+
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
@@ -104,11 +137,11 @@ __device__ __forceinline__ float quad_max(float x) {
   return fmaxf(x, __shfl_xor_sync(kFullWarp, x, 2));
 }
 
-// Row-major tile of kRows x kHeadDim 16-bit elements in shared memory, each row padded by one 16-byte chunk:
-// the 8 row addresses of one ldmatrix matrix (same chunk, 8 consecutive rows) are then 4 banks apart, i.e.
-// all 32 banks, conflict-free. Unlike an XOR swizzle the offset is affine in (row, chunk), so every fragment
-// address is one per-thread base register plus an immediate (an XOR swizzle made ptxas keep ~80 hoisted
-// addresses live and spill at D = 128).
+// Row-major tile of kRows x kHeadDim 16-bit elements (or 2 * kHeadDim bytes of INT8) in shared memory, each
+// row padded by one 16-byte chunk: the 8 row addresses of one ldmatrix matrix (same chunk, 8 consecutive
+// rows) are then 4 banks apart, i.e. all 32 banks, conflict-free. Unlike an XOR swizzle the offset is affine
+// in (row, chunk), so every fragment address is one per-thread base register plus an immediate (an XOR
+// swizzle made ptxas keep ~80 hoisted addresses live and spill at D = 128).
 template <int kRows, int kHeadDim>
 struct SmemTile {
   static constexpr int kChunks = kHeadDim / 8;          // 16-byte chunks of data per row

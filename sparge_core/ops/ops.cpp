@@ -3,13 +3,16 @@
 //
 //   torch.ops.sparge.block_sparse_attention(q, k, v, mask_counts, mask_indices, block_q, block_k,
 //       is_causal=False, scale=None, layout="HND", pvthreshd=None (stage 2 off), stage2_group_rows=32,
-//       return_lse=False)
+//       return_lse=False, quant="none")
 //       -> (out, lse)                         user mask (counts (B, Hq, NQB) int32, indices (B, Hq, NQB, NKB)
-//       int32)
+//       int32); quant="int8" on CUDA quantizes q, k with the GPU predictor (its mask is not used: the time
+//       of a whole prediction, an upper bound of the quantization's)
 //   torch.ops.sparge.spas_attention(q, k, v, is_causal=False, scale=None, layout="HND", simthreshd1=0.6,
 //       cdfthreshd=0.98, pvthreshd=None, topk=None, attention_sink=False, stage2_group_rows=32,
-//       return_lse=False)
-//       -> (out, lse)                         stage-1 prediction on the GPU + the block-sparse kernel
+//       return_lse=False, quant="none")
+//       -> (out, lse)                         stage-1 prediction on the GPU + the block-sparse kernel;
+//       quant="int8": INT8 Q and smoothed K from the same prediction pass, INT8 Q.K^T, 16-bit P.V
+//       ("int8_fp8" is accepted by the CPU reference only, the FP8 kernel is not built yet)
 //   torch.ops.sparge.spas_attention.per_head(..., Tensor simthreshd1, Tensor cdfthreshd, Tensor pvthreshd,
 //   ...)
 //       the same with one threshold per query head (float tensors of Hq values)
@@ -17,9 +20,10 @@
 //   cdfthreshd=0.98,
 //       topk=None, attention_sink=False) -> (dense, counts, indices)
 //
-// Semantics are those of sparge/reference.h (README "Algorithm contract"); q, k, v are fp16/bf16 CUDA tensors
-// with D in {64, 128}; lse is float32 (B, Hq, Nq) natural log, an empty tensor when return_lse is false. Bad
-// input raises with a message naming the argument.
+// quant is "none" | "int8" | "int8_fp8" (SpargeConfig::quant). Semantics are those of sparge/reference.h
+// (README "Algorithm contract"); q, k, v are fp16/bf16 CUDA tensors with D in {64, 128}; lse is float32 (B,
+// Hq, Nq) natural log, an empty tensor when return_lse is false. Bad input raises with a message naming the
+// argument.
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -46,7 +50,7 @@ std::vector<double> values_of(const at::Tensor& t, const char* name) {
 }
 
 SpargeConfig make_config(bool is_causal, std::optional<double> scale, c10::string_view layout,
-                         int64_t stage2_group_rows, bool return_lse) {
+                         int64_t stage2_group_rows, bool return_lse, c10::string_view quant = "none") {
   SpargeConfig c;
   c.block_q = cuda::kBlockQ;
   c.block_k = cuda::kBlockK;
@@ -55,6 +59,7 @@ SpargeConfig make_config(bool is_causal, std::optional<double> scale, c10::strin
   c.layout = parse_layout(std::string_view(layout.data(), layout.size()));
   c.stage2_group_rows = stage2_group_rows;
   c.return_lse = return_lse;
+  c.quant = parse_quant_mode(std::string_view(quant.data(), quant.size()));
   return c;
 }
 
@@ -70,12 +75,20 @@ void set_selection(SpargeConfig& c, std::optional<double> topk, bool attention_s
   c.attention_sink = attention_sink;
 }
 
+void set_int8_operands(cuda::KernelOptions& opt, const cuda::Prediction& pred) {
+  opt.q_int8 = pred.q_int8;
+  opt.q_scale = pred.q_scale;
+  opt.k_int8 = pred.k_int8;
+  opt.k_scale = pred.k_scale;
+}
+
 std::tuple<at::Tensor, at::Tensor> run_spas(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                             const SpargeConfig& c) {
   if (!q.is_cuda()) return result(spas_attention(q, k, v, c));  // CPU: the reference implementation
-  const auto pred = cuda::predict_block_mask(q, k, c);
+  const auto pred = cuda::predict_block_mask(q, k, c, /*quantize=*/c.quant != QuantMode::kNone);
   cuda::KernelOptions opt;
   opt.check_mask = false;  // produced by the predictor: valid by construction
+  set_int8_operands(opt, pred);
   return result(cuda::block_sparse_attention(q, k, v, pred.mask, c, opt));
 }
 
@@ -83,8 +96,8 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask_counts,
     const at::Tensor& mask_indices, int64_t block_q, int64_t block_k, bool is_causal,
     std::optional<double> scale, c10::string_view layout, std::optional<double> pvthreshd,
-    int64_t stage2_group_rows, bool return_lse) {
-  auto c = make_config(is_causal, scale, layout, stage2_group_rows, return_lse);
+    int64_t stage2_group_rows, bool return_lse, c10::string_view quant) {
+  auto c = make_config(is_causal, scale, layout, stage2_group_rows, return_lse, quant);
   c.pvthreshd = {pvthreshd.value_or(kInf)};
   SPARGE_CHECK(mask_counts.defined() && mask_counts.dim() == 3,
                "argument `mask_counts`: expected (B, Hq, NQB)");
@@ -111,17 +124,18 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(
         block_sparse_attention(q, k, v, BlockMask::from_dense(dense, block_q, block_k, m.seq_q, m.seq_k), c));
   }
   m.dense = at::empty({0}, mask_counts.options().dtype(at::kBool));  // the kernel reads the lists only
-  return result(cuda::block_sparse_attention(q, k, v, m, c));
+  cuda::KernelOptions opt;
+  if (c.quant != QuantMode::kNone)
+    set_int8_operands(opt, cuda::predict_block_mask(q, k, c, /*quantize=*/true));
+  return result(cuda::block_sparse_attention(q, k, v, m, c, opt));
 }
 
-std::tuple<at::Tensor, at::Tensor> spas_attention_op(const at::Tensor& q, const at::Tensor& k,
-                                                     const at::Tensor& v, bool is_causal,
-                                                     std::optional<double> scale, c10::string_view layout,
-                                                     double simthreshd1, double cdfthreshd,
-                                                     std::optional<double> pvthreshd,
-                                                     std::optional<double> topk, bool attention_sink,
-                                                     int64_t stage2_group_rows, bool return_lse) {
-  auto c = make_config(is_causal, scale, layout, stage2_group_rows, return_lse);
+std::tuple<at::Tensor, at::Tensor> spas_attention_op(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool is_causal,
+    std::optional<double> scale, c10::string_view layout, double simthreshd1, double cdfthreshd,
+    std::optional<double> pvthreshd, std::optional<double> topk, bool attention_sink,
+    int64_t stage2_group_rows, bool return_lse, c10::string_view quant) {
+  auto c = make_config(is_causal, scale, layout, stage2_group_rows, return_lse, quant);
   c.simthreshd1 = {simthreshd1};
   c.cdfthreshd = {cdfthreshd};
   c.pvthreshd = {pvthreshd.value_or(kInf)};
@@ -133,8 +147,8 @@ std::tuple<at::Tensor, at::Tensor> spas_attention_per_head_op(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool is_causal,
     std::optional<double> scale, c10::string_view layout, const at::Tensor& simthreshd1,
     const at::Tensor& cdfthreshd, const at::Tensor& pvthreshd, std::optional<double> topk,
-    bool attention_sink, int64_t stage2_group_rows, bool return_lse) {
-  auto c = make_config(is_causal, scale, layout, stage2_group_rows, return_lse);
+    bool attention_sink, int64_t stage2_group_rows, bool return_lse, c10::string_view quant) {
+  auto c = make_config(is_causal, scale, layout, stage2_group_rows, return_lse, quant);
   c.simthreshd1 = values_of(simthreshd1, "simthreshd1");
   c.cdfthreshd = values_of(cdfthreshd, "cdfthreshd");
   c.pvthreshd = values_of(pvthreshd, "pvthreshd");
@@ -164,16 +178,18 @@ TORCH_LIBRARY(sparge, m) {
       "block_sparse_attention(Tensor q, Tensor k, Tensor v, Tensor mask_counts, Tensor mask_indices, int "
       "block_q, "
       "int block_k, bool is_causal=False, float? scale=None, str layout=\"HND\", float? pvthreshd=None, "
-      "int stage2_group_rows=32, bool return_lse=False) -> (Tensor, Tensor)");
+      "int stage2_group_rows=32, bool return_lse=False, str quant=\"none\") -> (Tensor, Tensor)");
   m.def(
       "spas_attention(Tensor q, Tensor k, Tensor v, bool is_causal=False, float? scale=None, str "
       "layout=\"HND\", "
       "float simthreshd1=0.6, float cdfthreshd=0.98, float? pvthreshd=None, float? topk=None, "
-      "bool attention_sink=False, int stage2_group_rows=32, bool return_lse=False) -> (Tensor, Tensor)");
+      "bool attention_sink=False, int stage2_group_rows=32, bool return_lse=False, str quant=\"none\") -> "
+      "(Tensor, Tensor)");
   m.def(
       "spas_attention.per_head(Tensor q, Tensor k, Tensor v, bool is_causal=False, float? scale=None, "
       "str layout=\"HND\", *, Tensor simthreshd1, Tensor cdfthreshd, Tensor pvthreshd, float? topk=None, "
-      "bool attention_sink=False, int stage2_group_rows=32, bool return_lse=False) -> (Tensor, Tensor)");
+      "bool attention_sink=False, int stage2_group_rows=32, bool return_lse=False, str quant=\"none\") -> "
+      "(Tensor, Tensor)");
   m.def(
       "predict_block_mask(Tensor q, Tensor k, bool is_causal=False, str layout=\"HND\", float "
       "simthreshd1=0.6, "

@@ -9,7 +9,17 @@
 // only for "exact-score" inputs (Q, K on a 1/4 grid: every dot product is exact in float32 in any summation
 // order), and within 0.5% otherwise.
 //
-// To add a case: append a Case to shape_cases() or stage2_cases(); name() is printed with every failure.
+// Quantized path (QuantMode::kInt8): the judge of the kernel is the reference emulation with the same
+// QuantMode on the same (16-bit) inputs and mask, so that both quantize identically (the API quantizes as the
+// reference does when options carries no INT8 operands; some cases pass them, computed by the test with
+// sparge::quantize_int8_blocks, to exercise that path). Rules: relL2(kernel, f64 oracle) <= 2 * relL2(ref,
+// f64 oracle) + 1e-3 (the reference's own quantization error, doubled: the INT8 values are identical, but S
+// is summed in another order, so P may round to the other 16-bit neighbour); and relL2(kernel, ref) <= 2 *
+// exact_tolerance(dtype) (both round P to the 16-bit type and O to the output type once: two roundings of
+// that size, where the float32 path had one).
+//
+// To add a case: append a Case to shape_cases(), stage2_cases() or quant_cases(); name() is printed with
+// every failure.
 // Without a CUDA device every GPU test skips with the reason; the input-check test runs everywhere.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -17,12 +27,14 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "sparge/blocks.h"
 #include "sparge/cuda_attention.h"
 #include "test_util.h"
 
@@ -50,13 +62,16 @@ struct Case {
   bool structured = false;  // structured inputs (sinks, locality: stage 2 finds negligible blocks)
   bool exact_scores = false;
   int64_t batch = 2;
+  QuantMode quant = QuantMode::kNone;
+  bool pass_int8 = false;  // quantized: pass the INT8 operands through KernelOptions
   std::string name() const {
     static const char* s2[] = {"off", "warp", "cta"};
     return "Nq" + std::to_string(seq_q) + "_Nk" + std::to_string(seq_k) + "_H" + std::to_string(heads_q) +
            "_g" + std::to_string(ratio) + "_D" + std::to_string(head_dim) + (causal ? "_causal_" : "_full_") +
            test::dtype_name(dtype) + "_" + std::string(to_string(layout)) + "_dens" +
            std::to_string(density) + "_stage2" + s2[static_cast<int>(stage2)] +
-           (structured ? "_structured" : "") + (exact_scores ? "_exact" : "");
+           (structured ? "_structured" : "") + (exact_scores ? "_exact" : "") + "_quant_" +
+           std::string(to_string(quant)) + (pass_int8 ? "_passed" : "");
   }
 };
 
@@ -149,9 +164,12 @@ int64_t run_case(const Case& c) {
     cfg.pvthreshd = stage2_thresholds(c.heads_q);
     cfg.stage2_group_rows = c.stage2 == Stage2::kWarp ? cuda::kStage2WarpRows : 0;
   }
-  // The float32 reference (HND).
-  const auto ref =
-      block_sparse_attention(in.q.to(at::kFloat), in.k.to(at::kFloat), in.v.to(at::kFloat), mask, cfg);
+  cfg.quant = c.quant;
+  const bool quant = c.quant != QuantMode::kNone;
+  // The float32 reference (HND); quantized: the emulation on the 16-bit inputs (P takes their type).
+  const auto ref = quant ? block_sparse_attention(in.q, in.k, in.v, mask, cfg)
+                         : block_sparse_attention(in.q.to(at::kFloat), in.k.to(at::kFloat),
+                                                  in.v.to(at::kFloat), mask, cfg);
 
   // The kernel, on inputs in the case's layout, outputs poisoned with NaN.
   SpargeConfig kcfg = cfg;
@@ -163,6 +181,15 @@ int64_t run_case(const Case& c) {
   opt.lse = at::empty({c.batch, c.heads_q, c.seq_q}, q.options().dtype(at::kFloat));
   EXPECT_EQ(cudaMemset(opt.out.data_ptr(), 0xFF, opt.out.nbytes()), cudaSuccess);
   EXPECT_EQ(cudaMemset(opt.lse.data_ptr(), 0xFF, opt.lse.nbytes()), cudaSuccess);
+  if (quant && c.pass_int8) {  // HND INT8 operands, as cuda::predict_block_mask(..., quantize = true) gives
+    const auto qi = quantize_int8_blocks(in.q.to(at::kFloat), cuda::kBlockQ);
+    const auto kf = in.k.to(at::kFloat);
+    const auto ki = quantize_int8_blocks(kf - kf.mean(2, /*keepdim=*/true), cuda::kBlockK);
+    opt.q_int8 = qi.values.to(at::kChar).contiguous();
+    opt.q_scale = qi.scale.contiguous();
+    opt.k_int8 = ki.values.to(at::kChar).contiguous();
+    opt.k_scale = ki.scale.contiguous();
+  }
   const auto r = cuda::block_sparse_attention(q, k, v, mask, kcfg, opt);
   EXPECT_EQ(r.out.sizes(), q.sizes());
   EXPECT_EQ(r.out.scalar_type(), c.dtype);
@@ -178,6 +205,12 @@ int64_t run_case(const Case& c) {
   double err_kernel = 0, err_torch = 0, err_ref = 0;
   if (judge.abs().max().item<double>() == 0) {  // nothing computed (empty mask): every row must be exactly 0
     EXPECT_EQ(out.abs().max().item<double>(), 0.0) << "rows with no computed key must be 0";
+  } else if (quant) {
+    err_kernel = relative_l2(out, judge);
+    err_ref = relative_l2(ref.out, judge);
+    EXPECT_LE(err_kernel, 2 * err_ref + 1e-3) << "reference's own quantization error " << err_ref;
+    err_torch = relative_l2(out, ref.out);  // printed in the torch column: kernel vs emulation
+    EXPECT_LE(err_torch, 2 * test::exact_tolerance(c.dtype)) << "kernel vs the reference emulation";
   } else {
     err_kernel = relative_l2(out, judge);
     err_torch = relative_l2(masked_attention_same_dtype(in.q, in.k, in.v, allowed, scale), judge);
@@ -214,10 +247,10 @@ int64_t run_case(const Case& c) {
     EXPECT_LE(std::abs(s.stage2_skipped - ref.stats.stage2_skipped),
               std::max<int64_t>(2, ref.stats.stage2_groups / 200));
   }
-  std::printf("%-90s err %.2e (torch %.2e, ref %.2e) lse %.1e units %lld skipped %lld (ref %lld)\n",
-              c.name().c_str(), err_kernel, err_torch, err_ref, lse_err,
-              static_cast<long long>(s.stage2_groups), static_cast<long long>(s.stage2_skipped),
-              static_cast<long long>(ref.stats.stage2_skipped));
+  std::printf(
+      "%-90s err %.2e (torch/vs-emulation %.2e, ref %.2e) lse %.1e units %lld skipped %lld (ref %lld)\n",
+      c.name().c_str(), err_kernel, err_torch, err_ref, lse_err, static_cast<long long>(s.stage2_groups),
+      static_cast<long long>(s.stage2_skipped), static_cast<long long>(ref.stats.stage2_skipped));
   return s.stage2_skipped;
 }
 
@@ -280,6 +313,52 @@ std::vector<Case> stage2_cases(Stage2 mode) {
   return out;
 }
 
+// QuantMode::kInt8 over causal / full, GQA, tails (Nq, Nk not multiples of the blocks, Nq != Nk), D 64 /
+// 128, fp16 / bf16, both layouts, densities, stage 2 per warp and per CTA on structured inputs (whose keys
+// have a non-zero mean: K smoothing matters), INT8 operands computed by the API or passed in.
+std::vector<Case> quant_cases() {
+  std::vector<Case> out;
+  const std::pair<int64_t, int64_t> lens[] = {{1, 1},       {113, 113},  {239, 500},   {300, 129},
+                                              {1023, 1023}, {700, 2048}, {2048, 2048}, {4096, 4096}};
+  const double densities[] = {1.0, 0.5, 0.25, 0.1, 1.0, 0.7};
+  int i = 0;
+  for (auto [nq, nk] : lens)
+    for (bool causal : {false, true}) {
+      Case c{nq,
+             nk,
+             8,
+             int64_t{1} << (i % 3),
+             i % 2 ? 128 : 64,
+             causal,
+             (i / 2) % 2 ? at::kHalf : at::kBFloat16,
+             (i / 4) % 2 ? Layout::kNHD : Layout::kHND,
+             densities[i % 6]};
+      if (causal) c.seq_q = std::min(nq, nk);  // bottom-right causal needs Nq <= Nk
+      c.quant = QuantMode::kInt8;
+      c.pass_int8 = i % 3 == 1;
+      if (nq >= 4096) {
+        c.batch = 1;
+        c.heads_q = 4;
+      }
+      out.push_back(c);
+      ++i;
+    }
+  for (Stage2 mode : {Stage2::kWarp, Stage2::kCta})
+    for (int64_t d : {64, 128}) {
+      Case c{1023,         1023, 8,    2,   d, d == 128, d == 64 ? at::kHalf : at::kBFloat16,
+             Layout::kHND, 1.0,  mode, true};
+      c.quant = QuantMode::kInt8;
+      c.pass_int8 = mode == Stage2::kCta;
+      out.push_back(c);
+    }
+  return out;
+}
+
+TEST(CudaAttention, Int8MatchesReferenceEmulation) {
+  SPARGE_REQUIRE_GPU();
+  for (const auto& c : quant_cases()) run_case(c);
+}
+
 TEST(CudaAttention, MatchesReferenceOverShapes) {
   SPARGE_REQUIRE_GPU();
   for (const auto& c : shape_cases()) run_case(c);
@@ -305,6 +384,8 @@ TEST(CudaAttention, EmptyRowsWriteZerosAndMinusInfinity) {
     for (int64_t d : {64, 128}) {
       Case c{300, 500, 4, 2, d, false, at::kBFloat16, Layout::kHND, density};
       run_case(c);
+      c.quant = QuantMode::kInt8;  // also under compute-sanitizer (scripts/gpu_check.sh): the INT8 epilogue
+      run_case(c);                 // stages O over other warps' Q rows after a CTA barrier
     }
 }
 
@@ -369,10 +450,16 @@ TEST(CudaAttention, RejectsBadInputs) {
   expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, small, cfg); },
                "argument `mask`: expected blocks");
   SpargeConfig bad = cfg;
+  bad.quant = QuantMode::kInt8;
+  cuda::KernelOptions wrong;
+  wrong.q_int8 = at::zeros({1, 2, 100, 64}, in.q.options().dtype(at::kChar));
+  wrong.q_scale = at::ones({1, 2, 2}, in.q.options().dtype(at::kFloat));  // NQB is 1
+  expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, gpu_mask, bad, wrong); },
+               "argument `options.q_scale`");
   bad.stage2_group_rows = 16;
   expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, gpu_mask, bad); }, "stage2_group_rows");
   bad = cfg;
-  bad.quant = QuantMode::kInt8;
+  bad.quant = QuantMode::kInt8Fp8;
   expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, gpu_mask, bad); }, "config.quant");
   BlockMask broken = gpu_mask;
   broken.indices = gpu_mask.indices.clone();

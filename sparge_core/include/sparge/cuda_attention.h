@@ -1,6 +1,15 @@
 // Block-sparse attention on the GPU: the mma.sync (sm_80+) FlashAttention-2-style kernel with the SpargeAttn
-// stage-2 filter, non-quantized path. Same contract as sparge::block_sparse_attention (reference.h) with
-// QuantMode::kNone on the same BlockMask; built only when SPARGE_CUDA is on (library sparge_cuda).
+// stage-2 filter. Same contract as sparge::block_sparse_attention (reference.h) with the same config.quant on
+// the same BlockMask; built only when SPARGE_CUDA is on (library sparge_cuda). Quantization:
+//   QuantMode::kNone:    S and P V in the input's 16-bit type, float32 accumulation;
+//   QuantMode::kInt8:    SageAttention-style: S = (INT8 Q . INT8 smoothed K, exact int32) * q_scale * k_scale
+//                        with one scale per 128-row query block / 64-row key block; P rounded to the input's
+//                        16-bit type (fp16 -> fp16, bf16 -> bf16), V as given, float32 accumulation. The INT8
+//                        operands come from KernelOptions (normally cuda::predict_block_mask(..., quantize =
+//                        true)); without them the API quantizes q and k itself as the reference does (torch
+//                        ops, slower). K smoothing shifts every score of a row by the same q . mean(k): out
+//                        is unchanged, lse is that of the smoothed scores (as in the reference emulation);
+//   QuantMode::kInt8Fp8: not built yet (unsupported_reason says so).
 //
 // Shapes (config.layout; NHD swaps the H and N axes, the output included; any strides with a contiguous last
 // dimension, no copies):
@@ -39,6 +48,12 @@ struct KernelOptions {
   // Optional preallocated outputs (e.g. poisoned by tests): out like q (dtype, device, shape) and contiguous;
   // lse (B, Hq, Nq) float32 contiguous, used when config.return_lse.
   at::Tensor out, lse;
+  // QuantMode::kInt8 operands (ignored otherwise), each pair both defined or both undefined (then computed
+  // here): the fields of cuda::Prediction with quantize = true for a config with block_q = kBlockQ, block_k =
+  // kBlockK. q_int8 (B, Hq, Nq, D), k_int8 (B, Hkv, Nk, D): int8, contiguous in HND order whatever
+  // config.layout, value = round(x / scale) (K smoothed: k - mean over the sequence); q_scale (B, Hq, NQB),
+  // k_scale (B, Hkv, NKB): float32 contiguous, one per kBlockQ query rows / kBlockK key rows.
+  at::Tensor q_int8, q_scale, k_int8, k_scale;
 };
 
 // "" when the kernel supports (q, k, v, config) with the given mask block sizes, else the first failed

@@ -1,0 +1,8 @@
+// Instantiation: block-sparse attention, INT8 Q and smoothed K (QuantMode::kInt8), P V in fp16, head dim 128
+// (one file per (dtype, D, Q K^T precision) so they compile in parallel).
+#include "kernel.cuh"
+
+namespace sparge::cuda {
+template cudaError_t launch_block_sparse_attention<DType::kFp16, 128, QkPrecision::kInt8>(
+    const AttentionParams&, cudaStream_t);
+}  // namespace sparge::cuda
