@@ -113,6 +113,27 @@ TEST(Runner, KilledRunResumesWithoutRedoingFinishedUnits) {
   posix::remove_tree(out);
 }
 
+TEST(Runner, CtrlCStopsCleanlyWithPartialResults) {
+  // SIGINT after the first logged unit: the CLI finishes the unit in flight, writes partial results and exits
+  // 130.
+  const auto out = fresh_dir("sigint");
+  const std::string cmd =
+      "'" + std::string(SPARGE_BIN) + "' run '" + kSource +
+      "/experiments/quickstart.yaml' --no-progress --device cpu --output '" + out +
+      "' --set task.params.heads=4 --set task.params.kv_heads=1 > /dev/null 2>&1 & pid=$!; "
+      "for i in $(seq 600); do [ -s '" +
+      out + "/samples.jsonl' ] && break; sleep 0.05; done; kill -INT $pid; wait $pid; exit $?";
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  std::ifstream f(out + "/results.json");
+  ASSERT_TRUE(f.good()) << "partial results written on interruption";
+  const auto r = nlohmann::json::parse(f);
+  EXPECT_TRUE(r.at("partial").get<bool>());
+  EXPECT_LT(r.at("n-samples").at("computed").get<int>(), 12);
+  posix::remove_tree(out);
+}
+
 TEST(Runner, CapturedInputsFromSafetensors) {
   // Two captured samples (q.0/k.0/v.0, q.1/...), as a model hook would save them; the spec points at the
   // file.
