@@ -35,6 +35,18 @@ RunOptions small(const std::string& out) {
   return o;
 }
 
+// Starts the CLI on the quickstart (4 heads) writing to `out`, sends `signal` as soon as the first unit is
+// logged, waits for it and returns std::system's status (the CLI's exit status in WEXITSTATUS).
+int run_cli_and_signal(const std::string& out, const std::string& signal) {
+  const std::string cmd =
+      "'" + std::string(SPARGE_BIN) + "' run '" + kSource +
+      "/experiments/quickstart.yaml' --no-progress --device cpu --output '" + out +
+      "' --set task.params.heads=4 --set task.params.kv_heads=1 > /dev/null 2>&1 & pid=$!; "
+      "for i in $(seq 600); do [ -s '" +
+      out + "/samples.jsonl' ] && break; sleep 0.05; done; kill -" + signal + " $pid; wait $pid; exit $?";
+  return std::system(cmd.c_str());
+}
+
 TEST(Runner, EveryExperimentSpecValidates) {
   int n = 0;
   for (const auto& name : posix::list_dir(kSource + "/experiments", ".yaml")) {
@@ -91,14 +103,8 @@ TEST(Runner, FinishedUnitsAreReusedAndChangedConfigsRecomputed) {
 
 TEST(Runner, KilledRunResumesWithoutRedoingFinishedUnits) {
   const auto out = fresh_dir("kill");
-  // Start the CLI, SIGKILL it as soon as the first unit is logged, then rerun in-process.
-  const std::string cmd =
-      "'" + std::string(SPARGE_BIN) + "' run '" + kSource +
-      "/experiments/quickstart.yaml' --no-progress --device cpu --output '" + out +
-      "' --set task.params.heads=4 --set task.params.kv_heads=1 "
-      "> /dev/null 2>&1 & pid=$!; for i in $(seq 600); do [ -s '" +
-      out + "/samples.jsonl' ] && break; sleep 0.05; done; kill -9 $pid; wait $pid 2>/dev/null; true";
-  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  // SIGKILL the CLI as soon as the first unit is logged, then rerun in-process.
+  run_cli_and_signal(out, "9");
   std::ifstream log(out + "/samples.jsonl");
   int logged = 0;
   for (std::string l; std::getline(log, l);) ++logged;
@@ -117,13 +123,7 @@ TEST(Runner, CtrlCStopsCleanlyWithPartialResults) {
   // SIGINT after the first logged unit: the CLI finishes the unit in flight, writes partial results and exits
   // 130.
   const auto out = fresh_dir("sigint");
-  const std::string cmd =
-      "'" + std::string(SPARGE_BIN) + "' run '" + kSource +
-      "/experiments/quickstart.yaml' --no-progress --device cpu --output '" + out +
-      "' --set task.params.heads=4 --set task.params.kv_heads=1 > /dev/null 2>&1 & pid=$!; "
-      "for i in $(seq 600); do [ -s '" +
-      out + "/samples.jsonl' ] && break; sleep 0.05; done; kill -INT $pid; wait $pid; exit $?";
-  const int status = std::system(cmd.c_str());
+  const int status = run_cli_and_signal(out, "INT");
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 130);
   std::ifstream f(out + "/results.json");
