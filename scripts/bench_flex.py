@@ -10,10 +10,11 @@ kept, so no row is empty); the same lists drive both kernels (our 128x64 mask li
 64-key blocks). Causal: the causal block pattern intersected with the random mask, element mask inside diagonal
 blocks for both. Each sparse output is validated against FlexAttention's before timing. Times: CUDA events, median
 of 20 runs after 3 warm-ups. Dense-equivalent TFLOPS = 4 B H N^2 D / t (halved when causal).
-Quantized (method sparge_int8, D = 128, N = 32768: every density non-causal, density 1 causal): the same op with
-quant="int8" (INT8 Q.K^T, bf16 P.V); its time includes the INT8 quantization of q and k by the GPU predictor (a whole
-prediction pass whose mask is discarded: an upper bound of what the quantization costs the user). Validated against
-FlexAttention with rel L2 < 5e-2 (INT8 Q/K error); a failed validation skips its timing (the summary shows n/a).
+Quantized (D = 128, N = 32768: every density non-causal, density 1 causal): the same op with quant="int8_fp8"
+(method sparge_fp8: INT8 Q.K^T, FP8 e4m3 P.V, SageAttention2-style) and quant="int8" (method sparge_int8: INT8
+Q.K^T, bf16 P.V); their times include the quantization of q and k (INT8, smoothed K) and, for FP8, of V (per-channel
+e4m3, transposed), all on the GPU inside the op. Validated against FlexAttention with rel L2 < 5e-2 (INT8) / 1e-1
+(FP8: e4m3 P and V); a failed validation skips its timing (the summary shows n/a).
 
 usage: bench_flex.py --lib build-gpu/lib/libsparge_ops.so --json OUT.json [--quick]
 """
@@ -135,14 +136,15 @@ def main():
             listed = (counts.sum().item() * FLEX_BLOCK * FLEX_BLOCK) / (b * h * n * n)
             runs = [("flex", run_flex, err), ("sparge_bf16", run_ours, err)]
             if d == 128 and n == 32768 and (not causal or density == 1.0):
-                run_int8 = lambda: torch.ops.sparge.block_sparse_attention(  # noqa: E731
-                    q, k, v, oc, oi, 128, 64, is_causal=causal, quant="int8")[0]
-                err_q = ((run_int8().float() - ref.float()).norm() / ref.float().norm()).item()
-                if err_q < 5e-2:
-                    runs.append(("sparge_int8", run_int8, err_q))
-                else:
-                    print(f"VALIDATION FAILED (int8, not timed) d={d} n={n} causal={causal} density={density}: "
-                          f"rel L2 {err_q:.3g}", flush=True)
+                for method, quant, bound in (("sparge_fp8", "int8_fp8", 1e-1), ("sparge_int8", "int8", 5e-2)):
+                    run_q = (lambda quant=quant: torch.ops.sparge.block_sparse_attention(
+                        q, k, v, oc, oi, 128, 64, is_causal=causal, quant=quant)[0])
+                    err_q = ((run_q().float() - ref.float()).norm() / ref.float().norm()).item()
+                    if err_q < bound:
+                        runs.append((method, run_q, err_q))
+                    else:
+                        print(f"VALIDATION FAILED ({quant}, not timed) d={d} n={n} causal={causal} "
+                              f"density={density}: rel L2 {err_q:.3g}", flush=True)
             for method, fn, err in runs:
                 ms = median_ms(fn)
                 rows.append(dict(method=method, head_dim=d, seq=n, batch=b, heads=h, causal=causal, density=density,

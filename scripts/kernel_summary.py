@@ -19,7 +19,8 @@ TARGETS = {
     "causal_quant_dense_vs_cudnn": None,
     "predict_overhead_n8k": 0.04, "predict_overhead_n32k": 0.01, "predict_overhead_n128k": None,
 }
-NO_QUANT = "no sparge_int8 row in flex.json (INT8 kernel not run, or its validation failed: see bench_flex.log)"
+NO_QUANT = ("no sparge_fp8 row in flex.json (INT8 + FP8 kernel not run, or its validation failed: see "
+            "bench_flex.log)")
 
 
 def pick(rows, **kw):
@@ -41,14 +42,13 @@ def main():
         f = pick(flex, method="flex", density=dens, **base)
         o = pick(flex, method="sparge_bf16", density=dens, **base)
         ratios[f"bf16_sparse_vs_flex_{tag}"] = f["ms"] / o["ms"] if f and o else None
-        oq = pick(flex, method="sparge_int8", density=dens, **base)
+        oq = pick(flex, method="sparge_fp8", density=dens, **base)
         ratios[f"quant_sparse_vs_flex_{tag}"] = f["ms"] / oq["ms"] if f and oq else None
-    # Quantized: INT8 Q.K^T with bf16 P.V (QuantMode::kInt8; the FP8 P.V kernel is not built), time including the
-    # INT8 quantization of q and k (a whole GPU prediction pass).
-    oq1 = pick(flex, method="sparge_int8", density=1.0, **base)
+    # Quantized: INT8 Q.K^T with FP8 P.V (QuantMode::kInt8Fp8), time including the quantization of q, k and v.
+    oq1 = pick(flex, method="sparge_fp8", density=1.0, **base)
     ratios["quant_dense_vs_cudnn"] = cudnn["ms"] / oq1["ms"] if cudnn and oq1 else None
     ccq = pick(flex, method="cudnn", head_dim=128, seq=32768, causal=True)
-    ocq = pick(flex, method="sparge_int8", head_dim=128, seq=32768, causal=True, density=1.0)
+    ocq = pick(flex, method="sparge_fp8", head_dim=128, seq=32768, causal=True, density=1.0)
     ratios["causal_quant_dense_vs_cudnn"] = ccq["ms"] / ocq["ms"] if ccq and ocq else None
     for key in ("quant_dense_vs_cudnn", "causal_quant_dense_vs_cudnn", "quant_sparse_vs_flex_d50",
                 "quant_sparse_vs_flex_d25", "quant_sparse_vs_flex_d10"):
@@ -61,6 +61,12 @@ def main():
     cc = pick(flex, method="cudnn", head_dim=128, seq=32768, causal=True)
     oc = pick(flex, method="sparge_bf16", head_dim=128, seq=32768, causal=True, density=1.0)
     extra = {"causal_bf16_dense_vs_cudnn": cc["ms"] / oc["ms"] if cc and oc else None}
+    # The INT8-only variant (QuantMode::kInt8: bf16 P.V) on the same masks.
+    for tag, dens in (("dense", 1.0), ("d50", 0.5), ("d25", 0.25), ("d10", 0.1)):
+        den = cudnn if dens == 1.0 else pick(flex, method="flex", density=dens, **base)
+        o8 = pick(flex, method="sparge_int8", density=dens, **base)
+        extra[f"int8_bf16pv_{tag}_vs_{'cudnn' if dens == 1.0 else 'flex'}"] = \
+            den["ms"] / o8["ms"] if den and o8 else None
     for r in predict:
         extra[f"predict_with_int8_overhead_n{r['seq'] // 1024}k"] = r["overhead_quant"]
         if "overhead_graph" in r:

@@ -151,6 +151,12 @@ void fill_mask_stats(AttentionStats& st, const BlockMask& mask, const detail::Pr
 
 }  // namespace
 
+bool fp8_pv_supported(const at::Device& device) {
+  if (!device.is_cuda()) return false;
+  const auto* prop = at::cuda::getDeviceProperties(device.index());
+  return prop->major * 10 + prop->minor >= 89;
+}
+
 std::string unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const SpargeConfig& c, int64_t mask_block_q, int64_t mask_block_k) {
   if (!q.defined() || !k.defined() || !v.defined())
@@ -161,9 +167,6 @@ std::string unsupported_reason(const at::Tensor& q, const at::Tensor& k, const a
   if (q.dim() != 4) return cat("argument `q`: expected rank 4, got ", q.dim());
   if (q.size(3) != 64 && q.size(3) != 128)
     return cat("argument `q`: expected head dim 64 or 128, got ", q.size(3));
-  if (c.quant == QuantMode::kInt8Fp8)
-    return cat("argument `config.quant`: expected none or int8 (the FP8 P.V kernel is not built yet), got ",
-               to_string(c.quant));
   if (mask_block_q != kBlockQ || mask_block_k != kBlockK)
     return cat("argument `mask`: expected blocks ", kBlockQ, "x", kBlockK, " (the kernel tile), got ",
                mask_block_q, "x", mask_block_k);
@@ -198,9 +201,11 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
   const auto qh = kernel_operand(detail::to_hnd(q, c.layout));
   const auto kh = kernel_operand(detail::to_hnd(k, c.layout));
   const auto vh = kernel_operand(detail::to_hnd(v, c.layout));
-  // QuantMode::kInt8: the caller's INT8 Q and smoothed K (the GPU predictor's), else quantized here exactly
-  // as the reference emulation does (float32, sparge::quantize_int8_blocks; slower, torch ops).
-  const bool int8 = c.quant == QuantMode::kInt8;
+  // QuantMode::kInt8 / kInt8Fp8: the caller's INT8 Q and smoothed K (the GPU predictor's), else quantized
+  // here exactly as the reference emulation does (float32, sparge::quantize_int8_blocks; slower, torch ops).
+  // kInt8Fp8 on a device without FP8 MMA (below sm_89) runs kInt8's 16-bit P V (fp8_pv_supported).
+  const bool int8 = c.quant != QuantMode::kNone;
+  const bool fp8 = c.quant == QuantMode::kInt8Fp8 && fp8_pv_supported(q.device());
   at::Tensor q_int8 = options.q_int8, q_scale = options.q_scale, k_int8 = options.k_int8,
              k_scale = options.k_scale;
   if (int8) {
@@ -248,21 +253,47 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
     }
   }
 
+  // FP8 P V: V^T in e4m3 with per-channel scales (one read of V, two small kernels).
+  at::Tensor v_fp8, v_scale;
+  const int64_t n_pad = mask.num_k_blocks() * kBlockK;
+  const auto stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
+  if (fp8) {
+    const auto f32 = q.options().dtype(at::kFloat);
+    const auto scales = at::empty({2, p.batch, p.heads_kv, p.head_dim}, f32);  // amax workspace, v_scale
+    v_scale = scales[1];
+    v_fp8 = at::empty({p.batch, p.heads_kv, p.head_dim, n_pad}, q.options().dtype(at::kByte));
+    QuantizeVParams qv;
+    qv.v = vh.data_ptr();
+    set_strides(vh, qv.batch_stride, qv.head_stride, qv.row_stride);
+    qv.batch = static_cast<int>(p.batch);
+    qv.heads = static_cast<int>(p.heads_kv);
+    qv.seq = static_cast<int>(p.seq_k);
+    qv.head_dim = static_cast<int>(p.head_dim);
+    qv.n_pad = static_cast<int>(n_pad);
+    qv.amax_work = scales[0].data_ptr<float>();
+    qv.v_scale = v_scale.data_ptr<float>();
+    qv.vt = v_fp8.data_ptr<uint8_t>();
+    const cudaError_t err =
+        launch_quantize_v_fp8(qv, q.scalar_type() == at::kHalf ? DType::kFp16 : DType::kBf16, stream);
+    SPARGE_CHECK(err == cudaSuccess, "FP8 V quantization launch failed: ", cudaGetErrorString(err));
+  }
+
   AttentionParams prm;
   const auto& q_op = int8 ? q_int8 : qh;
   const auto& k_op = int8 ? k_int8 : kh;
   prm.q = q_op.data_ptr();
   prm.k = k_op.data_ptr();
-  prm.v = vh.data_ptr();
+  prm.v = fp8 ? v_fp8.data_ptr() : vh.data_ptr();
   prm.o = oh.data_ptr();
   prm.lse = c.return_lse ? r.lse.data_ptr<float>() : nullptr;
   if (int8) {
     prm.q_scale = q_scale.data_ptr<float>();
     prm.k_scale = k_scale.data_ptr<float>();
   }
+  if (fp8) prm.v_scale = v_scale.data_ptr<float>();
   set_strides(q_op, prm.q_batch_stride, prm.q_head_stride, prm.q_row_stride);
   set_strides(k_op, prm.k_batch_stride, prm.k_head_stride, prm.k_row_stride);
-  set_strides(vh, prm.v_batch_stride, prm.v_head_stride, prm.v_row_stride);
+  set_strides(fp8 ? v_fp8 : vh, prm.v_batch_stride, prm.v_head_stride, prm.v_row_stride);
   set_strides(oh, prm.o_batch_stride, prm.o_head_stride, prm.o_row_stride);
   prm.batch = static_cast<int>(p.batch);
   prm.heads_q = static_cast<int>(p.heads_q);
@@ -294,9 +325,8 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
     prm.stage2_skipped = counters.data_ptr<int64_t>() + 1;
   }
 
-  const auto stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
   const bool fp16 = q.scalar_type() == at::kHalf;
-  const auto launch_qk = [&]<QkPrecision kQk>() {
+  const auto launch_qk = [&]<Precision kQk>() {
     if (p.head_dim == 64)
       return fp16 ? launch_block_sparse_attention<DType::kFp16, 64, kQk>(prm, stream)
                   : launch_block_sparse_attention<DType::kBf16, 64, kQk>(prm, stream);
@@ -304,8 +334,9 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
                 : launch_block_sparse_attention<DType::kBf16, 128, kQk>(prm, stream);
   };
   const auto launch = [&] {
-    return int8 ? launch_qk.template operator()<QkPrecision::kInt8>()
-                : launch_qk.template operator()<QkPrecision::k16Bit>();
+    if (fp8) return launch_qk.template operator()<Precision::kInt8Fp8>();
+    return int8 ? launch_qk.template operator()<Precision::kInt8>()
+                : launch_qk.template operator()<Precision::k16Bit>();
   };
   if (options.collect_stats) {
     const auto t0 = std::chrono::steady_clock::now();

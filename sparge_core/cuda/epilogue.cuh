@@ -10,7 +10,7 @@
 
 namespace sparge::cuda {
 
-template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity, QkPrecision kQk>
+template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity, Precision kQk>
 struct Epilogue {
   using Loop = Mainloop<kDtype, kHeadDim, kGranularity, kQk>;
   using Cfg = typename Loop::Cfg;
@@ -19,9 +19,11 @@ struct Epilogue {
   using OTile = tile::SmemTile<Cfg::kBlockM, kHeadDim>;  // 16-bit staging rows from the start of smem
   static_assert(OTile::kBytes == Cfg::kSmemO && OTile::kBytes <= Cfg::kSmemBytes, "staging fits");
 
-  // o_gmem: row 0 of the (batch, head) output; lse_row: lse of row 0 of the (batch, head), or nullptr.
+  // o_gmem: row 0 of the (batch, head) output; lse_row: lse of row 0 of the (batch, head), or nullptr;
+  // v_scale_row: FP8 P V only, the kv head's kHeadDim V scales (O = acc / l * v_scale per column, and P and l
+  // carry the factor 448, removed from the LSE).
   __device__ static void store(typename Loop::State& st, const AttentionParams& p, uint32_t stage_tile,
-                               T* o_gmem, float* lse_row, int q0) {
+                               T* o_gmem, float* lse_row, const float* v_scale_row, int q0) {
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     tile::cp_async_wait<0>();
     if constexpr (Loop::kInt8) {
@@ -37,11 +39,16 @@ struct Epilogue {
         const float l = tile::quad_sum(st.softmax.l[mt][hh]);
         const float inv_l = l > 0.f ? 1.f / l : 0.f;
         if (lse_row != nullptr && lane % 4 == 0 && q0 + row < p.seq_q)
-          lse_row[q0 + row] = l > 0.f ? (st.softmax.m[mt][hh] + log2f(l)) * tile::kLn2 : tile::kNegInf;
+          lse_row[q0 + row] =
+              l > 0.f ? (st.softmax.m[mt][hh] + log2f(l) - Loop::kPLog2Scale) * tile::kLn2 : tile::kNegInf;
 #pragma unroll
         for (int dt = 0; dt < Loop::kDTiles; ++dt) {
-          const uint32_t packed =
-              Elem::pack(st.acc[mt][dt][2 * hh] * inv_l, st.acc[mt][dt][2 * hh + 1] * inv_l);
+          float2 f = make_float2(inv_l, inv_l);
+          if constexpr (Loop::kFp8Pv) {
+            const float2 vs = __ldg(reinterpret_cast<const float2*>(v_scale_row + dt * 8 + (lane % 4) * 2));
+            f = make_float2(inv_l * vs.x, inv_l * vs.y);
+          }
+          const uint32_t packed = Elem::pack(st.acc[mt][dt][2 * hh] * f.x, st.acc[mt][dt][2 * hh + 1] * f.y);
           const uint32_t addr = stage_tile + OTile::offset(row, dt) + (lane % 4) * 4;
           asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(packed));
         }

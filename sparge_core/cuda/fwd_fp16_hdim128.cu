@@ -3,6 +3,6 @@
 #include "kernel.cuh"
 
 namespace sparge::cuda {
-template cudaError_t launch_block_sparse_attention<DType::kFp16, 128, QkPrecision::k16Bit>(
+template cudaError_t launch_block_sparse_attention<DType::kFp16, 128, Precision::k16Bit>(
     const AttentionParams&, cudaStream_t);
 }  // namespace sparge::cuda

@@ -3,6 +3,6 @@
 #include "kernel.cuh"
 
 namespace sparge::cuda {
-template cudaError_t launch_block_sparse_attention<DType::kFp16, 128, QkPrecision::kInt8>(
+template cudaError_t launch_block_sparse_attention<DType::kFp16, 128, Precision::kInt8>(
     const AttentionParams&, cudaStream_t);
 }  // namespace sparge::cuda

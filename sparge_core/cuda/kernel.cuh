@@ -9,7 +9,7 @@
 
 namespace sparge::cuda {
 
-template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity, QkPrecision kQk>
+template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity, Precision kQk>
 __global__ void __launch_bounds__(TileConfig<kHeadDim, kQk>::kThreads)
     block_sparse_attention_kernel(const __grid_constant__ AttentionParams p) {
   using Cfg = TileConfig<kHeadDim, kQk>;
@@ -26,26 +26,31 @@ __global__ void __launch_bounds__(TileConfig<kHeadDim, kQk>::kThreads)
   const QkT* q_gmem =
       static_cast<const QkT*>(p.q) + batch * p.q_batch_stride + head * p.q_head_stride + q0 * p.q_row_stride;
   const QkT* k_gmem = static_cast<const QkT*>(p.k) + batch * p.k_batch_stride + kv_head * p.k_head_stride;
-  const T* v_gmem = static_cast<const T*>(p.v) + batch * p.v_batch_stride + kv_head * p.v_head_stride;
+  using VT = typename Loop::VT;
+  const VT* v_gmem = static_cast<const VT*>(p.v) + batch * p.v_batch_stride + kv_head * p.v_head_stride;
   T* o_gmem = static_cast<T*>(p.o) + batch * p.o_batch_stride + head * p.o_head_stride;
   float* lse_row =
       p.lse != nullptr ? p.lse + (static_cast<int64_t>(batch) * p.heads_q + head) * p.seq_q : nullptr;
   const float pvthreshd = p.pvthreshd != nullptr ? p.pvthreshd[head] : __builtin_huge_valf();
   float q_scale = 1.f;
   const float* k_scale_row = nullptr;
+  const float* v_scale_row = nullptr;  // FP8 P V: the kv head's per-channel V scales
   if constexpr (Loop::kInt8) {
     q_scale = p.q_scale[(static_cast<int64_t>(batch) * p.heads_q + head) * p.num_q_blocks + q_block];
     k_scale_row = p.k_scale + (static_cast<int64_t>(batch) * p.heads_kv + kv_head) * p.num_k_blocks;
+  }
+  if constexpr (Loop::kFp8Pv) {
+    v_scale_row = p.v_scale + (static_cast<int64_t>(batch) * p.heads_kv + kv_head) * kHeadDim;
   }
 
   BlockMaskIterator it(p, batch, head, q_block);
   typename Loop::State st;
   Loop::run(st, p, it, q_tile, q_tile + Cfg::kSmemQ, q_gmem, k_gmem, v_gmem, q0, pvthreshd, q_scale,
             k_scale_row);
-  Epilogue<kDtype, kHeadDim, kGranularity, kQk>::store(st, p, q_tile, o_gmem, lse_row, q0);
+  Epilogue<kDtype, kHeadDim, kGranularity, kQk>::store(st, p, q_tile, o_gmem, lse_row, v_scale_row, q0);
 }
 
-template <DType kDtype, int kHeadDim, QkPrecision kQk>
+template <DType kDtype, int kHeadDim, Precision kQk>
 cudaError_t launch_block_sparse_attention(const AttentionParams& p, cudaStream_t stream) {
   using Cfg = TileConfig<kHeadDim, kQk>;
   auto kernel = p.stage2_granularity == Stage2Granularity::kCta

@@ -6,9 +6,15 @@
 // One CTA barrier per step (FlashAttention-2's single K and V buffers need two), and the next block's K and
 // V have a whole step to land (a sparse row's next listed block is as far away in memory as any other).
 // Each warp owns kWarpRows query rows; warp w's rows are rows [w * kWarpRows, (w + 1) * kWarpRows) of the
-// tile. QkPrecision::kInt8: Q and K tiles hold INT8 values, S = int32 (Q K^T) * q_scale * k_scale(n) in
-// float, then the same softmax, stage 2 and 16-bit P V.
+// tile. Precision::kInt8: Q and K tiles hold INT8 values, S = int32 (Q K^T) * q_scale * k_scale(n) in
+// float, then the same softmax, stage 2 and 16-bit P V. Precision::kInt8Fp8: the same S; P = exp2(S * scale
+// - m' + log2 448) in FP8 e4m3 (the row sum l carries the factor 448 too) times the FP8 V^T tile (kHeadDim
+// rows of kBlockN keys, see params.h), each block's P V summed in fresh float registers and then added to O
+// (the FP8 MMA's accumulation is narrower than float32 on sm_89/90: SageAttention2's two-level
+// accumulation); the per-channel V scale is applied in the epilogue.
 #pragma once
+
+#include <type_traits>
 
 #include "block_mask_iterator.cuh"
 #include "online_softmax.cuh"
@@ -17,19 +23,24 @@
 
 namespace sparge::cuda {
 
-template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity, QkPrecision kQk>
+template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity, Precision kQk>
 struct Mainloop {
   using Cfg = TileConfig<kHeadDim, kQk>;
   using Elem = tile::Element<kDtype>;
   using T = typename Elem::type;
   using Qk = tile::QkOperand<kDtype, kQk>;
-  using QkT = typename Qk::type;  // element type of the Q and K tiles
-  static constexpr bool kInt8 = kQk == QkPrecision::kInt8;
+  using QkT = typename Qk::type;                           // element type of the Q and K tiles
+  static constexpr bool kInt8 = kQk != Precision::k16Bit;  // INT8 Q and K tiles
+  static constexpr bool kFp8Pv = Cfg::kFp8Pv;              // FP8 P and V^T
+  using VT = std::conditional_t<kFp8Pv, uint8_t, T>;       // element type of V in global memory
+  // log2 of the factor P carries: 448 (the e4m3 maximum) for FP8, 1 otherwise.
+  static constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.f;
   // SmemTile counts 16-bit columns: an INT8 row of D bytes is D / 2 of them.
   static constexpr int kQkCols = kHeadDim * Cfg::kQkBytes / 2;
   using QTile = tile::SmemTile<Cfg::kBlockM, kQkCols>;
   using KTile = tile::SmemTile<Cfg::kBlockN, kQkCols>;
-  using VTile = tile::SmemTile<Cfg::kBlockN, kHeadDim>;
+  using VTile = std::conditional_t<kFp8Pv, tile::SmemTile<kHeadDim, Cfg::kBlockN / 2>,
+                                   tile::SmemTile<Cfg::kBlockN, kHeadDim>>;
   static_assert(QTile::kBytes == Cfg::kSmemQ && KTile::kBytes == Cfg::kSmemK && VTile::kBytes == Cfg::kSmemV,
                 "tile_config.h matches SmemTile");
   static constexpr int kKSteps = kHeadDim / Qk::kStepElems;  // MMA k steps of S = Q K^T
@@ -66,9 +77,11 @@ struct Mainloop {
   }
 
   // S = Q K^T for the warp's rows: s[mt][nt] is the C fragment of rows mt*16.., keys nt*8.. of the block.
-  // INT8: the exact int32 dot products times qk_scale = q_scale * k_scale (16-bit: qk_scale unused).
+  // INT8: the exact int32 dot products as floats; their scale q_scale * k_scale is folded into the softmax's
+  // multiplier (score_scale in run: one FMUL per step instead of one per score, ~10% of the instructions
+  // of a step at D = 128 in this issue-bound loop).
   __device__ static void scores(float (&s)[kMTiles][kNTiles][4], const QFragments& qf, uint32_t q_smem,
-                                uint32_t k_smem, int warp, int lane, float qk_scale) {
+                                uint32_t k_smem, int warp, int lane) {
     if constexpr (kInt8) {
       int acc[kMTiles][kNTiles][4];
       qk_mma(acc, qf, q_smem, k_smem, warp, lane);
@@ -78,7 +91,7 @@ struct Mainloop {
         for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
           for (int i = 0; i < 4; ++i)
-            s[mt][nt][i] = static_cast<float>(acc[mt][nt][i]) * qk_scale;  // int32 -> float: exact below 2^24
+            s[mt][nt][i] = static_cast<float>(acc[mt][nt][i]);  // int32 -> float: exact below 2^24
     } else {
       qk_mma(s, qf, q_smem, k_smem, warp, lane);
     }
@@ -183,6 +196,49 @@ struct Mainloop {
     }
   }
 
+  // O += P V in FP8: P (already scaled by 448) rounded to e4m3, V^T tile of FP8 rows (d) over permuted keys.
+  // A fragment of k step kk (32 keys = S n8 tiles 4kk..4kk + 3): positions 4t..4t + 3 of a row are keys 2t,
+  // 2t + 1 of tile 4kk and of tile 4kk + 1 (the V^T permutation), positions 16 + 4t.. those of tiles 4kk + 2
+  // and 4kk + 3. Per d tile, one ldmatrix.x4 brings the B fragments of both k steps (the row's 64 key bytes
+  // as four 16-byte matrices), the block's two MMAs sum into 4 fresh float registers per m tile, added to O
+  // once (SageAttention2's two-level accumulation, at the smallest register cost: a d-tile pair at a time
+  // spilled 96 bytes at D = 128 and ran 11% slower on an H100).
+  __device__ static void accumulate_pv_fp8(float (&acc)[kMTiles][kDTiles][4],
+                                           const float (&pr)[kMTiles][kNTiles][4], uint32_t vt_smem,
+                                           int lane) {
+    static_assert(Cfg::kBlockN == 64, "one ldmatrix.x4 covers a V^T row's 64 key bytes");
+    uint32_t a[2][kMTiles][4];
+#pragma unroll
+    for (int kk = 0; kk < 2; ++kk)
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        const float(&s0)[4] = pr[mt][4 * kk];
+        const float(&s1)[4] = pr[mt][4 * kk + 1];
+        const float(&s2)[4] = pr[mt][4 * kk + 2];
+        const float(&s3)[4] = pr[mt][4 * kk + 3];
+        a[kk][mt][0] = tile::pack_e4m3x4(s0[0], s0[1], s1[0], s1[1]);
+        a[kk][mt][1] = tile::pack_e4m3x4(s0[2], s0[3], s1[2], s1[3]);
+        a[kk][mt][2] = tile::pack_e4m3x4(s2[0], s2[1], s3[0], s3[1]);
+        a[kk][mt][3] = tile::pack_e4m3x4(s2[2], s2[3], s3[2], s3[3]);
+      }
+    // Matrix i (lanes 8i..8i + 7 give its rows): d rows dt*8..dt*8 + 7, key positions 16i..16i + 15, i.e.
+    // b0, b1 of k step 0, then b0, b1 of k step 1.
+    const uint32_t vt_base = vt_smem + VTile::offset(lane % 8, lane / 8);
+#pragma unroll
+    for (int dt = 0; dt < kDTiles; ++dt) {
+      uint32_t b[4];
+      tile::ldmatrix_x4(b, vt_base + VTile::offset(dt * 8, 0));
+#pragma unroll
+      for (int mt = 0; mt < kMTiles; ++mt) {
+        float t[4] = {0.f, 0.f, 0.f, 0.f};
+        tile::mma_e4m3(t, a[0][mt], b[0], b[1]);
+        tile::mma_e4m3(t, a[1][mt], b[2], b[3]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[mt][dt][i] += t[i];
+      }
+    }
+  }
+
   // A Q / K row pointer in 16-bit columns (INT8: two values per column).
   __device__ static auto as_cols(const QkT* x) {
     if constexpr (kInt8) {
@@ -194,11 +250,11 @@ struct Mainloop {
 
   // Runs the CTA's key blocks. q_tile: shared-memory address of Q; kv_tiles: of stage 0's K tile, followed by
   // stage 0's V, stage 1's K, stage 1's V (Cfg::kStageBytes apart); q_gmem: the tile's first query row;
-  // k_gmem, v_gmem: row 0 of the kv head. INT8: q_scale of the tile, k_scale_row: the kv head's k_scale
-  // (16-bit: unused). Fills the warp's state (every thread of the CTA must call this).
+  // k_gmem, v_gmem: row 0 of the kv head (FP8: of its V^T). INT8: q_scale of the tile, k_scale_row: the kv
+  // head's k_scale (16-bit: unused). Fills the warp's state (every thread of the CTA must call this).
   __device__ static void run(State& st, const AttentionParams& p, BlockMaskIterator& it, uint32_t q_tile,
-                             uint32_t kv_tiles, const QkT* q_gmem, const QkT* k_gmem, const T* v_gmem, int q0,
-                             float pvthreshd, float q_scale, const float* k_scale_row) {
+                             uint32_t kv_tiles, const QkT* q_gmem, const QkT* k_gmem, const VT* v_gmem,
+                             int q0, float pvthreshd, float q_scale, const float* k_scale_row) {
     const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
     const int row0 = q0 + warp * Cfg::kWarpRows;
 #pragma unroll
@@ -222,8 +278,14 @@ struct Mainloop {
       const uint32_t k_tile = kv_tiles + stage * Cfg::kStageBytes;
       tile::load_tile_async<Cfg::kBlockN, kQkCols, Cfg::kThreads>(k_tile, k_cols + key0 * k_col_stride,
                                                                   k_col_stride, rows, tid);
-      tile::load_tile_async<Cfg::kBlockN, kHeadDim, Cfg::kThreads>(
-          k_tile + Cfg::kSmemK, v_gmem + key0 * p.v_row_stride, p.v_row_stride, rows, tid);
+      if constexpr (kFp8Pv) {  // V^T: kHeadDim rows of the block's kBlockN (padded, zero) key bytes
+        tile::load_tile_async<kHeadDim, Cfg::kBlockN / 2, Cfg::kThreads>(
+            k_tile + Cfg::kSmemK, reinterpret_cast<const uint16_t*>(v_gmem + key0), p.v_row_stride / 2,
+            kHeadDim, tid);
+      } else {
+        tile::load_tile_async<Cfg::kBlockN, kHeadDim, Cfg::kThreads>(
+            k_tile + Cfg::kSmemK, v_gmem + key0 * p.v_row_stride, p.v_row_stride, rows, tid);
+      }
       tile::cp_async_commit();
     };
     tile::load_tile_async<Cfg::kBlockM, kQkCols, Cfg::kThreads>(q_tile, q_cols, q_col_stride,
@@ -236,19 +298,21 @@ struct Mainloop {
       const int kb = it.advance(n), key0 = kb * Cfg::kBlockN;
       const uint32_t k_tile = kv_tiles + (n % 2) * Cfg::kStageBytes, v_tile = k_tile + Cfg::kSmemK;
       // INT8: this block's K scale (a global load issued before the barrier, needed after the MMAs).
-      const float qk_scale = kInt8 ? q_scale * __ldg(k_scale_row + kb) : 1.f;
+      // S * score_scale is the score in log2 units (INT8: times q_scale * k_scale, rounded first as in the
+      // reference emulation).
+      const float score_scale = kInt8 ? (q_scale * __ldg(k_scale_row + kb)) * p.scale_log2 : p.scale_log2;
       tile::cp_async_wait<0>();
       __syncthreads();  // K(n), V(n) landed; every warp is done with step n - 1, i.e. with stage (n + 1) % 2
       if (kQInRegisters && n == 0) load_q_fragments(qf, q_tile, warp, lane);
       if (it.peek() >= 0) load_kv(it.peek(), (n + 1) % 2);  // lands during this whole step
 
       float s[kMTiles][kNTiles][4];
-      scores(s, qf, q_tile, k_tile, warp, lane, qk_scale);  // S = Q K^T
+      scores(s, qf, q_tile, k_tile, warp, lane);  // S = Q K^T
       if (needs_mask(p, row0, key0)) mask_scores(s, p, row0, key0, lane);
       float m_blk[kMTiles][2];
       Softmax::block_row_max(s, m_blk);
       bool has, negligible;
-      st.softmax.stage2_vote(m_blk, p.scale_log2, pvthreshd, has, negligible);
+      st.softmax.stage2_vote(m_blk, score_scale, pvthreshd, has, negligible);
       const bool warp_has = __any_sync(tile::kFullWarp, has);
 
       bool group_has, group_skips;
@@ -266,8 +330,12 @@ struct Mainloop {
       // A skipped group leaves m, l and O unchanged; a warp with no allowed key here would add exactly
       // nothing.
       if (group_skips || !warp_has) continue;
-      st.softmax.template update<kSkipUnitRescale>(s, m_blk, p.scale_log2, st.acc);  // s := P
-      accumulate_pv(st.acc, s, v_tile, lane);                                        // O += P V
+      st.softmax.template update<kSkipUnitRescale>(s, m_blk, score_scale, kPLog2Scale, st.acc);  // s := P
+      if constexpr (kFp8Pv) {
+        accumulate_pv_fp8(st.acc, s, v_tile, lane);  // O += P V
+      } else {
+        accumulate_pv(st.acc, s, v_tile, lane);
+      }
     }
   }
 };

@@ -57,13 +57,14 @@ struct OnlineSoftmax {
       }
   }
 
-  // s: S on entry, P = exp2(S * scale - m') on exit; rescales the accumulator rows by exp2(m - m').
+  // s: S on entry, P = exp2(S * scale - m' + p_log2_scale) on exit (p_log2_scale: log2 of the factor P and l
+  // carry, FP8's 448; 0 otherwise); rescales the accumulator rows by exp2(m - m').
   // kSkipUnitRescale: skip the rescale (warp-uniformly) when no row of the warp got a larger max: multiplying
   // by exp2(0) = 1 changes nothing, and after the first blocks a row's max rarely grows (a warp's 32 rows:
   // ~32 / n of the steps at step n), saving 64 (D = 64) or 128 (D = 128) FMULs per thread and step.
   template <bool kSkipUnitRescale, int kDTiles>
   __device__ void update(float (&s)[kMTiles][kNTiles][4], const float (&m_blk)[kMTiles][2], float scale_log2,
-                         float (&acc)[kMTiles][kDTiles][4]) {
+                         float p_log2_scale, float (&acc)[kMTiles][kDTiles][4]) {
     float alpha[kMTiles][2];
     bool rescale = false;
 #pragma unroll
@@ -75,13 +76,14 @@ struct OnlineSoftmax {
         alpha[mt][hh] = tile::exp2_approx(m[mt][hh] - m_use);  // exp2(m - m')
         rescale |= alpha[mt][hh] != 1.f;
         m[mt][hh] = m_new;
+        const float shift = m_use - p_log2_scale;
         float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < kNTiles; ++nt)
 #pragma unroll
           for (int j = 0; j < 2; ++j) {
             float& x = s[mt][nt][2 * hh + j];
-            x = tile::exp2_approx(fmaf(x, scale_log2, -m_use));  // P = exp2(S * scale - m')
+            x = tile::exp2_approx(fmaf(x, scale_log2, -shift));  // P = exp2(S * scale - m' + log2 p)
             sum += x;
           }
         l[mt][hh] = l[mt][hh] * alpha[mt][hh] + sum;

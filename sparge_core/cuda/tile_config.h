@@ -8,7 +8,7 @@ namespace sparge::cuda {
 
 // Per head dimension and Q K^T precision. The mask's block sizes must equal (kBlockM, kBlockN): one mask
 // block is one CTA tile.
-template <int kHeadDim, QkPrecision kQk = QkPrecision::k16Bit>
+template <int kHeadDim, Precision kQk = Precision::k16Bit>
 struct TileConfig {
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the mma.sync kernel is instantiated for D = 64 and 128");
 
@@ -40,17 +40,22 @@ struct TileConfig {
   // K(n + 1) only has softmax + P V(n) to land). 16-bit: 54 KiB (D = 64), 102 KiB (D = 128): at D = 128 two
   // CTAs still fit an SM's 227 KiB, and the registers (255 x 128 threads) allow no more than two anyway.
   // INT8: 39 / 72 KiB (three CTAs would fit the memory; the registers still allow two).
-  static constexpr int kQkBytes = kQk == QkPrecision::kInt8 ? 1 : 2;  // bytes per Q / K element
+  // FP8 P V (kInt8Fp8): the V tile is V^T, kHeadDim rows of kBlockN one-byte keys (+ 16 bytes of padding:
+  // rows 80 bytes = 20 words apart, conflict-free ldmatrix as for INT8 rows), 10 KiB at D = 128 instead of
+  // 17 KiB; smem 57 KiB at D = 128.
+  static constexpr bool kFp8Pv = kQk == Precision::kInt8Fp8;
+  static constexpr int kQkBytes = kQk == Precision::k16Bit ? 2 : 1;  // bytes per Q / K element
   static constexpr int kQkRowBytes = kHeadDim * kQkBytes + 16;
-  static constexpr int kVRowBytes = kHeadDim * 2 + 16;
+  static constexpr int kVRowBytes = kFp8Pv ? kBlockN + 16 : kHeadDim * 2 + 16;
+  static constexpr int kVRows = kFp8Pv ? kHeadDim : kBlockN;
   static constexpr int kSmemQ = kBlockM * kQkRowBytes;
   static constexpr int kSmemK = kBlockN * kQkRowBytes;
-  static constexpr int kSmemV = kBlockN * kVRowBytes;
+  static constexpr int kSmemV = kVRows * kVRowBytes;
   static constexpr int kStages = 2;
   static constexpr int kStageBytes = kSmemK + kSmemV;  // K then V
   // The epilogue stages O (16-bit, kBlockM rows) from the start of shared memory: with INT8 Q that spans
   // more than the Q tile, so the allocation covers it (it always does: K and V stages follow Q).
-  static constexpr int kSmemO = kBlockM * kVRowBytes;
+  static constexpr int kSmemO = kBlockM * (kHeadDim * 2 + 16);
   static constexpr int kSmemBytes =
       kSmemQ + kStages * kStageBytes > kSmemO ? kSmemQ + kStages* kStageBytes : kSmemO;
 };

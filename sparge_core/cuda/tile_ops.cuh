@@ -8,7 +8,8 @@
 // trick). mma.m16n8k32 with s8 operands (INT8 Q K^T) has the same register pattern with 4 values per
 // register: a0 = (g, 4t..4t+3), a1 = (g+8, 4t..), a2 = (g, 4t+16..), a3 = (g+8, 4t+16..); b0 = (k 4t..4t+3,
 // n g), b1 = (k 4t+16.., n g); so one ldmatrix.b16 8x8 matrix (8 rows x 16 bytes) is 8 rows x 16 int8
-// values and the m16n8k16 ldmatrix addressing, counted in 16-byte chunks, serves both.
+// values and the m16n8k16 ldmatrix addressing, counted in 16-byte chunks, serves both. mma.m16n8k32 with e4m3
+// operands (FP8 P V) has that same pattern again.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -71,7 +72,7 @@ __device__ __forceinline__ void mma_s8(int (&d)[4], const uint32_t (&a)[4], uint
 
 // The Q and K operands of S = Q K^T: storage type, accumulator type and MMA. One MMA k step is 32 bytes of a
 // row (16 16-bit values or 32 INT8 values), i.e. two 16-byte chunks.
-template <DType kDtype, QkPrecision kQk>
+template <DType kDtype, Precision kQk>
 struct QkOperand {
   using type = typename Element<kDtype>::type;
   using Acc = float;
@@ -80,8 +81,7 @@ struct QkOperand {
     Element<kDtype>::mma(d, a, b0, b1);
   }
 };
-template <DType kDtype>
-struct QkOperand<kDtype, QkPrecision::kInt8> {
+struct Int8QkOperand {
   using type = int8_t;
   using Acc = int;
   static constexpr int kStepElems = 32;
@@ -89,6 +89,37 @@ struct QkOperand<kDtype, QkPrecision::kInt8> {
     mma_s8(d, a, b0, b1);
   }
 };
+template <DType kDtype>
+struct QkOperand<kDtype, Precision::kInt8> : Int8QkOperand {};
+template <DType kDtype>
+struct QkOperand<kDtype, Precision::kInt8Fp8> : Int8QkOperand {};
+
+// FP8 e4m3 (sm_89+; the kInt8Fp8 instantiations are only launched there, older targets compile a trap).
+// D += A B, m16n8k32, e4m3 x e4m3 -> f32 accumulators. The register pattern is m16n8k32 s8's (4 values per
+// register, the lowest k in the lowest byte).
+__device__ __forceinline__ void mma_e4m3(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  __trap();
+#endif
+}
+// Four floats -> four e4m3 bytes (x0 in the lowest), round to nearest even, saturating to +-448.
+__device__ __forceinline__ uint32_t pack_e4m3x4(float x0, float x1, float x2, float x3) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  uint16_t lo, hi;  // cvt.e4m3x2 puts its first source in the upper byte
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(lo) : "f"(x1), "f"(x0));
+  asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;\n" : "=h"(hi) : "f"(x3), "f"(x2));
+  return static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+#else
+  __trap();
+  return 0;
+#endif
+}
 
 __device__ __forceinline__ uint32_t smem_addr(const void* p) {
   return static_cast<uint32_t>(__cvta_generic_to_shared(p));

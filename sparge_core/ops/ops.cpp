@@ -5,14 +5,14 @@
 //       is_causal=False, scale=None, layout="HND", pvthreshd=None (stage 2 off), stage2_group_rows=32,
 //       return_lse=False, quant="none")
 //       -> (out, lse)                         user mask (counts (B, Hq, NQB) int32, indices (B, Hq, NQB, NKB)
-//       int32); quant="int8" on CUDA quantizes q, k with the GPU predictor (its mask is not used: the time
-//       of a whole prediction, an upper bound of the quantization's)
+//       int32); quant="int8" / "int8_fp8" on CUDA quantizes q, k with the GPU predictor (its mask is not
+//       used: the time of a whole prediction, an upper bound of the quantization's)
 //   torch.ops.sparge.spas_attention(q, k, v, is_causal=False, scale=None, layout="HND", simthreshd1=0.6,
 //       cdfthreshd=0.98, pvthreshd=None, topk=None, attention_sink=False, stage2_group_rows=32,
 //       return_lse=False, quant="none")
 //       -> (out, lse)                         stage-1 prediction on the GPU + the block-sparse kernel;
-//       quant="int8": INT8 Q and smoothed K from the same prediction pass, INT8 Q.K^T, 16-bit P.V
-//       ("int8_fp8" is accepted by the CPU reference only, the FP8 kernel is not built yet)
+//       quant="int8": INT8 Q and smoothed K from the same prediction pass, INT8 Q.K^T, 16-bit P.V;
+//       quant="int8_fp8": the same with FP8 e4m3 P.V (sm_89+; 16-bit P.V below, see cuda_attention.h)
 //   torch.ops.sparge.spas_attention.per_head(..., Tensor simthreshd1, Tensor cdfthreshd, Tensor pvthreshd,
 //   ...)
 //       the same with one threshold per query head (float tensors of Hq values)

@@ -9,7 +9,12 @@
 //                        true)); without them the API quantizes q and k itself as the reference does (torch
 //                        ops, slower). K smoothing shifts every score of a row by the same q . mean(k): out
 //                        is unchanged, lse is that of the smoothed scores (as in the reference emulation);
-//   QuantMode::kInt8Fp8: not built yet (unsupported_reason says so).
+//   QuantMode::kInt8Fp8: SageAttention2-style: kInt8's S; P scaled by 448 and rounded to FP8 e4m3, V divided
+//                        by its per-channel scale (max over the sequence of |v| / 448) and rounded to e4m3
+//                        (the API transposes and quantizes V itself: one read of V), P V with the e4m3 MMA
+//                        (sm_89+), each key block's product summed in float32 registers before it is added to
+//                        O; O = acc / l * v_scale. On devices below sm_89 (no FP8 MMA) it runs kInt8's 16-bit
+//                        P V instead (fp8_pv_supported tells which).
 //
 // Shapes (config.layout; NHD swaps the H and N axes, the output included; any strides with a contiguous last
 // dimension, no copies):
@@ -55,6 +60,9 @@ struct KernelOptions {
   // k_scale (B, Hkv, NKB): float32 contiguous, one per kBlockQ query rows / kBlockK key rows.
   at::Tensor q_int8, q_scale, k_int8, k_scale;
 };
+
+// Whether QuantMode::kInt8Fp8 runs its P V in FP8 on `device` (compute capability 8.9 or newer).
+bool fp8_pv_supported(const at::Device& device);
 
 // "" when the kernel supports (q, k, v, config) with the given mask block sizes, else the first failed
 // constraint (a validity predicate: callers fall back to the reference, tests mark the case unsupported).
