@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check (run on a GPU machine; no network needed): Release build for the local GPU's architecture into
 # build-gpu/, the GPU tests (ctest -L gpu), the CPU tests (ctest -L core), then the benchmarks: the kernel vs SDPA
-# (bench_cuda_attention), the prediction overhead (bench_predict), ours vs FlexAttention with the same masks
+# (bench_cuda_attention), the mma.sync peak per precision (bench_mma), the prediction overhead (bench_predict),
+# ours vs FlexAttention with the same masks
 # (bench_flex.py through the torch ops), and the summary of ratios (kernel_summary.py).
 #
 #   scripts/gpu_check.sh OUTDIR        results go to OUTDIR: env.txt env.json bench.json predict.json flex.json
@@ -66,6 +67,7 @@ if [[ "${SPARGE_GPU_CHECK_CORE:-1}" != 0 ]]; then
 fi
 
 if [[ "${SPARGE_GPU_CHECK_BENCH:-1}" != 0 ]]; then
+  build-gpu/bin/bench_mma --json "$out/mma.json" > "$out/bench_mma.log" 2>&1 || status=1
   t0=$SECONDS
   build-gpu/bin/bench_cuda_attention --json "$out/bench.json" > "$out/bench.log" 2>&1 || status=1
   log "benchmark: $((SECONDS - t0)) s"
@@ -94,9 +96,10 @@ if [[ -f "$out/bench.log" ]]; then
   grep -E "^(sparge|cudnn|flash)" "$out/bench.log" | awk '{printf "%-7s %-6s %-8s %-7s dens %-5s %9s ms %8s TFLOPS (block %s)\n", $1, $2, $3, $4, $6, $9, $11, $14}' 
 fi
 if [[ -f "$out/summary.md" ]]; then echo "==== summary ===="; cat "$out/summary.md"; fi
-for f in bench_predict.log bench_flex.log summary.log; do
+for f in bench_mma.log bench_predict.log bench_flex.log summary.log; do
   [[ -f "$out/$f" ]] && { echo "==== $f (tail) ===="; tail -12 "$out/$f"; }
 done
-# At most 8 files come back from the GPU machine: the logs travel as one archive.
-(cd "$out" && tar czf logs.tgz -- *.log 2>/dev/null && rm -f -- *.log)
+# At most 8 files come back from the GPU machine: the logs (and mma.json, embedded in summary.json) travel as one
+# archive.
+(cd "$out" && tar czf logs.tgz -- *.log $(ls mma.json 2>/dev/null) && rm -f -- *.log mma.json)
 exit "$status"

@@ -33,6 +33,8 @@ def main():
     flex = json.load(open(os.path.join(out, "flex.json")))["rows"]
     predict = json.load(open(os.path.join(out, "predict.json")))
     env = json.load(open(os.path.join(out, "env.json")))
+    mma_path = os.path.join(out, "mma.json")
+    mma = json.load(open(mma_path)) if os.path.exists(mma_path) else []
     ratios, notes = {}, {}
     base = dict(head_dim=128, seq=32768, causal=False)
     cudnn = pick(flex, method="cudnn", **base)
@@ -83,7 +85,7 @@ def main():
         definition="ratio = baseline time / our time (higher is better) for *_vs_*; predict_overhead = prediction "
                    "time / cuDNN dense time (lower is better). D=128, N=32768, non-causal, bf16, H=16, B=1 unless named.",
         ratios=ratios, targets=TARGETS, status={k: status(k, v) for k, v in ratios.items()}, notes=notes,
-        extra=extra)
+        extra=extra, mma_peak=mma)
     json.dump(summary, open(os.path.join(out, "summary.json"), "w"), indent=1)
     lines = ["| ratio | measured | target | status |", "|---|---|---|---|"]
     for k, v in ratios.items():
@@ -92,6 +94,10 @@ def main():
                      f"{'-' if t is None else (('<= ' if k.startswith('predict') else '>= ') + str(t))} | "
                      f"{status(k, v) or '-'} |")
     lines += ["", "| extra | measured |", "|---|---|"] + [f"| {k} | {v:.3f} |" for k, v in extra.items() if v is not None]
+    if mma:
+        lines += ["", "### Peak of the mma.sync instructions on this GPU (bench_mma)", "",
+                  "| instruction | T(FL)OPS |", "|---|---|"] + \
+                 [f"| {r['instruction']} | {r['tera_ops_per_s']:.0f} |" for r in mma]
     lines += ["", "### Dense and block-sparse TFLOPS (same run)", "",
               "| method | D | N | causal | density | ms | TFLOPS |", "|---|---|---|---|---|---|---|"]
     for r in flex:

@@ -5,8 +5,8 @@
 //       is_causal=False, scale=None, layout="HND", pvthreshd=None (stage 2 off), stage2_group_rows=32,
 //       return_lse=False, quant="none")
 //       -> (out, lse)                         user mask (counts (B, Hq, NQB) int32, indices (B, Hq, NQB, NKB)
-//       int32); quant="int8" / "int8_fp8" on CUDA quantizes q, k with the GPU predictor (its mask is not
-//       used: the time of a whole prediction, an upper bound of the quantization's)
+//       int32); quant="int8" / "int8_fp8" on CUDA quantizes q, k (and v for FP8) on the GPU inside the call
+//       (cuda::quantize_qk_int8: one read of each)
 //   torch.ops.sparge.spas_attention(q, k, v, is_causal=False, scale=None, layout="HND", simthreshd1=0.6,
 //       cdfthreshd=0.98, pvthreshd=None, topk=None, attention_sink=False, stage2_group_rows=32,
 //       return_lse=False, quant="none")
@@ -125,8 +125,13 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(
   }
   m.dense = at::empty({0}, mask_counts.options().dtype(at::kBool));  // the kernel reads the lists only
   cuda::KernelOptions opt;
-  if (c.quant != QuantMode::kNone)
-    set_int8_operands(opt, cuda::predict_block_mask(q, k, c, /*quantize=*/true));
+  if (c.quant != QuantMode::kNone) {  // INT8 Q and smoothed K only (no prediction: the mask is given)
+    const auto qk = cuda::quantize_qk_int8(q, k, c.layout, cuda::kBlockQ, cuda::kBlockK);
+    opt.q_int8 = qk.q_int8;
+    opt.q_scale = qk.q_scale;
+    opt.k_int8 = qk.k_int8;
+    opt.k_scale = qk.k_scale;
+  }
   return result(cuda::block_sparse_attention(q, k, v, m, c, opt));
 }
 

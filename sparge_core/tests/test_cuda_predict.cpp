@@ -1,11 +1,16 @@
-// Stage-1 prediction on the GPU against the reference (sparge::predict_block_mask on the same inputs, CPU):
-// identical masks except at floating-point ties of the reference itself (allowed: at most 0.2% of the rows,
-// and printed), the K mean, the INT8 values (off by at most one step where x / scale sits on a rounding tie)
-// and their scales. Skipped with the reason on machines without a GPU.
+// Stage-1 prediction on the GPU (label gpu; skipped with the reason on machines without a GPU):
+//   - against the reference (sparge::predict_block_mask on the same inputs, CPU): identical masks except at
+//     floating-point ties of the reference itself (allowed: at most 0.2% of the rows, and printed), the K
+//     mean, the INT8 values (off by at most one step where x / scale sits on a rounding tie) and scales;
+//   - against the first GPU predictor (cuda::legacy, kept as the oracle): masks, K mean, INT8 values and
+//     scales bit for bit, and quantize_qk_int8 equal to the quantized fields of the prediction bit for bit.
+// To add a case, append a PredictCase (reference) or LegacyCase (bit-exactness) to the lists below.
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <string>
 
+#include "../cuda/predict/predict_legacy.h"
 #include "sparge/blocks.h"
 #include "sparge/cuda_predict.h"
 #include "test_util.h"
@@ -107,12 +112,133 @@ INSTANTIATE_TEST_SUITE_P(
         PredictCase{32768, 32768, 1, 1, 128, 128, 64, true, false, false, false, true, at::kBFloat16,
                     Layout::kHND}));
 
+// Bit for bit: floats compared as their bit patterns (so -0 != +0 and NaN == NaN of the same payload).
+bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
+  if (a.sizes() != b.sizes() || a.scalar_type() != b.scalar_type()) return false;
+  const auto ac = a.cpu().contiguous(), bc = b.cpu().contiguous();
+  if (ac.scalar_type() == at::kFloat) return ac.view(at::kInt).equal(bc.view(at::kInt));
+  return ac.equal(bc);
+}
+
+// Cases for the bit-exactness test. They span the selection paths (key blocks per row <= 32, 64, 128, 256
+// and 512 on a warp, more on a CTA), the statistics paths (blocks of <= 128 rows held in registers, longer
+// blocks in chunks, tails, tiny blocks), the K queue order (all K sums first when every group fits in the
+// reuse window; interleaved with lookahead 5 and 1 for the 16K and 32K cases), MHA/GQA/MQA, causal with
+// Nq < Nk, both layouts and dtypes, structured (self-similar blocks, peaked scores) and random inputs.
+struct LegacyCase {
+  int64_t batch, seq_q, seq_k, heads_q, heads_kv, head_dim, block_q, block_k;
+  bool causal, topk, sink, crossing, structured;
+  at::ScalarType dtype;
+  Layout layout;
+};
+
+class CudaPredictLegacy : public ::testing::TestWithParam<LegacyCase> {};
+
+TEST_P(CudaPredictLegacy, BitIdenticalToTheFirstPredictor) {
+  if (!at::hasCUDA())
+    GTEST_SKIP() << "no CUDA device on this machine: GPU prediction tests run on the GPU machine";
+  const auto c = GetParam();
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  QKV in;
+  if (c.structured) {
+    StructuredSpec spec;
+    spec.batch = c.batch;
+    spec.heads_q = c.heads_q;
+    spec.heads_kv = c.heads_kv;
+    spec.seq_q = c.seq_q;
+    spec.seq_k = c.seq_k;
+    spec.head_dim = c.head_dim;
+    in = structured_qkv(spec, seed, at::TensorOptions(c.dtype));
+  } else {
+    in = random_qkv(c.batch, c.heads_q, c.heads_kv, c.seq_q, c.seq_k, c.head_dim, seed,
+                    at::TensorOptions(c.dtype));
+  }
+  auto q = in.q.cuda(), k = in.k.cuda();
+  if (c.layout == Layout::kNHD) {
+    q = q.transpose(1, 2).contiguous();
+    k = k.transpose(1, 2).contiguous();
+  }
+  SpargeConfig cfg;
+  cfg.block_q = c.block_q;
+  cfg.block_k = c.block_k;
+  cfg.causal = c.causal;
+  cfg.layout = c.layout;
+  cfg.select = c.topk ? SelectMode::kTopk : SelectMode::kCdf;
+  cfg.attention_sink = c.sink;
+  cfg.cdf_keep_crossing = c.crossing;
+  cfg.simthreshd1 = {c.structured ? 0.6 : -1.0};
+  std::vector<double> tau, topk;
+  for (int64_t h = 0; h < c.heads_q; ++h) {
+    tau.push_back(0.5 + 0.5 * static_cast<double>(h) / static_cast<double>(c.heads_q));
+    topk.push_back(0.1 + 0.8 * static_cast<double>(h) / static_cast<double>(c.heads_q));
+  }
+  cfg.cdfthreshd = tau;
+  cfg.topk = topk;
+
+  const auto old = cuda::legacy::predict_block_mask(q, k, cfg, /*quantize=*/true);
+  const auto now = cuda::predict_block_mask(q, k, cfg, /*quantize=*/true);
+  const auto plain = cuda::predict_block_mask(q, k, cfg, /*quantize=*/false);
+  const auto rows_differing = (now.mask.dense != old.mask.dense).any(-1).sum().item<int64_t>();
+  std::printf("[ measured ] rows differing from the first GPU predictor: %lld of %lld; density %.4f\n",
+              static_cast<long long>(rows_differing), static_cast<long long>(old.mask.counts.numel()),
+              now.mask.dense.to(at::kFloat).mean().item<float>());
+  EXPECT_EQ(rows_differing, 0);
+  EXPECT_TRUE(bitwise_equal(now.mask.dense, old.mask.dense));
+  EXPECT_TRUE(bitwise_equal(now.mask.counts, old.mask.counts));
+  EXPECT_TRUE(bitwise_equal(now.mask.indices, old.mask.indices));
+  EXPECT_TRUE(bitwise_equal(plain.mask.indices, old.mask.indices));  // quantization changes nothing else
+  EXPECT_TRUE(bitwise_equal(now.k_mean, old.k_mean));
+  EXPECT_TRUE(bitwise_equal(now.q_int8, old.q_int8));
+  EXPECT_TRUE(bitwise_equal(now.q_scale, old.q_scale));
+  EXPECT_TRUE(bitwise_equal(now.k_int8, old.k_int8));
+  EXPECT_TRUE(bitwise_equal(now.k_scale, old.k_scale));
+
+  const auto qk = cuda::quantize_qk_int8(q, k, c.layout, c.block_q, c.block_k);
+  EXPECT_TRUE(bitwise_equal(qk.q_int8, now.q_int8));
+  EXPECT_TRUE(bitwise_equal(qk.q_scale, now.q_scale));
+  EXPECT_TRUE(bitwise_equal(qk.k_int8, now.k_int8));
+  EXPECT_TRUE(bitwise_equal(qk.k_scale, now.k_scale));
+  EXPECT_TRUE(bitwise_equal(qk.k_mean, now.k_mean));
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, CudaPredictLegacy,
+                         ::testing::Values(LegacyCase{2, 1024, 1024, 8, 8, 128, 128, 64, false, false, false,
+                                                      false, true, at::kBFloat16, Layout::kHND},
+                                           LegacyCase{2, 1000, 1000, 8, 2, 64, 128, 64, true, false, false,
+                                                      false, true, at::kHalf, Layout::kNHD},
+                                           LegacyCase{2, 239, 1023, 4, 1, 128, 64, 128, true, true, true,
+                                                      false, true, at::kBFloat16, Layout::kHND},
+                                           LegacyCase{2, 113, 113, 8, 4, 64, 128, 64, false, false, false,
+                                                      true, false, at::kHalf, Layout::kHND},
+                                           LegacyCase{1, 1, 63, 2, 2, 64, 128, 64, true, false, false, false,
+                                                      false, at::kBFloat16, Layout::kHND},
+                                           LegacyCase{2, 2000, 2000, 4, 2, 128, 96, 8, false, false, false,
+                                                      false, true, at::kBFloat16, Layout::kHND},
+                                           LegacyCase{1, 2048, 2048, 2, 1, 64, 256, 2, false, true, false,
+                                                      false, true, at::kHalf, Layout::kHND},
+                                           LegacyCase{2, 3000, 5000, 8, 1, 128, 200, 100, true, false, false,
+                                                      false, true, at::kHalf, Layout::kNHD},
+                                           LegacyCase{2, 4096, 4096, 4, 4, 128, 128, 64, true, true, false,
+                                                      false, true, at::kBFloat16, Layout::kNHD},
+                                           LegacyCase{2, 8192, 8192, 2, 1, 64, 64, 64, false, false, true,
+                                                      true, true, at::kHalf, Layout::kHND},
+                                           LegacyCase{2, 16384, 16384, 8, 4, 64, 128, 64, false, false, false,
+                                                      false, true, at::kBFloat16, Layout::kHND},
+                                           LegacyCase{2, 32768, 32768, 4, 2, 128, 128, 64, true, false, false,
+                                                      false, true, at::kBFloat16, Layout::kHND},
+                                           LegacyCase{1, 32768, 32768, 16, 16, 128, 128, 64, false, false,
+                                                      false, false, false, at::kBFloat16, Layout::kHND}));
+
 TEST(CudaPredict, RejectsCpuTensorsAndOtherHeadDims) {
   const auto q = at::randn({1, 2, 64, 64}).to(at::kHalf);
   EXPECT_THROW(cuda::predict_block_mask(q, q, SpargeConfig{}), Error);
+  EXPECT_THROW(cuda::quantize_qk_int8(q, q, Layout::kHND, 128, 64), Error);
+  EXPECT_THROW(cuda::quantize_qk_int8(q, q, Layout::kHND, 0, 64), Error);
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device for the head-dim check";
   const auto q80 = at::randn({1, 2, 64, 80}).to(at::kHalf).cuda();
   EXPECT_THROW(cuda::predict_block_mask(q80, q80, SpargeConfig{}), Error);
+  EXPECT_THROW(cuda::quantize_qk_int8(q80, q80, Layout::kHND, 128, 64), Error);
 }
 
 }  // namespace

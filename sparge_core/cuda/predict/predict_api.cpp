@@ -1,10 +1,12 @@
 // The API of stage-1 prediction on the GPU: checks the inputs (messages name the argument), fills the params,
-// allocates the workspaces and outputs and launches the kernels on the current stream. The only torch-facing
-// file of the predictor.
+// carves one workspace and launches the kernels on the current stream: the persistent statistics kernel,
+// the score GEMM, the selection. The only torch-facing file of the predictor (predict_legacy.cpp is the
+// test oracle).
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <climits>
 #include <cmath>
 
 #include "../../src/internal.h"
@@ -15,8 +17,11 @@
 namespace sparge::cuda {
 namespace {
 
-constexpr int64_t kMaxKeyBlocks = 8192;  // the selection sorts a row in shared memory: 8 bytes per key block
+constexpr int64_t kMaxKeyBlocks = 8192;  // the CTA selection sorts a row in shared memory: 8 bytes per block
 constexpr int64_t kMaxGridYZ = 65535;
+constexpr int64_t kWorkspaceAlign = 256;
+constexpr int64_t kMaxIndex = INT_MAX / 4;  // sequence lengths and block sizes (int32 row indices)  // bytes:
+                                            // every workspace part 16-byte aligned (float4 GEMM loads)
 
 void check_cuda(cudaError_t e, const char* what) {
   SPARGE_CHECK(e == cudaSuccess, what, " failed: ", cudaGetErrorString(e));
@@ -30,17 +35,58 @@ at::Tensor operand(const at::Tensor& hnd) {
   return ok ? hnd : hnd.contiguous();
 }
 
-template <typename F>
-void dispatch_dtype(at::ScalarType t, F&& f) {
-  if (t == at::kHalf) {
-    f(std::integral_constant<DType, DType::kFp16>{});
-  } else {
-    f(std::integral_constant<DType, DType::kBf16>{});
+// One byte tensor carved into typed parts: reserve every part, allocate once (the host cost of allocations
+// matters at short N), then take typed views.
+class Workspace {
+ public:
+  int64_t reserve(int64_t count, at::ScalarType type) {
+    const int64_t at = (bytes_ + kWorkspaceAlign - 1) / kWorkspaceAlign * kWorkspaceAlign;
+    bytes_ = at + count * static_cast<int64_t>(c10::elementSize(type));
+    return at;
   }
+  void allocate(const at::TensorOptions& device) {
+    buffer_ = at::empty({std::max<int64_t>(bytes_, 1)}, device.dtype(at::kByte));
+  }
+  at::Tensor part(int64_t at, int64_t count, at::ScalarType type) const {
+    return buffer_.narrow(0, at, count * static_cast<int64_t>(c10::elementSize(type))).view(type);
+  }
+  template <typename T>
+  T* ptr(int64_t at) const {
+    return reinterpret_cast<T*>(buffer_.data_ptr<uint8_t>() + at);
+  }
+
+ private:
+  int64_t bytes_ = 0;
+  at::Tensor buffer_;
+};
+
+// Checks shared by both entry points; `fn` names the entry point.
+detail::Problem check_gpu_inputs(const char* fn, const at::Tensor& q, const at::Tensor& k,
+                                 const SpargeConfig& config) {
+  const auto pr = detail::check_problem(fn, q, k, at::Tensor(), config);
+  SPARGE_CHECK(q.is_cuda(), "argument `q`: expected a CUDA tensor, got device ", q.device());
+  SPARGE_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
+               "argument `q`: expected dtype float16 or bfloat16 on the GPU path, got ", q.scalar_type());
+  SPARGE_CHECK(pr.head_dim == 64 || pr.head_dim == 128, "argument `q`: expected head dim 64 or 128, got ",
+               pr.head_dim, " (other head dims run on the reference path)");
+  // The kernels index rows with int32: block start + block size must stay below INT_MAX.
+  SPARGE_CHECK(config.block_q <= kMaxIndex, "argument `block_q`: expected <= ", kMaxIndex, ", got ",
+               config.block_q);
+  SPARGE_CHECK(config.block_k <= kMaxIndex, "argument `block_k`: expected <= ", kMaxIndex, ", got ",
+               config.block_k);
+  const int64_t nqb = (pr.seq_q + config.block_q - 1) / config.block_q;
+  const int64_t nkb = (pr.seq_k + config.block_k - 1) / config.block_k;
+  // The statistics kernel numbers its work items (one block each) with int32.
+  const int64_t items = 2 * pr.batch * pr.heads_kv * nkb + pr.batch * pr.heads_q * nqb;
+  SPARGE_CHECK(pr.seq_q <= kMaxIndex && pr.seq_k <= kMaxIndex, "argument `q`: at most ", kMaxIndex,
+               " tokens per sequence, got Nq = ", pr.seq_q, ", Nk = ", pr.seq_k);
+  SPARGE_CHECK(items < INT_MAX, "argument `q`: at most ", INT_MAX, " blocks of Q and K in all, got ", items,
+               " (Nq = ", pr.seq_q, ", Nk = ", pr.seq_k, ")");
+  return pr;
 }
 
-BlockStatsParams stats_params(const at::Tensor& x, int64_t block) {
-  BlockStatsParams p;
+StatsOperand stats_operand(const at::Tensor& x, int64_t block) {
+  StatsOperand p;
   p.x = x.data_ptr();
   p.batch_stride = x.stride(0);
   p.head_stride = x.stride(1);
@@ -52,87 +98,89 @@ BlockStatsParams stats_params(const at::Tensor& x, int64_t block) {
   return p;
 }
 
+// The K-mean workspaces and counters of the statistics kernel.
+struct StatsWorkspace {
+  int64_t counters = 0, sums = 0, parts = 0, mean = 0;
+};
+StatsWorkspace reserve_stats(Workspace& ws, const detail::Problem& pr, int64_t nkb) {
+  const int64_t groups = pr.batch * pr.heads_kv, d = pr.head_dim;
+  StatsWorkspace s;
+  s.counters = ws.reserve(stats_counter_count(groups), at::kInt);
+  s.sums = ws.reserve(groups * nkb * d, at::kFloat);
+  s.parts = ws.reserve(groups * mean_parts(static_cast<int>(d)) * d, at::kDouble);
+  s.mean = ws.reserve(groups * d, at::kFloat);
+  return s;
+}
+
+// Zeroes the counters and launches the statistics kernel (p's operands filled by the caller).
+void run_stats(StatsParams& p, const Workspace& ws, const StatsWorkspace& s, const detail::Problem& pr,
+               at::ScalarType dtype, cudaStream_t stream) {
+  const int64_t groups = pr.batch * pr.heads_kv;
+  p.batch = static_cast<int>(pr.batch);
+  p.k_sums = ws.ptr<float>(s.sums);
+  p.k_parts = ws.ptr<double>(s.parts);
+  p.k_mean = ws.ptr<float>(s.mean);
+  p.counters = ws.ptr<int>(s.counters);
+  check_cuda(cudaMemsetAsync(p.counters, 0, stats_counter_count(groups) * sizeof(int), stream),
+             "statistics counters reset");
+  const int d = static_cast<int>(pr.head_dim);
+  check_cuda(dtype == at::kHalf ? launch_stats<DType::kFp16>(p, d, stream)
+                                : launch_stats<DType::kBf16>(p, d, stream),
+             "block statistics");
+}
+
 }  // namespace
 
 Prediction predict_block_mask(const at::Tensor& q, const at::Tensor& k, const SpargeConfig& config,
                               bool quantize) {
-  const auto pr = detail::check_problem(__func__, q, k, at::Tensor(), config);
-  SPARGE_CHECK(q.is_cuda(), "argument `q`: expected a CUDA tensor, got device ", q.device());
-  SPARGE_CHECK(q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16,
-               "argument `q`: expected dtype float16 or bfloat16 on the GPU path, got ", q.scalar_type());
-  SPARGE_CHECK(pr.head_dim == 64 || pr.head_dim == 128, "argument `q`: expected head dim 64 or 128, got ",
-               pr.head_dim, " (other head dims run on the reference path)");
+  const auto pr = check_gpu_inputs(__func__, q, k, config);
   const int64_t bq = config.block_q, bk = config.block_k;
   const int64_t nqb = (pr.seq_q + bq - 1) / bq, nkb = (pr.seq_k + bk - 1) / bk;
   SPARGE_CHECK(nkb <= kMaxKeyBlocks, "argument `block_k`: at most ", kMaxKeyBlocks,
                " key blocks per row, got ", nkb, " (Nk = ", pr.seq_k, ", block_k = ", bk, ")");
   SPARGE_CHECK(pr.heads_q <= kMaxGridYZ && pr.batch <= kMaxGridYZ, "argument `q`: at most ", kMaxGridYZ,
                " heads and batch entries, got ", pr.heads_q, " and ", pr.batch);
+  SPARGE_CHECK(pr.batch * pr.heads_kv <= kMaxGridYZ, "argument `k`: at most ", kMaxGridYZ,
+               " (batch, kv head) pairs (one score GEMM per pair), got ", pr.batch * pr.heads_kv);
 
   const c10::cuda::CUDAGuard guard(q.device());
   const auto stream = at::cuda::getCurrentCUDAStream().stream();
   const auto qh = operand(detail::to_hnd(q, config.layout));
   const auto kh = operand(detail::to_hnd(k, config.layout));
-  const auto f32 = q.options().dtype(at::kFloat);
-  const int64_t d = pr.head_dim;
+  const int64_t B = pr.batch, hq = pr.heads_q, hkv = pr.heads_kv, g = pr.group(), d = pr.head_dim;
 
-  // One float32 workspace carved into the statistics (few allocations: the host cost matters at short N).
-  const int64_t B = pr.batch, hq = pr.heads_q, hkv = pr.heads_kv, g = pr.group();
-  const std::vector<int64_t> part_sizes = {B * hkv * nkb * d, B * hkv * d,   B * hq * nqb * d,  B * hq * nqb,
-                                           B * hkv * nkb * d, B * hkv * nkb, B * hq * nqb * nkb};
-  int64_t total = 0;
-  for (auto n : part_sizes) total += n;
-  const auto workspace = at::empty({total}, f32);
-  std::vector<at::Tensor> parts;
-  int64_t at_offset = 0;
-  for (auto n : part_sizes) {
-    parts.push_back(workspace.narrow(0, at_offset, n));
-    at_offset += n;
-  }
+  Workspace ws;
+  const auto sw = reserve_stats(ws, pr, nkb);
+  const int64_t o_pooled_q = ws.reserve(B * hq * nqb * d, at::kFloat);
+  const int64_t o_sim_q = ws.reserve(B * hq * nqb, at::kFloat);
+  const int64_t o_pooled_k = ws.reserve(B * hkv * nkb * d, at::kFloat);
+  const int64_t o_sim_k = ws.reserve(B * hkv * nkb, at::kFloat);
+  const int64_t o_scores = ws.reserve(B * hq * nqb * nkb, at::kFloat);  // (B, Hq, NQB, NKB)
+  ws.allocate(q.options());
+
   Prediction out;
-  const auto& k_sums = parts[0];
-  out.k_mean = parts[1].view({B, hkv, d});
-  const auto& pooled_q = parts[2];
-  const auto& sim_q = parts[3];
-  const auto& pooled_k = parts[4];
-  const auto& sim_k = parts[5];
-  const auto& scores = parts[6];  // (B, Hq, NQB, NKB)
+  out.k_mean = ws.part(sw.mean, B * hkv * d, at::kFloat).view({B, hkv, d});
   if (quantize) {
-    out.q_int8 = at::empty({pr.batch, pr.heads_q, pr.seq_q, d}, q.options().dtype(at::kChar));
-    out.q_scale = at::empty({pr.batch, pr.heads_q, nqb}, f32);
-    out.k_int8 = at::empty({pr.batch, pr.heads_kv, pr.seq_k, d}, q.options().dtype(at::kChar));
-    out.k_scale = at::empty({pr.batch, pr.heads_kv, nkb}, f32);
+    out.q_int8 = at::empty({B, hq, pr.seq_q, d}, q.options().dtype(at::kChar));
+    out.q_scale = at::empty({B, hq, nqb}, q.options().dtype(at::kFloat));
+    out.k_int8 = at::empty({B, hkv, pr.seq_k, d}, q.options().dtype(at::kChar));
+    out.k_scale = at::empty({B, hkv, nkb}, q.options().dtype(at::kFloat));
   }
 
-  dispatch_dtype(q.scalar_type(), [&](auto dt) {
-    constexpr DType kDt = decltype(dt)::value;
-    auto ks = stats_params(kh, bk);  // pass 1 over K: block sums for the mean
-    ks.sums = k_sums.data_ptr<float>();
-    check_cuda(launch_block_stats<kDt>(ks, static_cast<int>(pr.batch), static_cast<int>(d), stream),
-               "K block sums");
-    check_cuda(
-        launch_block_mean(k_sums.data_ptr<float>(), out.k_mean.data_ptr<float>(), static_cast<int>(pr.batch),
-                          static_cast<int>(pr.heads_kv), static_cast<int>(nkb), static_cast<int>(pr.seq_k),
-                          static_cast<int>(d), stream),
-        "K mean");
-    auto qs = stats_params(qh, bq);
-    qs.pooled = pooled_q.data_ptr<float>();
-    qs.similarity = sim_q.data_ptr<float>();
-    auto ks2 = stats_params(kh, bk);  // pass 2 over K, smoothed
-    ks2.shift = out.k_mean.data_ptr<float>();
-    ks2.pooled = pooled_k.data_ptr<float>();
-    ks2.similarity = sim_k.data_ptr<float>();
-    if (quantize) {
-      qs.quant = out.q_int8.data_ptr<int8_t>();
-      qs.quant_scale = out.q_scale.data_ptr<float>();
-      ks2.quant = out.k_int8.data_ptr<int8_t>();
-      ks2.quant_scale = out.k_scale.data_ptr<float>();
-    }
-    check_cuda(launch_block_stats<kDt>(qs, static_cast<int>(pr.batch), static_cast<int>(d), stream),
-               "Q statistics");
-    check_cuda(launch_block_stats<kDt>(ks2, static_cast<int>(pr.batch), static_cast<int>(d), stream),
-               "K statistics");
-  });
+  StatsParams p;
+  p.q = stats_operand(qh, bq);
+  p.q.pooled = ws.ptr<float>(o_pooled_q);
+  p.q.similarity = ws.ptr<float>(o_sim_q);
+  p.k = stats_operand(kh, bk);  // outputs of the smoothed K
+  p.k.pooled = ws.ptr<float>(o_pooled_k);
+  p.k.similarity = ws.ptr<float>(o_sim_k);
+  if (quantize) {
+    p.q.quant = out.q_int8.data_ptr<int8_t>();
+    p.q.quant_scale = out.q_scale.data_ptr<float>();
+    p.k.quant = out.k_int8.data_ptr<int8_t>();
+    p.k.quant_scale = out.k_scale.data_ptr<float>();
+  }
+  run_stats(p, ws, sw, pr, q.scalar_type(), stream);
 
   const auto dense = at::empty({B, hq, nqb, nkb}, q.options().dtype(at::kBool));
   const auto counts_indices = at::empty({B * hq * nqb * (nkb + 1)}, q.options().dtype(at::kInt));
@@ -140,14 +188,15 @@ Prediction predict_block_mask(const at::Tensor& q, const at::Tensor& k, const Sp
   const auto indices = counts_indices.narrow(0, B * hq * nqb, B * hq * nqb * nkb).view({B, hq, nqb, nkb});
   // Compressed scores (before the D^-0.5 scale) as one strided-batched float32 GEMM over (batch, kv head):
   // query heads h = hkv * G + g share pooled_k[hkv], so their rows stack into one (G * NQB, D) operand.
-  check_cuda(launch_scores(pooled_q.data_ptr<float>(), pooled_k.data_ptr<float>(), scores.data_ptr<float>(),
+  check_cuda(launch_scores(ws.ptr<float>(o_pooled_q), ws.ptr<float>(o_pooled_k), ws.ptr<float>(o_scores),
                            static_cast<int>(B * hkv), static_cast<int>(g * nqb), static_cast<int>(nkb),
                            static_cast<int>(d), stream),
              "compressed scores");
   SelectParams s;
-  s.scores = scores.data_ptr<float>();
-  s.sim_q = sim_q.data_ptr<float>();
-  s.sim_k = sim_k.data_ptr<float>();
+  s.scores = ws.ptr<float>(o_scores);
+  s.sim_q = ws.ptr<float>(o_sim_q);
+  s.sim_k = ws.ptr<float>(o_sim_k);
+  const auto f32 = q.options().dtype(at::kFloat);
   at::Tensor theta, tau, topk;  // device copies, only when the thresholds do not fit in the parameters
   if (pr.heads_q <= SelectParams::kInlineHeads) {
     const auto at_head = [&](const std::vector<double>& v, int64_t h) { return v.size() == 1 ? v[0] : v[h]; };
@@ -192,6 +241,43 @@ Prediction predict_block_mask(const at::Tensor& q, const at::Tensor& k, const Sp
   out.mask.dense = dense;
   out.mask.counts = counts;
   out.mask.indices = indices;
+  return out;
+}
+
+QuantizedQK quantize_qk_int8(const at::Tensor& q, const at::Tensor& k, Layout layout, int64_t block_q,
+                             int64_t block_k) {
+  SpargeConfig config;  // only the layout and the block sizes matter here
+  config.layout = layout;
+  config.block_q = block_q;
+  config.block_k = block_k;
+  const auto pr = check_gpu_inputs(__func__, q, k, config);
+  const int64_t nqb = (pr.seq_q + block_q - 1) / block_q, nkb = (pr.seq_k + block_k - 1) / block_k;
+
+  const c10::cuda::CUDAGuard guard(q.device());
+  const auto stream = at::cuda::getCurrentCUDAStream().stream();
+  const auto qh = operand(detail::to_hnd(q, layout));
+  const auto kh = operand(detail::to_hnd(k, layout));
+  const int64_t B = pr.batch, hq = pr.heads_q, hkv = pr.heads_kv, d = pr.head_dim;
+
+  Workspace ws;
+  const auto sw = reserve_stats(ws, pr, nkb);
+  ws.allocate(q.options());
+
+  QuantizedQK out;
+  out.k_mean = ws.part(sw.mean, B * hkv * d, at::kFloat).view({B, hkv, d});
+  out.q_int8 = at::empty({B, hq, pr.seq_q, d}, q.options().dtype(at::kChar));
+  out.q_scale = at::empty({B, hq, nqb}, q.options().dtype(at::kFloat));
+  out.k_int8 = at::empty({B, hkv, pr.seq_k, d}, q.options().dtype(at::kChar));
+  out.k_scale = at::empty({B, hkv, nkb}, q.options().dtype(at::kFloat));
+
+  StatsParams p;  // pooled and similarity outputs off: no row norms, Q and K each read once from DRAM
+  p.q = stats_operand(qh, block_q);
+  p.q.quant = out.q_int8.data_ptr<int8_t>();
+  p.q.quant_scale = out.q_scale.data_ptr<float>();
+  p.k = stats_operand(kh, block_k);
+  p.k.quant = out.k_int8.data_ptr<int8_t>();
+  p.k.quant_scale = out.k_scale.data_ptr<float>();
+  run_stats(p, ws, sw, pr, q.scalar_type(), stream);
   return out;
 }
 

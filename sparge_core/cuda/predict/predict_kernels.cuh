@@ -1,219 +1,468 @@
-// Stage-1 prediction kernels (device code). The arithmetic follows the reference (src/predict.cpp,
-// src/blocks.cpp) step by step so that the masks agree except at floating-point ties:
-//   block_stats_kernel: per (block, head, batch) CTA, one pass over the block's rows: sums, mean, similarity
-//                       = ||mean_i x_i / ||x_i|| ||^2, max|x| and the INT8 values (rows re-read from L2);
-//   mean_kernel:        K's token mean per (batch, kv head) from the block sums (float64, fixed order);
-//   select_kernel (predict_select.cu): per mask row (query block, head, batch): compressed scores, softmax, a
-//   bitonic sort
-//                       (probability descending, block index ascending: the reference's stable sort), the CDF
-//                       accumulated sequentially in float64 (as torch's CPU cumsum), top-k, the forced rows
-//                       and columns, the causal rules, and the row's ascending CSR list.
+// Stage-1 prediction: the persistent block-statistics kernel (device code) and its launcher template,
+// instantiated per dtype in predict_<dtype>.cu. The selection and the score GEMM are in predict_select.cu.
+//
+// One launch computes, for every (batch, kv head) group g of K and every query head of Q:
+//   K block sums -> the float64 K mean of g -> the smoothed-K block statistics (pooled means, similarity
+//   ||mean of unit rows||^2, INT8 values and scales), and the same statistics of the Q blocks.
+// Work items (one block of rows each) come from an atomic queue in this order (L = lookahead):
+//   Ksum(0) .. Ksum(L-1), Ksum(L), Kstats(0), Ksum(L+1), Kstats(1), ..., Kstats(G-1), then every Q item,
+// so that a group's K is read once from DRAM: its second read (Kstats, 2 L groups of K later, ~kKReuseBytes
+// of traffic) hits L2. The CTA finishing the last K-sum item of a part of g adds that part in float64 (a
+// ticket counter finds it); the one finishing the last part adds the parts, writes the mean and releases the
+// group's ready flag; Kstats items of g issue their loads, then spin (acquire) on that flag.
+// Deadlock freedom: items are dequeued in increasing order and an item only waits on items with smaller
+// indices that never wait themselves (K-sum items and the mean work done by the CTA finishing them); a CTA
+// that holds an item is running, so by induction on the index every item completes, whatever the number of
+// CTAs resident. (Each CTA reserves its next item before processing the current one; the reserved item is
+// larger than the current one, so the argument is unchanged.)
+//
+// Bit-exactness: the per-block arithmetic is the legacy block_stats_kernel's (predict_legacy.cu): 4 warps,
+// warp w accumulates rows 4w + 16s + u (s = 0, 1, ..., u < 4) in that order into per-lane column sums, the
+// per-row squared norm reduces in the butterfly pairing xor 16, 8, 4, 2, 1 (here with 6 shuffles for 4 rows,
+// then one sqrtf and one division per lane instead of 4, broadcast), the warps combine in order w = 0..3,
+// the mean of K sums the block sums in the legacy mean kernel's order. So statistics, masks and INT8 values
+// are bit-identical to the legacy predictor's; the GPU test checks it.
 #pragma once
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include <cuda/atomic>
 
-#include <cfloat>
-#include <climits>
-#include <cstdint>
+#include <atomic>
 
-#include "predict_params.h"
+#include "predict_common.cuh"
 
 namespace sparge::cuda::predict {
 
-constexpr int kStatsThreads = 128;  // 4 warps; warp w reads rows w, w + 4, ... of the block
+// Tuning table (one place; each value with its reason).
+constexpr int kStatsThreads = 128;  // 4 warps: the legacy per-block warp structure (fixes the sum order)
 constexpr int kStatsWarps = kStatsThreads / 32;
-constexpr int kRowsPerStep = 4;  // rows a warp loads before reducing (memory-level parallelism)
-constexpr float kInt8Max = 127.f;
+constexpr int kRowsPerStep = 4;  // rows a warp reduces together (one transposed norm reduction)
+constexpr int kChunkSteps = 8;   // steps held in registers: 8 x 16 = 128 rows, a whole 128-row Q block
+constexpr int kChunkRows = kChunkSteps * kStatsWarps * kRowsPerStep;
+// <= 128 registers per thread; 4 CTAs x 16-32 KiB of loads in flight per SM is ~2-4x what DRAM latency x
+// bandwidth needs, so that the CTAs in their arithmetic phase do not starve the memory system.
+constexpr int kStatsCtasPerSm = 4;
+// Queue bytes between a group's K-sum and K-stats items: long enough that the K-sum items in flight (~8 MB at
+// 4 CTAs/SM) and the mean (a few L2 round trips) finish before the K-stats items are dequeued (no spinning),
+// short enough that the group's K is still in the 50 MB L2 (footprint ~ this + one group's K).
+constexpr int64_t kKReuseBytes = int64_t{20} << 20;
+constexpr int kMeanUnroll = 16;       // float64 part sums: loads in flight per thread
+constexpr int kMaxSpinSleepNs = 256;  // back-off cap of the K-stats wait
 
-template <DType kDtype>
-struct Element;
-template <>
-struct Element<DType::kFp16> {
-  using T = __half;
-  using T2 = __half2;
-  static __device__ float2 to_float2(T2 v) { return __half22float2(v); }
+enum class ItemKind { kKSum, kKStats, kQStats };
+struct Item {
+  ItemKind kind;
+  int b, h, blk;
 };
-template <>
-struct Element<DType::kBf16> {
-  using T = __nv_bfloat16;
-  using T2 = __nv_bfloat162;
-  static __device__ float2 to_float2(T2 v) { return __bfloat1622float2(v); }
-};
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
-// Loads the kVec = D / 32 consecutive elements of a row that `lane` owns, as floats, minus the shift.
-template <DType kDtype, int kD>
-__device__ __forceinline__ void load_row(const typename Element<kDtype>::T* row, const float* shift, int lane,
-                                         float (&v)[kD / 32]) {
-  constexpr int kVec = kD / 32;
-  static_assert(kVec % 2 == 0, "pairs of 16-bit elements");
-  using T2 = typename Element<kDtype>::T2;
-  const T2* p = reinterpret_cast<const T2*>(row + lane * kVec);
-#pragma unroll
-  for (int i = 0; i < kVec / 2; ++i) {
-    const float2 f = Element<kDtype>::to_float2(p[i]);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
+// The work item at queue position `item` (order in the file comment).
+__device__ __forceinline__ Item decode_item(const StatsParams& p, int item) {
+  const int nkb = p.k.num_blocks, groups = p.batch * p.k.heads, ahead = p.lookahead;
+  const int k_items = 2 * groups * nkb;
+  Item it;
+  int g;
+  if (item < k_items) {
+    const int chunk = item / nkb;  // one group's K-sum or K-stats items
+    it.blk = item % nkb;
+    if (chunk < ahead) {
+      it.kind = ItemKind::kKSum;
+      g = chunk;
+    } else if (chunk < 2 * groups - ahead) {
+      const int t = chunk - ahead;
+      it.kind = t % 2 == 0 ? ItemKind::kKSum : ItemKind::kKStats;
+      g = t % 2 == 0 ? ahead + t / 2 : t / 2;
+    } else {
+      it.kind = ItemKind::kKStats;
+      g = chunk - groups;
+    }
+    it.b = g / p.k.heads;
+    it.h = g % p.k.heads;
+  } else {
+    const int i = item - k_items, bh = i / p.q.num_blocks;
+    it.kind = ItemKind::kQStats;
+    it.blk = i % p.q.num_blocks;
+    it.b = bh / p.q.heads;
+    it.h = bh % p.q.heads;
   }
-  if (shift != nullptr) {
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) v[i] -= shift[lane * kVec + i];
-  }
+  return it;
 }
 
-// grid (num_blocks, heads, batch), kStatsThreads threads.
+// sq: this lane's partial sums of squares of 4 rows. Reduces them over the warp with the legacy butterfly's
+// pairing (lanes xor 16, then 8, 4, 2, 1; float addition is commutative, so each partial sum is the same
+// value) in 6 shuffles instead of 20: at xor 16 each lane keeps 2 of the rows and sends the other 2, at xor 8
+// it keeps 1. Returns 1 / sqrtf(sum) of row (lane >> 3) & 3 (the legacy division), or -1 for a zero row
+// (skipped: it adds nothing to the unit-row mean).
+__device__ __forceinline__ float inverse_row_norm(const float (&sq)[kRowsPerStep], int lane) {
+  static_assert(kRowsPerStep == 4, "two halving steps");
+  const bool hi = (lane & 16) != 0, mid = (lane & 8) != 0;
+  const float r0 = (hi ? sq[2] : sq[0]) + __shfl_xor_sync(kFullMask, hi ? sq[0] : sq[2], 16);
+  const float r1 = (hi ? sq[3] : sq[1]) + __shfl_xor_sync(kFullMask, hi ? sq[1] : sq[3], 16);
+  float s = (mid ? r1 : r0) + __shfl_xor_sync(kFullMask, mid ? r0 : r1, 8);
+  s += __shfl_xor_sync(kFullMask, s, 4);
+  s += __shfl_xor_sync(kFullMask, s, 2);
+  s += __shfl_xor_sync(kFullMask, s, 1);
+  const float norm = sqrtf(s);
+  return norm > 0.f ? 1.f / norm : -1.f;
+}
+
+// One block of rows of one CTA item: raw 16-bit values of up to kChunkRows rows in registers (loads issued
+// together), the per-lane column sums, unit-row sums and max|x| of this warp's rows.
 template <DType kDtype, int kD>
-__global__ void __launch_bounds__(kStatsThreads) block_stats_kernel(BlockStatsParams p) {
-  constexpr int kVec = kD / 32;
+struct BlockWorker {
+  static constexpr int kVec = kD / 32;     // elements per lane and row
+  static constexpr int kWords = kVec / 2;  // 32-bit words per lane and row
+  static_assert(kWords == 1 || kWords == 2, "head dim 64 or 128");
   using T = typename Element<kDtype>::T;
-  __shared__ float s_sum[kStatsWarps][kD];
-  __shared__ float s_unit[kStatsWarps][kD];
-  __shared__ float s_amax[kStatsWarps];
-  __shared__ float s_scale;
 
-  const int blk = blockIdx.x, h = blockIdx.y, b = blockIdx.z;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int row0 = blk * p.block, rows = min(p.block, p.seq - row0);
-  const T* base = static_cast<const T*>(p.x) + b * p.batch_stride + h * p.head_stride;
-  const int64_t bh = static_cast<int64_t>(b) * p.heads + h;
-  const float* shift = p.shift != nullptr ? p.shift + bh * kD : nullptr;
-
-  // Each warp takes kRowsPerStep consecutive rows per step: their loads are in flight together, and their
-  // norm reductions (warp shuffles) interleave.
-  const bool need_unit = p.similarity != nullptr;
+  uint32_t raw[kChunkSteps][kRowsPerStep][kWords];
   float sum[kVec] = {}, unit[kVec] = {}, amax = 0.f;
-  for (int r0 = warp * kRowsPerStep; r0 < rows; r0 += kStatsWarps * kRowsPerStep) {
-    float v[kRowsPerStep][kVec];
+
+  // The row of (step s, slot u) of warp w in the chunk starting at row c0: the legacy row order.
+  static __device__ __forceinline__ int row_of(int c0, int s, int warp, int u) {
+    return c0 + s * (kStatsWarps * kRowsPerStep) + warp * kRowsPerStep + u;
+  }
+
+  // Issues the loads of the chunk's rows (streaming: evict-first in L2, for data read for the last time).
+  __device__ __forceinline__ void load(const T* base, int64_t row_stride, int rows, int c0, int warp,
+                                       int lane, bool streaming) {
 #pragma unroll
-    for (int u = 0; u < kRowsPerStep; ++u) {
-      if (r0 + u < rows) {
-        load_row<kDtype, kD>(base + static_cast<int64_t>(row0 + r0 + u) * p.row_stride, shift, lane, v[u]);
-      } else {
-#pragma unroll
-        for (int e = 0; e < kVec; ++e) v[u][e] = 0.f;  // zero rows add nothing anywhere
-      }
-    }
-    float sq[kRowsPerStep];
-#pragma unroll
-    for (int u = 0; u < kRowsPerStep; ++u) {
-      sq[u] = 0.f;
-#pragma unroll
-      for (int e = 0; e < kVec; ++e) {
-        sum[e] += v[u][e];
-        sq[u] += v[u][e] * v[u][e];
-        amax = fmaxf(amax, fabsf(v[u][e]));
-      }
-    }
-    if (need_unit) {
-#pragma unroll
-      for (int o = 16; o > 0; o >>= 1) {
-#pragma unroll
-        for (int u = 0; u < kRowsPerStep; ++u) sq[u] += __shfl_xor_sync(0xffffffffu, sq[u], o);
-      }
+    for (int s = 0; s < kChunkSteps; ++s) {
 #pragma unroll
       for (int u = 0; u < kRowsPerStep; ++u) {
-        const float norm = sqrtf(sq[u]);
-        if (norm > 0.f) {
-          const float inv =
-              1.f / norm;  // one division per row (the reference divides each element: within 1 ulp)
+        const int r = row_of(c0, s, warp, u);
+        if (r < rows) {
+          const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
+          if constexpr (kWords == 2) {
+            const uint2* p = reinterpret_cast<const uint2*>(src);
+            const uint2 w = streaming ? __ldcs(p) : __ldg(p);
+            raw[s][u][0] = w.x;
+            raw[s][u][1] = w.y;
+          } else {
+            const unsigned* p = reinterpret_cast<const unsigned*>(src);
+            raw[s][u][0] = streaming ? __ldcs(p) : __ldg(p);
+          }
+        } else {
 #pragma unroll
-          for (int e = 0; e < kVec; ++e) unit[e] += v[u][e] * inv;  // a zero row adds nothing
+          for (int i = 0; i < kWords; ++i) raw[s][u][i] = 0u;
         }
       }
     }
   }
-#pragma unroll
-  for (int i = 0; i < kVec; ++i) {
-    s_sum[warp][lane * kVec + i] = sum[i];
-    s_unit[warp][lane * kVec + i] = unit[i];
-  }
-  amax = warp_max(amax);
-  if (lane == 0) s_amax[warp] = amax;
-  __syncthreads();
 
-  // Column totals in a fixed warp order (deterministic), then the block's outputs.
-  const float count = static_cast<float>(rows);
-  const int64_t out_block = bh * p.num_blocks + blk;
-  float sim_part = 0.f;
-  for (int c = threadIdx.x; c < kD; c += kStatsThreads) {
-    float total = 0.f, unit_total = 0.f;
+  // Row (s, u) as floats minus the shift (x - 0 = x exactly, so a zero shift changes nothing).
+  __device__ __forceinline__ void unpack_row(int s, int u, const float (&shift)[kVec],
+                                             float (&v)[kVec]) const {
 #pragma unroll
-    for (int w = 0; w < kStatsWarps; ++w) {
-      total += s_sum[w][c];
-      unit_total += s_unit[w][c];
+    for (int i = 0; i < kWords; ++i) {
+      const float2 f = unpack2<kDtype>(raw[s][u][i]);
+      v[2 * i] = f.x;
+      v[2 * i + 1] = f.y;
     }
-    if (p.sums != nullptr) p.sums[out_block * kD + c] = total;
-    if (p.pooled != nullptr) p.pooled[out_block * kD + c] = total / count;
-    const float mean_unit = unit_total / count;
-    sim_part += mean_unit * mean_unit;
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) v[e] -= shift[e];
   }
-  if (p.similarity != nullptr) {
-    __syncthreads();  // s_sum is reused for the similarity reduction
-    sim_part = warp_sum(sim_part);
-    if (lane == 0) s_sum[0][warp] = sim_part;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      float sim = 0.f;
-      for (int w = 0; w < kStatsWarps; ++w) sim += s_sum[0][w];
-      p.similarity[out_block] = sim;
-    }
-  }
-  if (p.quant == nullptr) return;
 
-  if (threadIdx.x == 0) {
-    float m = 0.f;
-    for (int w = 0; w < kStatsWarps; ++w) m = fmaxf(m, s_amax[w]);
-    const float scale = m > 0.f ? m / kInt8Max : 1.f / kInt8Max;
-    s_scale = scale;
-    p.quant_scale[out_block] = scale;
-  }
-  __syncthreads();
-  const float scale = s_scale;
-  int8_t* qbase = p.quant + bh * static_cast<int64_t>(p.seq) * kD;
-#pragma unroll 4
-  for (int r = warp; r < rows; r += kStatsWarps) {  // second read of the block: an L2 hit
-    float v[kVec];
-    load_row<kDtype, kD>(base + static_cast<int64_t>(row0 + r) * p.row_stride, shift, lane, v);
-    int8_t* out = qbase + static_cast<int64_t>(row0 + r) * kD + lane * kVec;
+  // Accumulates the loaded chunk in the legacy order. kShift: subtract the K mean; kSumsOnly: column sums
+  // only (the first pass over K).
+  template <bool kShift, bool kSumsOnly>
+  __device__ __forceinline__ void accumulate(int rows, int c0, const float (&shift)[kVec], bool need_unit,
+                                             bool need_amax, int warp, int lane) {
 #pragma unroll
-    for (int i = 0; i < kVec; ++i)
-      out[i] = static_cast<int8_t>(fminf(fmaxf(rintf(v[i] / scale), -kInt8Max), kInt8Max));
+    for (int s = 0; s < kChunkSteps; ++s) {
+      if (row_of(c0, s, warp, 0) >= rows) break;  // warp-uniform: the legacy loop's bound
+      float v[kRowsPerStep][kVec];
+#pragma unroll
+      for (int u = 0; u < kRowsPerStep; ++u) {
+        const bool valid = row_of(c0, s, warp, u) < rows;
+#pragma unroll
+        for (int i = 0; i < kWords; ++i) {
+          const float2 f = unpack2<kDtype>(raw[s][u][i]);
+          v[u][2 * i] = f.x;
+          v[u][2 * i + 1] = f.y;
+        }
+        if constexpr (kShift) {
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) v[u][e] -= shift[e];
+        }
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) v[u][e] = valid ? v[u][e] : 0.f;  // zero rows add nothing anywhere
+      }
+      float sq[kRowsPerStep];
+#pragma unroll
+      for (int u = 0; u < kRowsPerStep; ++u) {
+        sq[u] = 0.f;
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) {
+          sum[e] += v[u][e];
+          if constexpr (!kSumsOnly) {
+            sq[u] += v[u][e] * v[u][e];
+            if (need_amax) amax = fmaxf(amax, fabsf(v[u][e]));
+          }
+        }
+      }
+      if constexpr (!kSumsOnly) {
+        if (need_unit) {
+          const float inv_own = inverse_row_norm(sq, lane);
+#pragma unroll
+          for (int u = 0; u < kRowsPerStep; ++u) {
+            const float inv = __shfl_sync(kFullMask, inv_own, u * 8);  // lanes 8u.. hold row u
+            if (inv >= 0.f) {
+#pragma unroll
+              for (int e = 0; e < kVec; ++e) unit[e] += v[u][e] * inv;
+            }
+          }
+        }
+      }
+    }
+  }
+
+  // INT8 values of the chunk's rows from the registers; out points at the block's first row, lane's first
+  // element.
+  __device__ __forceinline__ void store_int8(int8_t* out, int rows, const float (&shift)[kVec], float scale,
+                                             int warp, int lane) const {
+#pragma unroll
+    for (int s = 0; s < kChunkSteps; ++s) {
+#pragma unroll
+      for (int u = 0; u < kRowsPerStep; ++u) {
+        const int r = row_of(0, s, warp, u);
+        if (r < rows) {
+          float v[kVec];
+          unpack_row(s, u, shift, v);
+          store_int8_row(out + static_cast<int64_t>(r) * kD, v, scale);
+        }
+      }
+    }
+    (void)lane;
+  }
+
+  static __device__ __forceinline__ void store_int8_row(int8_t* dst, const float (&v)[kVec], float scale) {
+    uint32_t packed = 0;
+#pragma unroll
+    for (int e = 0; e < kVec; ++e)
+      packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_int8(v[e], scale))) << (8 * e);
+    if constexpr (kVec == 4) {
+      __stcs(reinterpret_cast<unsigned*>(dst), packed);
+    } else {
+      *reinterpret_cast<uint16_t*>(dst) = static_cast<uint16_t>(packed);
+    }
+  }
+};
+
+// Thread 0 spins until the flag is set (acquire: the K mean written before its release is visible).
+__device__ __forceinline__ void wait_for_flag(int* flag) {
+  ::cuda::atomic_ref<int, ::cuda::thread_scope_device> f(*flag);
+  int sleep_ns = 32;
+  while (f.load(::cuda::memory_order_acquire) == 0) {
+    __nanosleep(sleep_ns);
+    sleep_ns = min(2 * sleep_ns, kMaxSpinSleepNs);
   }
 }
 
-// grid (heads, batch), kMeanThreads threads: mean[c] = sum over blocks of sums[c] / seq in float64. Thread t
-// sums column t % kD over a contiguous range of blocks (part t / kD); the parts combine in a fixed order.
-constexpr int kMeanThreads = 1024;
-template <int kD>
-__global__ void __launch_bounds__(kMeanThreads)
-    mean_kernel(const float* __restrict__ sums, float* __restrict__ mean, int heads, int num_blocks,
-                int seq) {
-  constexpr int kParts = kMeanThreads / kD;
-  __shared__ double s_part[kParts][kD];
-  const int64_t bh = static_cast<int64_t>(blockIdx.y) * heads + blockIdx.x;
-  const int c = threadIdx.x % kD, part = threadIdx.x / kD;
-  const int per = (num_blocks + kParts - 1) / kParts;
-  const int j0 = min(num_blocks, part * per), j1 = min(num_blocks, j0 + per);
-  double acc = 0.0;
-#pragma unroll 8
-  for (int j = j0; j < j1; ++j) acc += sums[(bh * num_blocks + j) * kD + c];
-  s_part[part][c] = acc;
+// Thread 0: takes a ticket (acq_rel: releases this CTA's earlier writes, ordered before it by the preceding
+// __syncthreads, and acquires those of the earlier ticket holders); true for the last of `expected`.
+__device__ __forceinline__ bool take_last_ticket(int* counter, int expected) {
+  ::cuda::atomic_ref<int, ::cuda::thread_scope_device> c(*counter);
+  return c.fetch_add(1, ::cuda::memory_order_acq_rel) == expected - 1;
+}
+
+// grid: persistent (kStatsCtasPerSm per SM at most), kStatsThreads threads. See the file comment.
+template <DType kDtype, int kD>
+__global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(const StatsParams p) {
+  using W = BlockWorker<kDtype, kD>;
+  using T = typename Element<kDtype>::T;
+  constexpr int kVec = W::kVec;
+  constexpr int kParts = mean_parts(kD);
+  __shared__ float s_sum[kStatsWarps][kD];
+  __shared__ float s_unit[kStatsWarps][kD];
+  __shared__ float s_amax[kStatsWarps];
+  __shared__ float s_red[kStatsWarps];
+  __shared__ float s_scale;
+  __shared__ int s_item;
+  __shared__ bool s_last_part, s_last_group;
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  if (tid == 0) s_item = atomicAdd(p.counters, 1);
   __syncthreads();
-  if (part == 0) {
-    double total = 0.0;
-    for (int q = 0; q < kParts; ++q) total += s_part[q][c];
-    mean[bh * kD + c] = static_cast<float>(total / seq);
+  int item = s_item;
+  while (item < p.num_items) {
+    __syncthreads();  // every thread has read s_item and is done with the previous item's shared buffers
+    if (tid == 0) s_item = atomicAdd(p.counters, 1);  // the next item, fetched while this one runs
+    const Item it = decode_item(p, item);
+    const bool is_q = it.kind == ItemKind::kQStats, is_sum = it.kind == ItemKind::kKSum;
+    // The operand's fields, selected one by one (no local copy of the parameter struct).
+    const void* x = is_q ? p.q.x : p.k.x;
+    const int64_t batch_stride = is_q ? p.q.batch_stride : p.k.batch_stride;
+    const int64_t head_stride = is_q ? p.q.head_stride : p.k.head_stride;
+    const int64_t row_stride = is_q ? p.q.row_stride : p.k.row_stride;
+    const int heads = is_q ? p.q.heads : p.k.heads, seq = is_q ? p.q.seq : p.k.seq;
+    const int block = is_q ? p.q.block : p.k.block, num_blocks = is_q ? p.q.num_blocks : p.k.num_blocks;
+    float* pooled = is_sum ? nullptr : is_q ? p.q.pooled : p.k.pooled;
+    float* similarity = is_sum ? nullptr : is_q ? p.q.similarity : p.k.similarity;
+    int8_t* quant = is_sum ? nullptr : is_q ? p.q.quant : p.k.quant;
+    float* quant_scale = is_q ? p.q.quant_scale : p.k.quant_scale;
+
+    const int64_t bh = static_cast<int64_t>(it.b) * heads + it.h;  // the group g for K items
+    const int row0 = it.blk * block, rows = min(block, seq - row0);
+    const T* base = static_cast<const T*>(x) + it.b * batch_stride + it.h * head_stride +
+                    static_cast<int64_t>(row0) * row_stride;
+    const int64_t out_block = bh * num_blocks + it.blk;
+    const bool need_unit = similarity != nullptr, need_amax = quant != nullptr;
+
+    W w;
+    w.load(base, row_stride, rows, 0, warp, lane, /*streaming=*/!is_sum);
+    float shift[kVec] = {};
+    if (it.kind == ItemKind::kKStats) {  // the loads above are in flight while the mean is awaited
+      if (tid == 0) wait_for_flag(p.counters + 1 + bh * kGroupCounters + kMaxMeanParts + 1);
+      __syncthreads();
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) shift[e] = __ldcg(p.k_mean + bh * kD + lane * kVec + e);
+    }
+    for (int c0 = 0; c0 < rows; c0 += kChunkRows) {  // one chunk unless the block has > kChunkRows rows
+      if (c0 > 0) w.load(base, row_stride, rows, c0, warp, lane, !is_sum);
+      if (is_sum) {
+        w.template accumulate<false, true>(rows, c0, shift, false, false, warp, lane);
+      } else if (is_q) {
+        w.template accumulate<false, false>(rows, c0, shift, need_unit, need_amax, warp, lane);
+      } else {
+        w.template accumulate<true, false>(rows, c0, shift, need_unit, need_amax, warp, lane);
+      }
+    }
+
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      s_sum[warp][lane * kVec + i] = w.sum[i];
+      s_unit[warp][lane * kVec + i] = w.unit[i];
+    }
+    if (need_amax) {
+      const float m = warp_max(w.amax);
+      if (lane == 0) s_amax[warp] = m;
+    }
+    __syncthreads();
+
+    // Column totals in a fixed warp order (the legacy epilogue), then the block's outputs.
+    const float count = static_cast<float>(rows);
+    float sim_part = 0.f;
+    for (int c = tid; c < kD; c += kStatsThreads) {
+      float total = 0.f, unit_total = 0.f;
+#pragma unroll
+      for (int wi = 0; wi < kStatsWarps; ++wi) {
+        total += s_sum[wi][c];
+        unit_total += s_unit[wi][c];
+      }
+      if (is_sum) p.k_sums[out_block * kD + c] = total;
+      if (pooled != nullptr) pooled[out_block * kD + c] = total / count;
+      const float mean_unit = unit_total / count;
+      sim_part += mean_unit * mean_unit;
+    }
+
+    if (is_sum) {
+      // The last block of a part adds the part's block sums in float64 (block order); the last part adds the
+      // parts in order and publishes the mean (the legacy mean kernel's order, see predict_params.h).
+      const int nkb = num_blocks, per = (nkb + kParts - 1) / kParts, used_parts = (nkb + per - 1) / per;
+      const int part = it.blk / per, j0 = part * per, j1 = min(nkb, j0 + per);
+      int* group_counters = p.counters + 1 + bh * kGroupCounters;
+      __syncthreads();  // the block sums of every thread are written
+      if (tid == 0) s_last_part = take_last_ticket(group_counters + part, j1 - j0);
+      __syncthreads();
+      if (s_last_part) {
+        if (tid < kD) {
+          const float* col = p.k_sums + bh * nkb * static_cast<int64_t>(kD) + tid;
+          double acc = 0.0;
+#pragma unroll kMeanUnroll
+          for (int j = j0; j < j1; ++j) acc += __ldcg(col + static_cast<int64_t>(j) * kD);
+          p.k_parts[(bh * kParts + part) * kD + tid] = acc;
+        }
+        __syncthreads();
+        if (tid == 0) s_last_group = take_last_ticket(group_counters + kMaxMeanParts, used_parts);
+        __syncthreads();
+        if (s_last_group) {
+          if (tid < kD) {
+            double total = 0.0;
+#pragma unroll
+            for (int q = 0; q < kParts; ++q)
+              total += q < used_parts ? __ldcg(p.k_parts + (bh * kParts + q) * kD + tid) : 0.0;
+            p.k_mean[bh * kD + tid] = static_cast<float>(total / seq);
+          }
+          __syncthreads();
+          if (tid == 0) {
+            ::cuda::atomic_ref<int, ::cuda::thread_scope_device> ready(group_counters[kMaxMeanParts + 1]);
+            ready.store(1, ::cuda::memory_order_release);
+          }
+        }
+      }
+    } else {
+      if (similarity != nullptr) {
+        sim_part = warp_sum(sim_part);
+        if (lane == 0) s_red[warp] = sim_part;
+        __syncthreads();
+        if (tid == 0) {
+          float sim = 0.f;
+#pragma unroll
+          for (int wi = 0; wi < kStatsWarps; ++wi) sim += s_red[wi];
+          similarity[out_block] = sim;
+        }
+      }
+      if (quant != nullptr) {
+        if (tid == 0) {
+          float m = 0.f;
+#pragma unroll
+          for (int wi = 0; wi < kStatsWarps; ++wi) m = fmaxf(m, s_amax[wi]);
+          const float scale = m > 0.f ? m / kInt8Max : 1.f / kInt8Max;
+          s_scale = scale;
+          quant_scale[out_block] = scale;
+        }
+        __syncthreads();
+        const float scale = s_scale;
+        int8_t* out = quant + (bh * seq + row0) * kD + lane * kVec;
+        if (rows <= kChunkRows) {
+          w.store_int8(out, rows, shift, scale, warp, lane);  // the block is still in registers
+        } else {
+          for (int r = warp; r < rows; r += kStatsWarps) {  // a second read of the block: an L2 hit
+            const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
+            float v[kVec];
+#pragma unroll
+            for (int i = 0; i < kVec / 2; ++i) {
+              const float2 f = unpack2<kDtype>(*reinterpret_cast<const uint32_t*>(src + 2 * i));
+              v[2 * i] = f.x - shift[2 * i];
+              v[2 * i + 1] = f.y - shift[2 * i + 1];
+            }
+            W::store_int8_row(out + static_cast<int64_t>(r) * kD, v, scale);
+          }
+        }
+      }
+    }
+    __syncthreads();
+    item = s_item;
   }
+}
+
+// The launcher: lookahead and item count, then a persistent grid of min(items, SMs x resident CTAs).
+template <DType kDtype, int kD>
+cudaError_t launch_stats_kernel(StatsParams p, cudaStream_t stream) {
+  const int groups = p.batch * p.k.heads;
+  const int64_t group_bytes = static_cast<int64_t>(p.k.seq) * kD * 2;      // one group's K, 16-bit
+  const int64_t ahead = (kKReuseBytes + group_bytes) / (2 * group_bytes);  // rounded kKReuseBytes / 2 groups
+  p.lookahead = static_cast<int>(ahead < 1 ? 1 : ahead > groups ? groups : ahead);
+  p.num_items = 2 * groups * p.k.num_blocks + p.batch * p.q.heads * p.q.num_blocks;
+
+  // Resident CTAs per SM and SM count, queried once per device (the query costs more than the launch).
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> grid_cache[kMaxDevices];
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return e;
+  int grid = device < kMaxDevices ? grid_cache[device].load(std::memory_order_relaxed) : 0;
+  if (grid == 0) {
+    int sms = 0, per_sm = 0;
+    e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (e != cudaSuccess) return e;
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, stats_kernel<kDtype, kD>, kStatsThreads, 0);
+    if (e != cudaSuccess) return e;
+    grid = sms * (per_sm < 1 ? 1 : per_sm);
+    if (device < kMaxDevices) grid_cache[device].store(grid, std::memory_order_relaxed);
+  }
+  if (grid > p.num_items) grid = p.num_items;
+  stats_kernel<kDtype, kD><<<grid, kStatsThreads, 0, stream>>>(p);
+  return cudaGetLastError();
 }
 
 }  // namespace sparge::cuda::predict

@@ -1,5 +1,6 @@
-// Host entry points of the stage-1 prediction kernels (no torch): block statistics per dtype in
-// predict_<dtype>.cu, the mean and the selection in predict_select.cu.
+// Host entry points of the stage-1 prediction kernels (no torch): the persistent statistics kernel per dtype
+// in predict_<dtype>.cu, the score GEMM and the selection in predict_select.cu, and the legacy kernels
+// (predict_legacy.cu, the GPU test's bit-exactness oracle).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -8,26 +9,42 @@
 
 namespace sparge::cuda {
 
-// Statistics of every block of p.x: grid (num_blocks, heads, batch). head_dim is 64 or 128.
+// K block sums, K mean and the Q / smoothed-K statistics in one persistent launch. head_dim is 64 or 128;
+// p.counters must be zero (stats_counter_count(B * Hkv) int32).
 template <DType kDtype>
-cudaError_t launch_block_stats(const BlockStatsParams& p, int batch, int head_dim, cudaStream_t stream);
+cudaError_t launch_stats(const StatsParams& p, int head_dim, cudaStream_t stream);
 template <>
-cudaError_t launch_block_stats<DType::kFp16>(const BlockStatsParams&, int, int, cudaStream_t);
+cudaError_t launch_stats<DType::kFp16>(const StatsParams&, int, cudaStream_t);
 template <>
-cudaError_t launch_block_stats<DType::kBf16>(const BlockStatsParams&, int, int, cudaStream_t);
+cudaError_t launch_stats<DType::kBf16>(const StatsParams&, int, cudaStream_t);
 
-// mean (B, H, D) = sum over the NB block sums (B, H, NB, D) / seq.
-cudaError_t launch_block_mean(const float* sums, float* mean, int batch, int heads, int num_blocks, int seq,
-                              int head_dim, cudaStream_t stream);
-
-// scores[b][m][n] = sum_d a[b][m][d] * c[b][n][d] for b < batch (row-major, float32): the compressed scores.
+// scores[b][m][n] = sum_d a[b][m][d] * c[b][n][d] for b < batch (row-major, float32, 16-byte aligned, dim 64
+// or 128), each a sequential fma chain over d = 0 .. dim - 1: the compressed scores.
 cudaError_t launch_scores(const float* a, const float* c, float* scores, int batch, int rows_a, int rows_c,
                           int dim, cudaStream_t stream);
 
-// The selection of every mask row: grid (NQB, Hq, B).
+// The selection of every mask row: a warp per row when num_k_blocks <= kWarpSelectMaxKeyBlocks, else one CTA
+// per row (identical results).
 cudaError_t launch_select(const SelectParams& p, cudaStream_t stream);
 
-// Dynamic shared memory of launch_select for these sizes (the API checks it against the device limit).
+// The one-CTA-per-row selection for any size: grid (NQB, Hq, B).
+cudaError_t launch_select_cta(const SelectParams& p, cudaStream_t stream);
+
+// Dynamic shared memory of launch_select_cta for these sizes (the API checks it against the device limit).
 size_t select_smem_bytes(int sort_size, int num_k_blocks);
+
+namespace legacy {
+
+// Statistics of every block of p.x, one CTA each: grid (num_blocks, heads, batch). head_dim 64 or 128.
+cudaError_t launch_block_stats(const BlockStatsParams& p, DType dtype, int batch, int head_dim,
+                               cudaStream_t stream);
+// mean (B, H, D) = sum over the NB block sums (B, H, NB, D) / seq.
+cudaError_t launch_block_mean(const float* sums, float* mean, int batch, int heads, int num_blocks, int seq,
+                              int head_dim, cudaStream_t stream);
+// The first score GEMM (64 x 64 tiles, 16-deep k steps).
+cudaError_t launch_scores(const float* a, const float* c, float* scores, int batch, int rows_a, int rows_c,
+                          int dim, cudaStream_t stream);
+
+}  // namespace legacy
 
 }  // namespace sparge::cuda

@@ -2,14 +2,17 @@
 // quantized attention path) from fp16/bf16 CUDA tensors, with the semantics of sparge::predict_block_mask.
 //
 //   q: (B, Hq, Nq, D), k: (B, Hkv, Nk, D) in config.layout; D in {64, 128}; any block sizes; NKB <= 8192.
-// Kernels: K block sums -> K mean (float64) -> Q and smoothed-K block statistics (one pass over each, INT8
-// values written in the same pass) -> one CTA per mask row for the selection. Everything stays on the device;
-// the masks equal the reference's except where the reference itself sits on a floating-point tie (a
-// similarity within rounding of theta, a cumulative sum within rounding of tau, or two equal compressed
-// probabilities).
+// Kernels: one persistent statistics kernel (K block sums -> float64 K mean -> smoothed-K block statistics,
+// and the Q block statistics; INT8 values written in the same pass; K read once from DRAM, its second read
+// an L2 hit) -> the compressed-score GEMM -> the selection (a warp per mask row up to 512 key blocks, else a
+// CTA). Everything stays on the device; the masks equal the reference's except where the reference itself
+// sits on a floating-point tie (a similarity within rounding of theta, a cumulative sum within rounding of
+// tau, or two equal compressed probabilities), and equal the first GPU predictor's bit for bit.
 #pragma once
 
 #include <ATen/core/Tensor.h>
+
+#include <cstdint>
 
 #include "sparge/block_mask.h"
 #include "sparge/config.h"
@@ -26,5 +29,19 @@ struct Prediction {
 
 Prediction predict_block_mask(const at::Tensor& q, const at::Tensor& k, const SpargeConfig& config,
                               bool quantize = false);
+
+// The INT8 operands of the quantized attention path without a prediction (for a mask given by the caller):
+// the fields of Prediction with quantize = true, bit for bit, for a config with this layout and these block
+// sizes. One pass of the statistics kernel with the similarity and pooled outputs off: Q and K are each read
+// once from DRAM.
+//   q: (B, Hq, Nq, D), k: (B, Hkv, Nk, D) fp16/bf16 CUDA in `layout`; D in {64, 128}; block sizes >= 1.
+struct QuantizedQK {
+  at::Tensor q_int8, q_scale;  // (B, Hq, Nq, D) int8, (B, Hq, NQB) float32
+  at::Tensor k_int8, k_scale;  // (B, Hkv, Nk, D) int8 of K - k_mean, (B, Hkv, NKB) float32
+  at::Tensor k_mean;           // (B, Hkv, D) float32
+};
+
+QuantizedQK quantize_qk_int8(const at::Tensor& q, const at::Tensor& k, Layout layout, int64_t block_q,
+                             int64_t block_k);
 
 }  // namespace sparge::cuda
