@@ -394,7 +394,10 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
   results["versions"] = {{"spec", spec_version}};
   results["n-samples"] = {
       {"units", summary.total}, {"computed", summary.computed}, {"cached", summary.cached}};
-  results["git_hash"] = run_command("git rev-parse HEAD 2>/dev/null");
+  // A copy of the tree without .git (the GPU machine) gets the commit from the caller, as scripts/provenance.sh.
+  std::string git_hash = run_command("git rev-parse HEAD 2>/dev/null");
+  if (git_hash.empty() && std::getenv("SPARGE_GIT_HASH") != nullptr) git_hash = std::getenv("SPARGE_GIT_HASH");
+  results["git_hash"] = git_hash;
   results["date"] = utc_now();
   results["environment"] = environment(device);
   results["wall_time_s"] = std::chrono::duration<double>(Clock::now() - t0).count();
