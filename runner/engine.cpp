@@ -394,10 +394,12 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
   results["versions"] = {{"spec", spec_version}};
   results["n-samples"] = {
       {"units", summary.total}, {"computed", summary.computed}, {"cached", summary.cached}};
-  // A copy of the tree without .git (the GPU machine) gets the commit from the caller, as scripts/provenance.sh.
-  std::string git_hash = run_command("git rev-parse HEAD 2>/dev/null");
-  if (git_hash.empty() && std::getenv("SPARGE_GIT_HASH") != nullptr) git_hash = std::getenv("SPARGE_GIT_HASH");
-  results["git_hash"] = git_hash;
+  // SPARGE_GIT_HASH (set by whoever copied the tree, e.g. to a GPU machine whose copy carries no or a stale
+  // .git) wins over the tree's own HEAD, as in scripts/provenance.sh.
+  const char* given_hash = std::getenv("SPARGE_GIT_HASH");
+  results["git_hash"] = given_hash != nullptr && *given_hash != '\0'
+                            ? std::string(given_hash)
+                            : run_command("git rev-parse HEAD 2>/dev/null");
   results["date"] = utc_now();
   results["environment"] = environment(device);
   results["wall_time_s"] = std::chrono::duration<double>(Clock::now() - t0).count();

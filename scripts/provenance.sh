@@ -21,11 +21,13 @@ if os.path.exists("/proc/cpuinfo"):
 gpu = sh("nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader")
 import torch
 print(json.dumps({
-    # A copy of the tree without .git (the GPU machine) gets the commit from the caller: SPARGE_GIT_HASH.
-    "git_hash": sh("git", "rev-parse", "HEAD") or os.environ.get("SPARGE_GIT_HASH"),
-    "git_dirty": bool(sh("git", "status", "--porcelain", "--untracked-files=no"))
-                 if sh("git", "rev-parse", "HEAD")
-                 else ({"1": True, "0": False}.get(os.environ.get("SPARGE_GIT_DIRTY", ""))),  # None: unknown
+    # SPARGE_GIT_HASH / SPARGE_GIT_DIRTY, given by whoever copied the tree (a GPU machine's copy carries no .git,
+    # or a stale one), win over the tree's own git state.
+    "git_hash": os.environ.get("SPARGE_GIT_HASH") or sh("git", "rev-parse", "HEAD"),
+    "git_dirty": ({"1": True, "0": False}.get(os.environ.get("SPARGE_GIT_DIRTY", "")))
+                 if os.environ.get("SPARGE_GIT_HASH")
+                 else (bool(sh("git", "status", "--porcelain", "--untracked-files=no"))
+                       if sh("git", "rev-parse", "HEAD") else None),  # None: unknown
     "date_utc": sh("date", "-u", "+%Y-%m-%dT%H:%M:%SZ"),
     "host": platform.node(), "cpu": cpu, "cpu_count": os.cpu_count(),
     "gpu": gpu.split(", ")[0] if gpu else None, "driver": gpu.split(", ")[1] if gpu else None,
