@@ -66,7 +66,10 @@ fi
 # ---------------------------------------------------------------- 2. virtual environment with torch
 venv="$here/.venv"
 py="$venv/bin/python"
-have_torch() { [[ -x "$py" ]] && "$py" -c "import numpy, safetensors, torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; }
+# numpy quiets torch's import warning; safetensors, gguf, tokenizers and transformers are test oracles only (the
+# safetensors/GGUF readers, the BPE tokenizers and the Llama port are compared with them), never runtime dependencies.
+readonly ORACLES=(numpy safetensors gguf tokenizers "transformers>=4.57,<5" accelerate)
+have_torch() { [[ -x "$py" ]] && "$py" -c "import numpy, safetensors, gguf, tokenizers, transformers, accelerate, torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; }
 if ! have_torch; then
   if ((check_only)); then log "missing: .venv with torch==$TORCH_VERSION"; missing=1
   else
@@ -74,10 +77,9 @@ if ! have_torch; then
     [[ -x "$py" ]] || "$base_py" -m venv "$venv"
     mkdir -p "$cache/wheels"
     log "fetching torch==$TORCH_VERSION wheels into $cache/wheels (once)"
-    # numpy quiets torch's import warning; safetensors is a test oracle for the safetensors reader.
-    "$py" -m pip download -q --disable-pip-version-check -d "$cache/wheels" "torch==$TORCH_VERSION" numpy safetensors
+    "$py" -m pip download -q --disable-pip-version-check -d "$cache/wheels" "torch==$TORCH_VERSION" "${ORACLES[@]}"
     "$py" -m pip install -q --disable-pip-version-check --no-index --find-links "$cache/wheels" \
-      "torch==$TORCH_VERSION" numpy safetensors
+      "torch==$TORCH_VERSION" "${ORACLES[@]}"
   fi
 fi
 mkdir -p build && echo "$py" > build/.sparge_python
