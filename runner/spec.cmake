@@ -4,7 +4,7 @@
 find_package(yaml-cpp REQUIRED)
 
 add_library(sparge_spec STATIC ${CMAKE_CURRENT_LIST_DIR}/spec.cpp)
-target_include_directories(sparge_spec PUBLIC ${CMAKE_CURRENT_LIST_DIR})
+target_include_directories(sparge_spec PUBLIC ${CMAKE_CURRENT_LIST_DIR} ${CMAKE_CURRENT_LIST_DIR}/../sparge_core/include)
 target_link_libraries(sparge_spec PUBLIC yaml-cpp PRIVATE sparge_warnings)
 
 sparge_add_test(test_spec SOURCES ${CMAKE_CURRENT_LIST_DIR}/tests/test_spec.cpp LIBS sparge_spec LABELS runner)

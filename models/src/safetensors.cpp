@@ -1,9 +1,12 @@
 // safetensors reading and writing (see safetensors.h).
 #include "sparge/models/safetensors.h"
 
+#include "sparge/posix_fs.h"
+
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
@@ -157,6 +160,80 @@ void save_safetensors(const std::string& path, const std::map<std::string, at::T
   f.close();
   if (std::rename((path + ".tmp").c_str(), path.c_str()) != 0)
     throw std::runtime_error("save_safetensors: cannot rename to " + path);
+}
+
+SafetensorsCheckpoint SafetensorsCheckpoint::open(const std::string& path) {
+  namespace fs = std::filesystem;
+  SafetensorsCheckpoint c;
+  c.path_ = path;
+  fs::path p(path);
+  if (posix::exists(path) && !posix::is_file(path)) {
+    if (posix::exists(p / "model.safetensors.index.json"))
+      p /= "model.safetensors.index.json";
+    else if (posix::exists(p / "model.safetensors"))
+      p /= "model.safetensors";
+    else
+      throw std::runtime_error("safetensors checkpoint " + path +
+                               ": the directory has neither model.safetensors nor model.safetensors.index.json");
+  }
+  if (!posix::exists(p)) throw std::runtime_error("safetensors checkpoint " + p.string() + ": no such file");
+  if (p.extension() != ".json") {
+    c.shards_.push_back(open_safetensors(p.string()));
+    for (const auto& n : c.shards_[0].names) c.where_[n] = 0;
+    return c;
+  }
+  nlohmann::json index;
+  try {
+    std::ifstream f(p);
+    index = nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error("safetensors index " + p.string() + ": not JSON: " + e.what());
+  }
+  if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
+    throw std::runtime_error("safetensors index " + p.string() + ": expected an object with a weight_map object");
+  std::map<std::string, size_t> shard_of_file;
+  for (const auto& [tensor, file] : index["weight_map"].items()) {
+    if (!file.is_string())
+      throw std::runtime_error("safetensors index " + p.string() + ": weight_map[`" + tensor + "`] is not a string");
+    const auto name = file.get<std::string>();
+    auto it = shard_of_file.find(name);
+    if (it == shard_of_file.end()) {
+      const fs::path shard = p.parent_path() / name;
+      if (!posix::exists(shard))
+        throw std::runtime_error("safetensors index " + p.string() + ": shard " + shard.string() + " of tensor `" +
+                                 tensor + "` is missing");
+      it = shard_of_file.emplace(name, c.shards_.size()).first;
+      c.shards_.push_back(open_safetensors(shard.string()));
+    }
+    if (!c.shards_[it->second].contains(tensor))
+      throw std::runtime_error("safetensors index " + p.string() + ": tensor `" + tensor + "` is not in its shard " +
+                               c.shards_[it->second].path);
+    c.where_[tensor] = it->second;
+  }
+  for (size_t s = 0; s < c.shards_.size(); ++s)
+    for (const auto& n : c.shards_[s].names)
+      if (const auto w = c.where_.find(n); w != c.where_.end() && w->second != s)
+        throw std::runtime_error("safetensors index " + p.string() + ": tensor `" + n + "` is in two shards (" +
+                                 c.shards_[s].path + " and " + c.shards_[w->second].path + ")");
+  return c;
+}
+
+const SafetensorsFile::Entry& SafetensorsCheckpoint::entry(const std::string& name) const {
+  const auto it = where_.find(name);
+  if (it == where_.end()) throw std::runtime_error("safetensors checkpoint " + path_ + ": tensor `" + name + "` not found");
+  return shards_[it->second].entries.at(name);
+}
+
+at::Tensor SafetensorsCheckpoint::load(const std::string& name) const {
+  const auto it = where_.find(name);
+  if (it == where_.end()) throw std::runtime_error("safetensors checkpoint " + path_ + ": tensor `" + name + "` not found");
+  return shards_[it->second].load(name);
+}
+
+std::vector<std::string> SafetensorsCheckpoint::names() const {
+  std::vector<std::string> out;
+  for (const auto& [n, s] : where_) out.push_back(n);
+  return out;
 }
 
 }  // namespace sparge::models

@@ -7,20 +7,18 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 
 #include "sparge/models/gguf.h"
 #include "sparge/models/safetensors.h"
+#include "sparge/posix_fs.h"
 
 namespace sparge::models {
 namespace {
 
-namespace fs = std::filesystem;
-
 std::string tmp(const std::string& name) {
-  return (fs::temp_directory_path() / ("sparge_gguf_" + std::to_string(::getpid()) + "_" + name)).string();
+  return "/tmp/sparge_gguf_" + std::to_string(::getpid()) + "_" + name;
 }
 
 // Runs the oracle script once per process; returns false (test skips) when the Python oracle is unavailable.
@@ -114,7 +112,7 @@ TEST(Gguf, EveryTensorTypeMatchesTheReferenceDequantization) {
 
 TEST(Gguf, RealSmolLM2File) {
   const std::string path = std::string(SPARGE_SOURCE_DIR) + "/data/models/SmolLM2-135M-Instruct.Q4_1.gguf";
-  if (!fs::exists(path)) GTEST_SKIP() << path << " is missing: run scripts/setup.sh";
+  if (!posix::exists(path)) GTEST_SKIP() << path << " is missing: run scripts/setup.sh";
   const auto g = GgufFile::open(path);
   EXPECT_EQ(g.get_string("general.architecture"), "llama");
   EXPECT_EQ(g.get_int("llama.block_count"), 30);

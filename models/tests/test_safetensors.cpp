@@ -6,9 +6,11 @@
 #include <ATen/ATen.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 
 #include "sparge/models/safetensors.h"
+#include "sparge/posix_fs.h"
 
 namespace sparge::models {
 namespace {
@@ -100,6 +102,50 @@ TEST(Safetensors, TruncatedAndCorruptedFilesFailClearly) {
   expect_error(tmp("missing"), "cannot open");
   EXPECT_THROW(open_safetensors(good).load("y"), std::runtime_error);
   std::remove(good.c_str());
+}
+
+TEST(Safetensors, ShardedCheckpointWithIndex) {
+  namespace fs = std::filesystem;
+  const fs::path dir = tmp("sharded");
+  posix::make_dirs(dir.string());
+  const auto a = at::randn({3, 4}), b = at::randn({5}).to(at::kBFloat16), c = at::randn({2, 2}).to(at::kHalf);
+  save_safetensors((dir / "model-00001-of-00002.safetensors").string(), {{"a", a}, {"b", b}});
+  save_safetensors((dir / "model-00002-of-00002.safetensors").string(), {{"c", c}});
+  const auto write_index = [&](const std::string& body) {
+    std::ofstream((dir / "model.safetensors.index.json").string()) << body;
+  };
+  write_index(R"({"metadata": {"total_size": 46}, "weight_map": {"a": "model-00001-of-00002.safetensors",
+      "b": "model-00001-of-00002.safetensors", "c": "model-00002-of-00002.safetensors"}})");
+  for (const auto& path : {dir.string(), (dir / "model.safetensors.index.json").string()}) {
+    const auto ck = SafetensorsCheckpoint::open(path);
+    EXPECT_EQ(ck.names(), (std::vector<std::string>{"a", "b", "c"}));
+    EXPECT_EQ(ck.shards().size(), 2u);
+    EXPECT_TRUE(at::equal(ck.load("a"), a));
+    EXPECT_TRUE(at::equal(ck.load("b"), b));
+    EXPECT_TRUE(at::equal(ck.load("c"), c));
+    EXPECT_FALSE(ck.contains("d"));
+  }
+  const auto expect_fail = [&](const std::string& fragment) {
+    try {
+      SafetensorsCheckpoint::open(dir.string());
+      ADD_FAILURE() << "no error, expected " << fragment;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  write_index(R"({"weight_map": {"a": "model-00003-of-00002.safetensors"}})");
+  expect_fail("shard");
+  write_index(R"({"weight_map": {"zz": "model-00001-of-00002.safetensors"}})");
+  expect_fail("tensor `zz` is not in its shard");
+  write_index(R"({"weight_map": [1, 2]})");
+  expect_fail("weight_map");
+  write_index("{not json");
+  expect_fail("not JSON");
+  posix::remove_tree(dir.string());
+  // A single file works as a checkpoint too.
+  save_safetensors(tmp("single.safetensors"), {{"x", a}});
+  EXPECT_TRUE(at::equal(SafetensorsCheckpoint::open(tmp("single.safetensors")).load("x"), a));
+  std::remove(tmp("single.safetensors").c_str());
 }
 
 }  // namespace
