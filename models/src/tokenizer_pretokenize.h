@@ -8,9 +8,9 @@
 
 namespace sparge::models::detail {
 
-// Splits `text` by `steps` in order (each step splits every piece the previous one made) and appends the pieces
-// to `out`: views into `text`, in order, together covering it exactly. Invalid UTF-8 bytes are single code points
-// of no class (they end up in "other" runs).
+// Splits `text` by `steps` in order (each step splits every piece the previous one made) and appends the
+// pieces to `out`: views into `text`, in order, together covering it exactly. Invalid UTF-8 bytes are single
+// code points of no class (they end up in "other" runs).
 void pre_tokenize(const std::vector<PreTokenizeStep>& steps, std::string_view text,
                   std::vector<std::string_view>& out);
 

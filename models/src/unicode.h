@@ -34,8 +34,9 @@ inline uint8_t classify(uint32_t cp) {
   return 0;
 }
 
-// Decodes the code point at s[i]: returns it and sets `len` to its byte length. An invalid or truncated sequence
-// decodes as one byte (len 1) with the code point 0xFFFD, so that any byte string can be split and re-joined.
+// Decodes the code point at s[i]: returns it and sets `len` to its byte length. An invalid or truncated
+// sequence decodes as one byte (len 1) with the code point 0xFFFD, so that any byte string can be split and
+// re-joined.
 inline uint32_t decode_utf8(std::string_view s, size_t i, size_t& len) {
   const auto b0 = static_cast<uint8_t>(s[i]);
   len = 1;
