@@ -23,6 +23,7 @@
 #include <stdexcept>
 
 #include "attention_task.h"
+#include "lm_task.h"
 #include "methods.h"
 #include "metrics.h"
 #include "spec.h"
@@ -255,38 +256,100 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
     std::string label;
     YAML::Node spec;
     std::unique_ptr<AttentionTask> task;
+    std::unique_ptr<LmTask> lm;  // language-model tasks instead of `task`
     std::vector<std::pair<std::string, std::unique_ptr<AttentionMethod>>> methods;
+    std::map<std::string, std::set<int64_t>> dense_layers;  // per method (LM tasks)
     std::vector<MetricSpec> metrics;
     int64_t samples = 1;
   };
-  std::vector<Point> work;
+  // tasks: {id: task, ...} runs every task at every sweep point; the point label starts with the task id.
+  std::vector<RunPoint> task_points;
   for (const auto& rp : points) {
+    if (!rp.spec["tasks"]) {
+      task_points.push_back(rp);
+      continue;
+    }
+    for (const auto& kv : rp.spec["tasks"]) {
+      RunPoint tp;
+      tp.spec = YAML::Clone(rp.spec);
+      tp.spec.remove("tasks");
+      tp.spec["task"] = YAML::Clone(kv.second);
+      tp.label = kv.first.as<std::string>() + (rp.label.empty() ? "" : "," + rp.label);
+      task_points.push_back(tp);
+    }
+  }
+  const bool multi_task = static_cast<bool>(root["tasks"]);
+  std::vector<MetricSpec> all_metrics;  // the spec's list: the results' columns
+  std::vector<Point> work;
+  for (const auto& rp : task_points) {
     Point pt;
     pt.label = rp.label.empty() ? "default" : rp.label;
     pt.spec = rp.spec;
     const auto task = rp.spec["task"];
     const auto model = rp.spec["model"];
     const auto dtype = parse_dtype(model && model["dtype"] ? model["dtype"].as<std::string>() : "bfloat16");
-    pt.task = std::make_unique<AttentionTask>(task["inputs"].as<std::string>(), to_params(task["params"], {}),
-                                              dtype, device);
-    pt.samples = task["samples"] ? task["samples"].as<int64_t>() : 1;
-    if (limit) pt.samples = std::min(pt.samples, *limit);
-    for (const auto& kv : rp.spec["methods"]) {
-      const auto id = kv.first.as<std::string>();
-      pt.methods.emplace_back(
-          id, make_method(id, kv.second["type"].as<std::string>(), to_params(kv.second, {"type"})));
-    }
+    const auto task_name = task["name"].as<std::string>();
+    const bool lm = is_lm_task(task_name);
+    if (!lm && task_name != "attention")
+      throw std::invalid_argument("task.name: unknown task `" + task_name +
+                                  "` (expected attention, perplexity, niah, longbench or infinitebench)");
+    // Metrics first: they are the cheapest check and a language-model task loads a model.
     for (const auto& m : rp.spec["metrics"]) {
       const MetricInfo info =
           metric_info(m["name"].as<std::string>());  // a copy: GCC 13 -Wdangling-reference
-      pt.metrics.push_back(
-          {info.name, m["aggregation"] ? m["aggregation"].as<std::string>() : "mean",
-           m["higher_is_better"] ? m["higher_is_better"].as<bool>() : info.higher_is_better});
+      const bool stats = info.name == "stage1_sparsity" || info.name == "stage2_skipped" || info.name == "pv_density";
+      const MetricSpec ms{info.name, m["aggregation"] ? m["aggregation"].as<std::string>() : "mean",
+                          m["higher_is_better"] ? m["higher_is_better"].as<bool>() : info.higher_is_better};
+      if (work.empty()) all_metrics.push_back(ms);
+      // With several tasks, each computes the metrics that apply to it (the others stay empty in its rows).
+      if (multi_task && !metric_applies(task_name, info.name)) continue;
+      if (lm && !is_lm_metric(info.name) && !stats)
+        throw std::invalid_argument("metric `" + info.name + "` applies to the attention task, not to task `" +
+                                    task_name + "`");
+      if (!lm && is_lm_metric(info.name))
+        throw std::invalid_argument("metric `" + info.name + "` applies to language-model tasks, not to the "
+                                    "attention task");
+      pt.metrics.push_back(ms);
     }
+    for (const auto& kv : rp.spec["methods"]) {
+      const auto id = kv.first.as<std::string>();
+      std::set<std::string> skip = {"type"};
+      if (lm && kv.second["dense_layers"]) {
+        skip.insert("dense_layers");
+        for (const auto& l : kv.second["dense_layers"]) pt.dense_layers[id].insert(l.as<int64_t>());
+      }
+      pt.methods.emplace_back(id, make_method(id, kv.second["type"].as<std::string>(), to_params(kv.second, skip)));
+    }
+    if (lm) {
+      if (seeds.size() != 1)
+        throw std::invalid_argument("seeds: language-model tasks decode greedily; give one seed (it draws the NIAH "
+                                    "needles), got " + std::to_string(seeds.size()));
+      LmModelSpec ms;
+      ms.family = model && model["family"] ? model["family"].as<std::string>() : "llama";
+      if (ms.family == "none") ms.family = "llama";
+      ms.weights = model && model["weights"] ? model["weights"].as<std::string>() : "";
+      ms.dtype = dtype;
+      pt.lm = std::make_unique<LmTask>(task_name, to_params(task["params"], {}), ms, device,
+                                       static_cast<uint64_t>(seeds[0]));
+      pt.samples = pt.lm->num_samples();
+    } else {
+      if (!task["inputs"])
+        throw std::invalid_argument("task.inputs: the attention task needs inputs (structured_llm, "
+                                    "structured_visual, random or captured)");
+      pt.task = std::make_unique<AttentionTask>(task["inputs"].as<std::string>(), to_params(task["params"], {}),
+                                                dtype, device);
+      pt.samples = task["samples"] ? task["samples"].as<int64_t>() : 1;
+    }
+    if (limit) pt.samples = std::min(pt.samples, *limit);
     summary.total += pt.samples * static_cast<int64_t>(seeds.size() * pt.methods.size());
     work.push_back(std::move(pt));
   }
 
+  for (const auto& m : all_metrics)
+    if (std::none_of(work.begin(), work.end(), [&](const Point& p) {
+          return std::any_of(p.metrics.begin(), p.metrics.end(), [&](const MetricSpec& x) { return x.name == m.name; });
+        }))
+      throw std::invalid_argument("metric `" + m.name + "` applies to none of the spec's tasks");
   SampleStore store(summary.output_dir);
   Progress progress(name, summary.total, options.progress);
   const auto t0 = Clock::now();
@@ -296,8 +359,49 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
   std::map<std::string, std::map<std::string, std::string>> backends;
   const auto prev_handler = std::signal(SIGINT, [](int) { request_stop(); });
 
+  // The cache key of one unit: everything that determines its result.
+  const auto unit_key = [&](const Point& pt, const std::string& task_key, const std::string& id,
+                            const std::string& sample, int64_t seed) {
+    std::ostringstream src;
+    src << task_key << "|" << id << "|" << canonical_yaml(pt.spec["methods"][id]) << "|" << sample << "|seed "
+        << seed << "|spec v" << spec_version << "|device " << device.type();
+    for (const auto& m : pt.metrics) src << "|" << m.name << " v" << metric_info(m.name).version;
+    char key[17];
+    std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(fnv1a64(src.str())));
+    return std::string(key);
+  };
+  std::map<std::string, std::map<std::string, std::vector<json>>> lm_records;  // point/method (LM tasks)
   for (auto& pt : work) {
     const std::string task_key = canonical_yaml(pt.spec["task"]) + canonical_yaml(pt.spec["model"]);
+    if (pt.lm) {
+      for (int64_t i = 0; i < pt.samples && !g_stop; ++i)
+        for (auto& [id, method] : pt.methods) {
+          if (g_stop) break;
+          const std::string key = unit_key(pt, task_key, id, pt.lm->sample_id(i), seeds[0]);
+          auto record = store.lookup(key);
+          const bool from_cache = record.has_value();
+          if (!record) {
+            const auto m0 = Clock::now();
+            json r = pt.lm->run(i, *method, pt.dense_layers[id]);
+            r["point"] = pt.label;
+            r["method"] = id;
+            r["sample"] = i;
+            r["seed"] = seeds[0];
+            r["backend"] = method->backend();
+            r["key"] = key;
+            r["wall_ms"] = std::chrono::duration<double, std::milli>(Clock::now() - m0).count();
+            store.put(key, r);
+            record = r;
+            ++summary.computed;
+          } else {
+            ++summary.cached;
+          }
+          lm_records[pt.label][id].push_back(*record);
+          backends[pt.label][id] = (*record).value("backend", std::string());
+          progress.step(++done, from_cache);
+        }
+      continue;
+    }
     for (int64_t i = 0; i < pt.samples && !g_stop; ++i)
       for (int64_t seed : seeds) {
         if (g_stop) break;
@@ -305,12 +409,7 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
         at::Tensor ref;
         for (auto& [id, method] : pt.methods) {
           if (g_stop) break;
-          std::ostringstream key_src;
-          key_src << task_key << "|" << id << "|" << canonical_yaml(pt.spec["methods"][id]) << "|sample " << i
-                  << "|seed " << seed << "|spec v" << spec_version << "|device " << device.type();
-          for (const auto& m : pt.metrics) key_src << "|" << m.name << " v" << metric_info(m.name).version;
-          char key[17];
-          std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(fnv1a64(key_src.str())));
+          const std::string key = unit_key(pt, task_key, id, "sample " + std::to_string(i), seed);
           auto record = store.lookup(key);
           const bool from_cache = record.has_value();
           if (!record) {
@@ -365,6 +464,20 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
     for (const auto& [id, method] : pt.methods) {
       json entry;
       int64_t n = 0;
+      if (pt.lm) {
+        const auto& recs = lm_records[pt.label][id];
+        for (const auto& m : all_metrics) entry[m.name] = nullptr;
+        for (const auto& m : pt.metrics) {
+          const auto [v, se] = pt.lm->reduce(m.name, m.aggregation, recs);
+          entry[m.name] = std::isnan(v) ? json(nullptr) : json(v);
+          entry[m.name + "_stderr"] = std::isnan(se) ? json(nullptr) : json(se);
+        }
+        entry["n"] = static_cast<int64_t>(recs.size());
+        entry["backend"] = backends[pt.label][id];
+        results["results"][pt.label][id] = entry;
+        pt.lm->write_artifacts(summary.output_dir, work.size() > 1 ? pt.label + "_" + id : id, recs);
+        continue;
+      }
       for (const auto& m : pt.metrics) {
         const auto& v = values[pt.label][id][m.name];
         n = static_cast<int64_t>(v.size());
@@ -377,7 +490,7 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
       results["results"][pt.label][id] = entry;
     }
   results["metrics"] = json::array();
-  for (const auto& m : work.front().metrics)
+  for (const auto& m : all_metrics)
     results["metrics"].push_back({{"name", m.name},
                                   {"aggregation", m.aggregation},
                                   {"higher_is_better", m.higher_is_better},

@@ -11,6 +11,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "params.h"
+#include "sparge/models/attention_provider.h"
 #include "sparge/error.h"
 #if SPARGE_HAVE_CUDA
 #include "sparge/cuda_attention.h"
@@ -19,72 +21,6 @@
 
 namespace sparge::runner {
 namespace {
-
-// Typed access to a method's parameters; every key read is remembered so that unknown keys can be reported.
-class ParamReader {
- public:
-  ParamReader(std::string id, const Params& p) : id_(std::move(id)), p_(p) {}
-  double number(const std::string& key, double fallback) {
-    const auto* v = find(key, false);
-    return v ? to_double(key, v->items[0]) : fallback;
-  }
-  std::vector<double> numbers(const std::string& key, std::vector<double> fallback) {
-    const auto* v = find(key, true);
-    if (!v) return fallback;
-    std::vector<double> out;
-    for (const auto& s : v->items) out.push_back(to_double(key, s));
-    return out;
-  }
-  std::string text(const std::string& key, const std::string& fallback,
-                   const std::set<std::string>& allowed) {
-    const auto* v = find(key, false);
-    if (!v) return fallback;
-    if (!allowed.count(v->items[0])) {
-      std::string list;
-      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
-      fail(key, "one of " + list, v->items[0]);
-    }
-    return v->items[0];
-  }
-  bool flag(const std::string& key, bool fallback) {
-    const auto* v = find(key, false);
-    if (!v) return fallback;
-    if (v->items[0] == "true") return true;
-    if (v->items[0] == "false") return false;
-    fail(key, "true or false", v->items[0]);
-  }
-  void reject_unread() const {
-    for (const auto& [k, v] : p_)
-      if (!read_.count(k)) throw std::invalid_argument("method `" + id_ + "`: unknown parameter `" + k + "`");
-  }
-
- private:
-  const ParamValue* find(const std::string& key, bool list_ok) {
-    read_.insert(key);
-    const auto it = p_.find(key);
-    if (it == p_.end()) return nullptr;
-    if (it->second.is_list && !list_ok) fail(key, "a single value", "a list");
-    if (it->second.items.empty()) fail(key, "a value", "an empty list");
-    return &it->second;
-  }
-  double to_double(const std::string& key, const std::string& s) const {
-    if (s == "inf" || s == ".inf") return INFINITY;
-    try {
-      size_t used = 0;
-      const double d = std::stod(s, &used);
-      if (used == s.size()) return d;
-    } catch (const std::exception&) {
-    }
-    fail(key, "a number", "\"" + s + "\"");
-  }
-  [[noreturn]] void fail(const std::string& key, const std::string& expected, const std::string& got) const {
-    throw std::invalid_argument("method `" + id_ + "`: parameter `" + key + "`: expected " + expected +
-                                ", got " + got);
-  }
-  std::string id_;
-  const Params& p_;
-  std::set<std::string> read_;
-};
 
 class DenseMethod final : public AttentionMethod {
  public:
@@ -99,10 +35,8 @@ class DenseMethod final : public AttentionMethod {
 class SdpaMethod final : public AttentionMethod {
  public:
   AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) override {
-    const int64_t g = q.size(1) / k.size(1);
     AttentionResult r;
-    r.out = at::scaled_dot_product_attention(q, k.repeat_interleave(g, 1), v.repeat_interleave(g, 1), {}, 0.0,
-                                             causal);
+    r.out = models::sdpa_attention(q, k, v, causal, 0.0);  // GQA without copies, bottom-right causal
     return r;
   }
   std::string backend() const override { return "torch scaled_dot_product_attention"; }
@@ -185,7 +119,7 @@ const std::vector<MethodInfo>& registered_methods() {
 
 std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::string& type,
                                              const Params& params) {
-  ParamReader r(id, params);
+  ParamReader r("method `" + id + "`", params);
   std::unique_ptr<AttentionMethod> m;
   if (type == "dense") {
     m = std::make_unique<DenseMethod>();

@@ -304,9 +304,16 @@ void check_task(const Ctx& c, const Where& w, const YAML::Node& n, const std::st
   };
   check_map(c, w, n, expected,
             {str("name", true),
-             one_of("inputs", true, {"structured_llm", "structured_visual", "random", "captured"}),
+             one_of("inputs", false, {"structured_llm", "structured_visual", "random", "captured"}),
              integer("samples", false, 1),
              {"params", false, "a map of name -> scalar or list of scalars", params}});
+}
+
+void check_tasks(const Ctx& c, const Where& w, const YAML::Node& n, const std::string& expected) {
+  if (n.IsMap() && n.size() == 0) fail_at(w, "no tasks", expected, describe(n));
+  for_entries(c, w, n, expected, [&](const std::string&, const Where& cw, const YAML::Node& v) {
+    check_task(c, cw, v, "a map with name (and inputs for the attention task)");
+  });
 }
 
 void check_model(const Ctx& c, const Where& w, const YAML::Node& n, const std::string& expected) {
@@ -358,7 +365,8 @@ void check_sweep(const Ctx& c, const Where& w, const YAML::Node& n, const std::s
 const std::vector<Field>& top_fields() {
   static const std::vector<Field> fields = {
       {"metadata", true, "a map with name and version", check_metadata},
-      {"task", true, "a map with name and inputs", check_task},
+      {"task", false, "a map with name and inputs", check_task},
+      {"tasks", false, "a map of task id -> {name, inputs?, samples?, params?}", check_tasks},
       {"model", false, "a map with family, weights, dtype, device", check_model},
       {"methods", true, "a non-empty map of method id -> {type: ..., parameters}", check_methods},
       {"metrics", true, "a non-empty list of {name, aggregation, higher_is_better}", check_metrics},
@@ -380,6 +388,10 @@ void validate_tree(const YAML::Node& root, const std::map<std::string, std::stri
                    const std::string& file) {
   const Ctx c{origin};
   check_map(c, root_where(file, root), root, "a map", top_fields());
+  const bool one = root["task"].IsDefined(), many = root["tasks"].IsDefined();
+  if (one == many)
+    fail(file, root.Mark(), one ? "both 'task' and 'tasks' given" : "missing required key 'task' (or 'tasks')",
+         "one of task: {...} or tasks: {id: {...}, ...}", one ? "both" : "neither");
 }
 
 // ---- Paths
@@ -592,7 +604,9 @@ void apply_defaults(LoadedSpec& spec) {
   auto set_default = [](YAML::Node map, const std::string& key, const YAML::Node& value) {
     if (!has_key(map, key)) map[key] = value;
   };
-  set_default(root["task"], "samples", YAML::Node(1));
+  if (has_key(croot, "task")) set_default(root["task"], "samples", YAML::Node(1));
+  if (has_key(croot, "tasks"))
+    for (auto kv : root["tasks"]) set_default(kv.second, "samples", YAML::Node(1));
   if (!has_key(croot, "model")) {
     YAML::Node model(YAML::NodeType::Map);
     model["family"] = "none";

@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -513,7 +514,8 @@ at::Tensor LlamaForCausalLM::prefill(const at::Tensor& ids, KvCache& cache, Atte
 }
 
 std::vector<int64_t> LlamaForCausalLM::generate_greedy(const std::vector<int64_t>& prompt, int64_t max_new_tokens,
-                                                       AttentionProvider& attention, int64_t prefill_chunk) const {
+                                                       AttentionProvider& attention, int64_t prefill_chunk,
+                                                       const std::vector<int64_t>& stop_ids) const {
   if (prompt.empty()) throw std::invalid_argument("generate_greedy: the prompt is empty");
   if (max_new_tokens < 0) throw std::invalid_argument("generate_greedy: max_new_tokens must be >= 0");
   std::vector<int64_t> out;
@@ -529,7 +531,7 @@ std::vector<int64_t> LlamaForCausalLM::generate_greedy(const std::vector<int64_t
   };
   for (int64_t i = 0; i < max_new_tokens; ++i) {
     const int64_t next = lg.argmax(-1).item<int64_t>();
-    if (is_eos(next)) break;
+    if (is_eos(next) || (i > 0 && std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end())) break;
     out.push_back(next);
     if (i + 1 == max_new_tokens) break;
     const auto h = forward(at::tensor({next}, at::kLong).unsqueeze(0), cache, attention);

@@ -179,5 +179,75 @@ TEST(Runner, BadMethodParametersAreRejectedBeforeRunning) {
   posix::remove_tree(out);
 }
 
+const std::string kSmolLM2 = kSource + "/data/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+// A small table1_smollm2: 64-token perplexity windows over 320 tokens and one 256-token NIAH trial.
+RunOptions small_lm(const std::string& out) {
+  RunOptions o;
+  o.output = out;
+  o.progress = false;
+  o.device = "cpu";
+  o.overrides = {"tasks.ppl.params={seq_len: 64, stride: 48, max_tokens: 320}",
+                 "tasks.niah.params={lengths: [256], depths: 1, max_new_tokens: 20}",
+                 "methods.sparge.cdfthreshd=0.5", "methods.sparge.simthreshd1=-1", "methods.sparge.block_q=16", "methods.sparge.block_k=16",
+                 "methods.sparge.stage2_group_rows=16"};
+  return o;
+}
+
+TEST(Runner, LanguageModelTasksOnSmolLM2) {
+  if (!posix::exists(kSmolLM2)) GTEST_SKIP() << kSmolLM2 << " is missing: run scripts/setup.sh";
+  const auto out = fresh_dir("lm");
+  const auto s = run_spec(kSource + "/experiments/table1_smollm2.yaml", small_lm(out));
+  // ppl: windows [0,64) [48,112) ... [288,320) cover 320 tokens in 7 windows; niah: 1 trial; 3 methods.
+  EXPECT_EQ(s.computed, (7 + 1) * 3);
+  std::ifstream f(out + "/results.json");
+  const auto r = nlohmann::json::parse(f);
+  for (const char* m : {"full", "sparge", "sparge_fast"}) {
+    SCOPED_TRACE(m);
+    const auto& ppl = r.at("results").at("ppl").at(m);
+    const double p = ppl.at("perplexity").get<double>();
+    EXPECT_GT(p, 2.0);
+    EXPECT_LT(p, 500.0);
+    EXPECT_GT(ppl.at("word_perplexity").get<double>(), p) << "fewer words than tokens";
+    EXPECT_TRUE(ppl.at("niah_score").is_null()) << "niah_score does not apply to the perplexity task";
+    const auto& niah = r.at("results").at("niah").at(m);
+    EXPECT_TRUE(niah.at("niah_score").get<double>() == 0.0 || niah.at("niah_score").get<double>() == 1.0);
+    EXPECT_TRUE(posix::exists(out + "/niah_niah_" + std::string(m) + ".json"));
+  }
+  // Full attention has no block statistics; SpargeAttn at tau = 0.5 skips blocks.
+  EXPECT_TRUE(r.at("results").at("ppl").at("full").at("stage1_sparsity").is_null());
+  EXPECT_GT(r.at("results").at("ppl").at("sparge").at("stage1_sparsity").get<double>(), 0.0);
+  // A second run computes nothing.
+  const auto again = run_spec(kSource + "/experiments/table1_smollm2.yaml", small_lm(out));
+  EXPECT_EQ(again.computed, 0);
+  EXPECT_EQ(again.cached, s.computed);
+  posix::remove_tree(out);
+}
+
+TEST(Runner, LanguageModelSpecErrorsComeBeforeAnyWork) {
+  const auto out = fresh_dir("lm_err");
+  RunOptions llama;
+  llama.output = out;
+  llama.progress = false;
+  llama.device = "cpu";
+  ::unsetenv("SPARGE_LLAMA31_WEIGHTS");
+  try {
+    run_spec(kSource + "/experiments/table1_llama.yaml", llama);
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("SPARGE_LLAMA31_WEIGHTS is not set"), std::string::npos) << e.what();
+  }
+  auto opt = small_lm(out);
+  if (posix::exists(kSmolLM2)) {
+    opt.overrides.push_back("tasks.ppl.params.windows=3");
+    EXPECT_THROW(run_spec(kSource + "/experiments/table1_smollm2.yaml", opt), std::invalid_argument);
+  }
+  // An attention-level metric on a language-model task (single-task spec).
+  opt.overrides = {"metrics=[{name: relative_l1}]", "tasks={ppl: {name: perplexity}}"};
+  EXPECT_THROW(run_spec(kSource + "/experiments/table1_smollm2.yaml", opt), std::invalid_argument);
+  EXPECT_FALSE(posix::exists(out + "/samples.jsonl"));
+  posix::remove_tree(out);
+}
+
 }  // namespace
 }  // namespace sparge::runner

@@ -106,10 +106,12 @@ class LlamaForCausalLM {
   // Prefill of ids (B, N) in chunks of `chunk` positions (0 = one call), returning the logits of the last
   // position (B, vocab).
   at::Tensor prefill(const at::Tensor& ids, KvCache& cache, AttentionProvider& attention, int64_t chunk = 0) const;
-  // Greedy decoding: prefill `prompt` (a single sequence) then append argmax tokens until an EOS id or
-  // max_new_tokens; returns the new tokens (EOS not included).
+  // Greedy decoding: prefill `prompt` (a single sequence) then append argmax tokens until an EOS id of the config,
+  // an id of `stop_ids` after the first new token (LongBench's samsum stops at "\n" with min_length + 1), or
+  // max_new_tokens; returns the new tokens (the stopping id not included).
   std::vector<int64_t> generate_greedy(const std::vector<int64_t>& prompt, int64_t max_new_tokens,
-                                       AttentionProvider& attention, int64_t prefill_chunk = 0) const;
+                                       AttentionProvider& attention, int64_t prefill_chunk = 0,
+                                       const std::vector<int64_t>& stop_ids = {}) const;
 
   void set_capture_hook(CaptureHook hook) { capture_ = std::move(hook); }
 
