@@ -211,5 +211,46 @@ TEST(Llama, SmolLM2GgufMatchesTransformers) {
   EXPECT_LT(max_abs_diff(inter.logits(inter.forward(ids, cache2, dense)), got), 2e-4 * scale);
 }
 
+// The same comparisons with the model on a GPU (float32: within fp32 rounding of transformers on the CPU; bfloat16:
+// the logits' top-1 agrees on nearly every position).
+TEST(Llama, CudaMatchesTransformers) {
+  if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device: the GPU parity runs on the GPU machine";
+  if (!tiny_checkpoints()) GTEST_SKIP() << "transformers oracle unavailable";
+  LoadOptions cuda;
+  cuda.device = at::Device(at::kCUDA, 0);
+  SdpaAttention dense;
+  for (const char* name : {"gqa_llama3", "mha_tied", "mqa"}) {
+    const auto model = LlamaForCausalLM::load(kDir + "/" + name, cuda);
+    const auto expected = open_safetensors(kDir + "/" + std::string(name) + "_expected.safetensors");
+    const auto ids = expected.load("ids"), want = expected.load("logits");
+    auto cache = model.make_cache(1, ids.size(1));
+    const auto got = model.logits(model.forward(ids, cache, dense)).cpu();
+    const double scale = std::max(1.0, want.abs().max().item<double>());
+    std::printf("%s on CUDA float32: max |ours - transformers| %.3g\n", name, max_abs_diff(got, want));
+    EXPECT_LT(max_abs_diff(got, want), 1e-4 * scale) << name;
+  }
+  if (!posix::exists(kSmolLM2)) GTEST_SKIP() << kSmolLM2 << " is missing";
+  const std::string out = kDir + "/smollm2_expected.safetensors";
+  if (!posix::exists(out) && !run_oracle("gguf " + kSmolLM2 + " " + out)) GTEST_SKIP() << "oracle unavailable";
+  const auto expected = open_safetensors(out);
+  const auto ids = expected.load("ids"), want = expected.load("logits");
+  const double scale = want.abs().max().item<double>();
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    cuda.dtype = dtype;
+    const auto model = LlamaForCausalLM::load(kSmolLM2, cuda);
+    auto cache = model.make_cache(1, ids.size(1));
+    const auto got = model.logits(model.forward(ids, cache, dense)).cpu().to(at::kFloat);
+    const double agree = got.argmax(-1).eq(want.argmax(-1)).to(at::kDouble).mean().item<double>();
+    std::printf("SmolLM2 GGUF on CUDA %s: max |ours - transformers| %.3g (logit scale %.1f), top-1 agreement %.3f\n",
+                c10::toString(dtype), max_abs_diff(got, want), scale, agree);
+    if (dtype == at::kFloat) {
+      EXPECT_LT(max_abs_diff(got, want), 2e-4 * scale);
+      EXPECT_EQ(agree, 1.0);
+    } else {
+      EXPECT_GE(agree, 0.9) << "bfloat16 rounding changes the top-1 token at a few positions at most";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sparge::models
