@@ -513,8 +513,8 @@ void LmTask::write_artifacts(const std::string& dir, const std::string& method,
   for (const auto& r : records)
     res.add(r["info"]["context_length"].get<int64_t>(), r["info"]["depth_percent"].get<int>(),
             r["metrics"]["niah_score"].get<double>());
-  res.write_json(dir + "/niah_" + lower(method) + ".json");
-  res.write_csv(dir + "/niah_" + lower(method) + ".csv");
+  res.write_json(dir + "/heatmap_" + lower(method) + ".json");
+  res.write_csv(dir + "/heatmap_" + lower(method) + ".csv");
 }
 
 }  // namespace sparge::runner

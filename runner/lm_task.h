@@ -6,7 +6,8 @@
 //                                                      byte_perplexity, bits_per_byte           wikitext), seq_len,
 //                                                                                                stride, max_tokens
 //   niah           one (length, depth, round) trial    niah_score (0/1; heatmap files per        haystack, lengths,
-//                                                      method: niah_<method>.json / .csv)        depths, rounds,
+//                                                      method: heatmap_<point>_<method>.json,    depths, rounds,
+//                                                      .csv)
 //                                                                                                digits,
 //                                                                                                max_new_tokens, chat
 //   longbench      one example of the datasets         longbench_score (per dataset round(100    data_dir, datasets,
@@ -70,7 +71,7 @@ class LmTask {
   // The final value of `metric` over a method's records; stderr (NaN where undefined) for mean-aggregated ones.
   std::pair<double, double> reduce(const std::string& metric, const std::string& aggregation,
                                    const std::vector<nlohmann::json>& records) const;
-  // Files beside results.json for one method (NIAH: niah_<method>.json and .csv for the heatmap).
+  // Files beside results.json for one method (NIAH: heatmap_<name>.json and .csv).
   void write_artifacts(const std::string& dir, const std::string& method,
                        const std::vector<nlohmann::json>& records) const;
 

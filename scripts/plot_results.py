@@ -7,7 +7,8 @@ Writes into each directory, from its results.json:
   sparsity_vs_error.png/.svg   stage-1 sparsity (or P.V sparsity) vs relative L1, one point per (sweep point, method),
                                with the stderr as error bars, when both metrics were measured;
   throughput.png/.svg          dense-equivalent TOPS per (sweep point, method), when `tops` was measured;
-  metrics.png/.svg             otherwise, one bar panel per metric.
+  metrics.png/.svg             otherwise, one bar panel per metric;
+  niah_heatmaps.png/.svg       needle-in-a-haystack score per (context length, depth), from heatmap_*.json.
 Needs matplotlib (Debian's python3-matplotlib, installed by scripts/setup.sh); no torch.
 """
 import json
@@ -78,7 +79,30 @@ def plot_dir(out_dir):
             ax.tick_params(labelsize=7)
         fig.suptitle(title)
         made.append(save(fig, out_dir, "metrics"))
+    made += plot_heatmaps(out_dir)
     return made
+
+
+def plot_heatmaps(out_dir):
+    """Needle-in-a-haystack heatmaps (heatmap_<point>_<method>.json): context length x depth, score 0..1."""
+    files = sorted(f for f in os.listdir(out_dir) if f.startswith("heatmap_") and f.endswith(".json"))
+    if not files:
+        return []
+    fig, axes = plt.subplots(1, len(files), figsize=(3.6 * len(files), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], files):
+        with open(os.path.join(out_dir, name)) as f:
+            h = json.load(f)
+        grid = [[float("nan") if s is None else s for s in row] for row in h["scores"]]
+        # rows: depths (top = 0%), columns: lengths
+        data = [[grid[li][di] for li in range(len(h["lengths"]))] for di in range(len(h["depths"]))]
+        im = ax.imshow(data, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+        ax.set_xticks(range(len(h["lengths"])), [str(x) for x in h["lengths"]], fontsize=7, rotation=45)
+        ax.set_yticks(range(len(h["depths"])), [f"{d}%" for d in h["depths"]], fontsize=7)
+        ax.set_xlabel("context length (tokens)", fontsize=8)
+        ax.set_ylabel("needle depth", fontsize=8)
+        ax.set_title(f"{name[len('heatmap_'):-5]}: {h['overall']:.3f}", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    return [save(fig, out_dir, "niah_heatmaps")]
 
 
 def main():

@@ -86,9 +86,15 @@ LlamaConfig LlamaConfig::from_hf_json(const std::string& path) {
     if (e.is_array())
       for (const auto& x : e) c.eos_token_ids.push_back(x.get<int64_t>());
   }
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    const auto& r = j["rope_scaling"];
-    const std::string src = path + " rope_scaling";
+  // transformers < 5 writes rope_theta and rope_scaling {rope_type, factor, ...}; transformers 5 writes
+  // rope_parameters {rope_type, rope_theta, factor, ...} (rope_type "default" when unscaled).
+  const char* rope_key = j.contains("rope_parameters") && j["rope_parameters"].is_object() ? "rope_parameters"
+                                                                                             : "rope_scaling";
+  if (std::string(rope_key) == "rope_parameters")
+    c.rope_theta = json_float(j["rope_parameters"], "rope_theta", path + " rope_parameters", c.rope_theta);
+  if (j.contains(rope_key) && !j[rope_key].is_null()) {
+    const auto& r = j[rope_key];
+    const std::string src = path + " " + rope_key;
     const std::string type = r.value("rope_type", r.value("type", std::string("default")));
     if (type == "default") {
     } else if (type == "linear") {

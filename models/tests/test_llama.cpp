@@ -92,6 +92,18 @@ TEST(Llama, ConfigFromJson) {
   EXPECT_EQ(c.rope_scaling.original_max_position, 16);
   EXPECT_FALSE(c.tie_word_embeddings);
   EXPECT_EQ(c.eos_token_ids, (std::vector<int64_t>{97}));
+  // transformers 5 keeps theta and scaling together in rope_parameters.
+  {
+    std::ofstream(kDir + "/v5_config.json") << R"({"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
+        "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})";
+    const auto v5 = LlamaConfig::from_hf_json(kDir + "/v5_config.json");
+    EXPECT_EQ(v5.rope_theta, 500000.0);
+    EXPECT_EQ(v5.rope_scaling.type, RopeScaling::Type::kLlama3);
+    EXPECT_EQ(v5.rope_scaling.original_max_position, 8192);
+    EXPECT_EQ(v5.head_dim, 128);
+  }
   const auto m = LlamaConfig::from_hf_json(kDir + "/mha_tied/config.json");
   EXPECT_EQ(m.head_dim, 24);
   EXPECT_TRUE(m.attention_bias);

@@ -370,8 +370,8 @@ TEST(SmolLM2, ChatTemplateEqualsTransformers) {
   const auto tok = smollm2();
   const auto convs = case_messages();
   for (size_t i = 0; i < convs.size(); ++i) {
-    EXPECT_EQ(tok->apply_chat_template(convs[i], false), cases()["smollm2_transformers"]["chat"][i]) << i;
-    EXPECT_EQ(tok->apply_chat_template(convs[i], true), cases()["smollm2_transformers"]["chat_generation"][i])
+    EXPECT_EQ(tok->apply_chat_template(convs[i], false), cases()["smollm2_transformers"]["chat"][i].get<std::string>()) << i;
+    EXPECT_EQ(tok->apply_chat_template(convs[i], true), cases()["smollm2_transformers"]["chat_generation"][i].get<std::string>())
         << i;
   }
   const auto ids = tok->encode(tok->apply_chat_template({{"user", "Hi"}}, true), false);
@@ -422,8 +422,8 @@ TEST(TokenizerJson, Llama3StyleEqualsTokenizersLibrary) {
   ASSERT_EQ(tok->chat_template().format, ChatFormat::kLlama3);
   const auto convs = case_messages();
   for (size_t i = 0; i < convs.size(); ++i) {
-    EXPECT_EQ(tok->apply_chat_template(convs[i], false), cases()["llama3_chat"][i]) << i;
-    EXPECT_EQ(tok->apply_chat_template(convs[i], true), cases()["llama3_chat_generation"][i]) << i;
+    EXPECT_EQ(tok->apply_chat_template(convs[i], false), cases()["llama3_chat"][i].get<std::string>()) << i;
+    EXPECT_EQ(tok->apply_chat_template(convs[i], true), cases()["llama3_chat_generation"][i].get<std::string>()) << i;
   }
   const auto ids = tok->encode(tok->apply_chat_template({{"user", "Hi"}}, true), false);
   EXPECT_EQ(ids.front(), bos);

@@ -212,7 +212,7 @@ TEST(Runner, LanguageModelTasksOnSmolLM2) {
     EXPECT_TRUE(ppl.at("niah_score").is_null()) << "niah_score does not apply to the perplexity task";
     const auto& niah = r.at("results").at("niah").at(m);
     EXPECT_TRUE(niah.at("niah_score").get<double>() == 0.0 || niah.at("niah_score").get<double>() == 1.0);
-    EXPECT_TRUE(posix::exists(out + "/niah_niah_" + std::string(m) + ".json"));
+    EXPECT_TRUE(posix::exists(out + "/heatmap_niah_" + std::string(m) + ".json"));
   }
   // Full attention has no block statistics; SpargeAttn at tau = 0.5 skips blocks.
   EXPECT_TRUE(r.at("results").at("ppl").at("full").at("stage1_sparsity").is_null());
