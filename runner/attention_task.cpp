@@ -7,6 +7,8 @@
 #include <set>
 #include <stdexcept>
 
+#include "lm_task.h"
+#include "params.h"
 #include "sparge/models/safetensors.h"
 #include "sparge/permute.h"
 #include "sparge/synthetic.h"
@@ -47,9 +49,22 @@ AttentionTask::AttentionTask(std::string inputs, const Params& p, at::ScalarType
     : inputs_(std::move(inputs)), dtype_(dtype), device_(device) {
   std::set<std::string> read;
   if (inputs_ != "structured_llm" && inputs_ != "structured_visual" && inputs_ != "random" &&
-      inputs_ != "captured")
+      inputs_ != "captured" && inputs_ != "model")
     throw std::invalid_argument(
-        "task inputs: expected structured_llm, structured_visual, random or captured, got `" + inputs_ + "`");
+        "task inputs: expected structured_llm, structured_visual, random, captured or model, "
+        "got `" +
+        inputs_ + "`");
+  if (inputs_ == "model") {
+    ParamReader r("task inputs `model`", p);
+    weights_ = r.text("weights", "data/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    corpus_ = r.text("corpus", "data/corpus/jargon.txt");
+    seq_ = r.integer("seq", 2048, 2);
+    offset_ = r.integer("offset", 0, 0);
+    layers_ = r.integers("layers", {0}, 0);
+    r.reject_unread();
+    causal_ = true;
+    return;
+  }
   if (inputs_ == "captured") {
     read.insert("path");
     const auto it = p.find("path");
@@ -110,6 +125,18 @@ AttentionSample AttentionTask::sample(int64_t index, uint64_t seed) const {
   const auto opt = at::TensorOptions(dtype_).device(device_);
   AttentionSample out;
   out.causal = causal_;
+  if (inputs_ == "model") {
+    if (index >= static_cast<int64_t>(layers_.size()))
+      throw std::invalid_argument("task inputs `model`: sample " + std::to_string(index) +
+                                  " needs a layer; `layers` " + "lists " + std::to_string(layers_.size()) +
+                                  " (set task.samples to at most that)");
+    if (captured_.empty()) captured_ = capture_model_qkv(weights_, corpus_, seq_, offset_, layers_);
+    const auto& c = captured_[static_cast<size_t>(index)];
+    out.q = c.q.to(opt);
+    out.k = c.k.to(opt);
+    out.v = c.v.to(opt);
+    return out;
+  }
   if (inputs_ == "captured") {
     const auto f = models::open_safetensors(path_);
     std::string suffix;  // built in steps: GCC 12 warns falsely (-Wrestrict) on "." + std::to_string(i)

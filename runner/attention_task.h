@@ -10,9 +10,10 @@
 //                     random, hilbert): Q and K share a spatially smooth random field over the (T, H, W) grid
 //                     (visual latents are locally correlated), tokens laid out in `order`; never causal
 //   random            batch, heads, kv_heads, seq, head_dim, causal: independent standard normal Q, K, V
-//   captured          Q/K/V captured from a model and stored as safetensors: needs the safetensors reader
-//   that
-//                     arrives with the model ports (rejected with that message today)
+//   captured          Q/K/V stored as safetensors (path; q/k/v, or q.i/k.i/v.i for sample i), causal
+//   model             Q/K/V of a language model's prefill on real text, captured through its hook: weights
+//                     (default the SmolLM2 GGUF), corpus (default the Jargon File), seq 2048, offset 0,
+//                     layers [0]; sample i is layer layers[i]; always causal
 // Tensors are HND in the task's dtype on the task's device; every sample has its own seed (spec seed, index).
 #pragma once
 
@@ -21,6 +22,7 @@
 #include <cstdint>
 #include <string>
 
+#include "lm_task.h"
 #include "methods.h"
 
 namespace sparge::runner {
@@ -46,7 +48,11 @@ class AttentionTask {
   int64_t grid_t_ = 8, grid_h_ = 24, grid_w_ = 40, waves_ = 4;
   double frequency_ = 0.25;
   std::string order_ = "row_major";
-  std::string path_;  // captured inputs
+  std::string path_;              // captured inputs
+  std::string weights_, corpus_;  // model inputs
+  int64_t offset_ = 0;
+  std::vector<int64_t> layers_;
+  mutable std::vector<CapturedQkv> captured_;  // captured on the first sample
 };
 
 }  // namespace sparge::runner

@@ -297,17 +297,19 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
     for (const auto& m : rp.spec["metrics"]) {
       const MetricInfo info =
           metric_info(m["name"].as<std::string>());  // a copy: GCC 13 -Wdangling-reference
-      const bool stats = info.name == "stage1_sparsity" || info.name == "stage2_skipped" || info.name == "pv_density";
+      const bool stats =
+          info.name == "stage1_sparsity" || info.name == "stage2_skipped" || info.name == "pv_density";
       const MetricSpec ms{info.name, m["aggregation"] ? m["aggregation"].as<std::string>() : "mean",
                           m["higher_is_better"] ? m["higher_is_better"].as<bool>() : info.higher_is_better};
       if (work.empty()) all_metrics.push_back(ms);
       // With several tasks, each computes the metrics that apply to it (the others stay empty in its rows).
       if (multi_task && !metric_applies(task_name, info.name)) continue;
       if (lm && !is_lm_metric(info.name) && !stats)
-        throw std::invalid_argument("metric `" + info.name + "` applies to the attention task, not to task `" +
-                                    task_name + "`");
+        throw std::invalid_argument("metric `" + info.name +
+                                    "` applies to the attention task, not to task `" + task_name + "`");
       if (!lm && is_lm_metric(info.name))
-        throw std::invalid_argument("metric `" + info.name + "` applies to language-model tasks, not to the "
+        throw std::invalid_argument("metric `" + info.name +
+                                    "` applies to language-model tasks, not to the "
                                     "attention task");
       pt.metrics.push_back(ms);
     }
@@ -318,12 +320,15 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
         skip.insert("dense_layers");
         for (const auto& l : kv.second["dense_layers"]) pt.dense_layers[id].insert(l.as<int64_t>());
       }
-      pt.methods.emplace_back(id, make_method(id, kv.second["type"].as<std::string>(), to_params(kv.second, skip)));
+      pt.methods.emplace_back(
+          id, make_method(id, kv.second["type"].as<std::string>(), to_params(kv.second, skip)));
     }
     if (lm) {
       if (seeds.size() != 1)
-        throw std::invalid_argument("seeds: language-model tasks decode greedily; give one seed (it draws the NIAH "
-                                    "needles), got " + std::to_string(seeds.size()));
+        throw std::invalid_argument(
+            "seeds: language-model tasks decode greedily; give one seed (it draws the NIAH "
+            "needles), got " +
+            std::to_string(seeds.size()));
       LmModelSpec ms;
       ms.family = model && model["family"] ? model["family"].as<std::string>() : "llama";
       if (ms.family == "none") ms.family = "llama";
@@ -334,10 +339,11 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
       pt.samples = pt.lm->num_samples();
     } else {
       if (!task["inputs"])
-        throw std::invalid_argument("task.inputs: the attention task needs inputs (structured_llm, "
-                                    "structured_visual, random or captured)");
-      pt.task = std::make_unique<AttentionTask>(task["inputs"].as<std::string>(), to_params(task["params"], {}),
-                                                dtype, device);
+        throw std::invalid_argument(
+            "task.inputs: the attention task needs inputs (structured_llm, "
+            "structured_visual, random or captured)");
+      pt.task = std::make_unique<AttentionTask>(task["inputs"].as<std::string>(),
+                                                to_params(task["params"], {}), dtype, device);
       pt.samples = task["samples"] ? task["samples"].as<int64_t>() : 1;
     }
     if (limit) pt.samples = std::min(pt.samples, *limit);
@@ -347,7 +353,8 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
 
   for (const auto& m : all_metrics)
     if (std::none_of(work.begin(), work.end(), [&](const Point& p) {
-          return std::any_of(p.metrics.begin(), p.metrics.end(), [&](const MetricSpec& x) { return x.name == m.name; });
+          return std::any_of(p.metrics.begin(), p.metrics.end(),
+                             [&](const MetricSpec& x) { return x.name == m.name; });
         }))
       throw std::invalid_argument("metric `" + m.name + "` applies to none of the spec's tasks");
   SampleStore store(summary.output_dir);

@@ -5,6 +5,7 @@
 #include <c10/core/InferenceMode.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -31,8 +32,8 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 const std::set<std::string> kTasks = {"perplexity", "niah", "longbench", "infinitebench"};
-const std::set<std::string> kStatsMetrics = {"stage1_sparsity", "stage2_skipped", "pv_density", "attention_ms",
-                                             "attention_tops", "prefill_tokens"};
+const std::set<std::string> kStatsMetrics = {"stage1_sparsity", "stage2_skipped", "pv_density",
+                                             "attention_ms",    "attention_tops", "prefill_tokens"};
 
 std::string read_file(const std::string& path, const std::string& what) {
   std::ifstream f(path, std::ios::binary);
@@ -42,14 +43,16 @@ std::string read_file(const std::string& path, const std::string& what) {
   return s.str();
 }
 
-// A path from a spec: as given, else relative to the source tree (specs name data/... from the repository root).
+// A path from a spec: as given, else relative to the source tree (specs name data/... from the repository
+// root).
 std::string find_path(const std::string& p) {
   if (p.empty() || p[0] == '/' || posix::exists(p)) return p;
   const std::string in_tree = std::string(SPARGE_SOURCE_DIR) + "/" + p;
   return posix::exists(in_tree) ? in_tree : p;
 }
 
-// The model and tokenizer of a weights path, loaded once per process (specs often run several tasks on one model).
+// The model and tokenizer of a weights path, loaded once per process (specs often run several tasks on one
+// model).
 struct LoadedModel {
   std::shared_ptr<models::LlamaForCausalLM> model;
   std::shared_ptr<models::Tokenizer> tokenizer;
@@ -62,10 +65,12 @@ LoadedModel load_model(const LmModelSpec& spec, at::Device device) {
   const std::string key = spec.weights + "|" + c10::toString(spec.dtype) + "|" + device.str();
   if (const auto it = cache.find(key); it != cache.end()) return it->second;
   if (spec.family != "llama")
-    throw std::invalid_argument("model.family: `" + spec.family + "` has no language-model port (expected llama)");
+    throw std::invalid_argument("model.family: `" + spec.family +
+                                "` has no language-model port (expected llama)");
   const std::string path = find_path(spec.weights);
   if (!posix::exists(path))
-    throw std::invalid_argument("model.weights: " + spec.weights + " does not exist (a GGUF file or a Hugging Face "
+    throw std::invalid_argument("model.weights: " + spec.weights +
+                                " does not exist (a GGUF file or a Hugging Face "
                                 "directory with config.json, tokenizer.json and *.safetensors)");
   models::LoadOptions opt;
   opt.dtype = spec.dtype;
@@ -84,8 +89,8 @@ LoadedModel load_model(const LmModelSpec& spec, at::Device device) {
   return m;
 }
 
-// Prefill attention through the method under test (dense for decode steps and dense_layers), with the method's
-// statistics and time summed over calls.
+// Prefill attention through the method under test (dense for decode steps and dense_layers), with the
+// method's statistics and time summed over calls.
 class MethodProvider final : public models::AttentionProvider {
  public:
   MethodProvider(AttentionMethod& m, const std::set<int64_t>& dense_layers, at::Device device)
@@ -102,7 +107,8 @@ class MethodProvider final : public models::AttentionProvider {
     const double nq = static_cast<double>(q.size(2)), nk = static_cast<double>(k.size(2));
     // Dense-equivalent FLOPs: 4 B H Nq Nk D, the causal part (bottom-right) only.
     const double pairs = call.causal ? nq * nk - nq * (nq - 1) / 2 : nq * nk;
-    stats_["flops"] = stats_.value("flops", 0.0) + 4.0 * static_cast<double>(q.size(0) * q.size(1) * q.size(3)) * pairs;
+    stats_["flops"] =
+        stats_.value("flops", 0.0) + 4.0 * static_cast<double>(q.size(0) * q.size(1) * q.size(3)) * pairs;
     stats_["attention_ms"] = stats_.value("attention_ms", 0.0) + ms;
     const auto& s = r.stats;
     if (s.valid_blocks > 0) {
@@ -112,7 +118,8 @@ class MethodProvider final : public models::AttentionProvider {
       stats_["stage2_skipped"] = stats_.value("stage2_skipped", int64_t{0}) + s.stage2_skipped;
       stats_["valid_pairs"] = stats_.value("valid_pairs", int64_t{0}) + s.valid_pairs;
       stats_["computed_pairs"] = stats_.value("computed_pairs", int64_t{0}) + s.computed_pairs;
-      stats_["stage2_skipped_pairs"] = stats_.value("stage2_skipped_pairs", int64_t{0}) + s.stage2_skipped_pairs;
+      stats_["stage2_skipped_pairs"] =
+          stats_.value("stage2_skipped_pairs", int64_t{0}) + s.stage2_skipped_pairs;
     }
     return r.out.to(q.scalar_type());
   }
@@ -145,7 +152,8 @@ double stats_metric(const std::string& name, const std::vector<json>& records) {
   if (name == "stage2_skipped") return ratio("stage2_skipped", "stage2_groups");
   if (name == "pv_density") {
     const double valid = sum_of(records, "valid_pairs");
-    return valid > 0 ? (sum_of(records, "computed_pairs") - sum_of(records, "stage2_skipped_pairs")) / valid : NAN;
+    return valid > 0 ? (sum_of(records, "computed_pairs") - sum_of(records, "stage2_skipped_pairs")) / valid
+                     : NAN;
   }
   if (name == "attention_ms") return sum_of(records, "attention_ms");
   if (name == "attention_tops") {
@@ -163,26 +171,33 @@ std::string lower(std::string s) {
 
 }  // namespace
 
-bool is_lm_task(const std::string& name) { return kTasks.count(name) != 0; }
+bool is_lm_task(const std::string& name) {
+  return kTasks.count(name) != 0;
+}
 
 bool is_lm_metric(const std::string& name) {
-  static const std::set<std::string> m = {"perplexity",      "word_perplexity", "byte_perplexity", "bits_per_byte",
-                                          "niah_score",      "longbench_score", "infinitebench_accuracy",
-                                          "attention_ms",    "attention_tops",  "prefill_tokens"};
+  static const std::set<std::string> m = {
+      "perplexity",      "word_perplexity",        "byte_perplexity", "bits_per_byte",  "niah_score",
+      "longbench_score", "infinitebench_accuracy", "attention_ms",    "attention_tops", "prefill_tokens"};
   return m.count(name) != 0;
 }
 
 bool metric_applies(const std::string& task, const std::string& metric) {
-  static const std::map<std::string, std::string> owner = {
-      {"perplexity", "perplexity"},      {"word_perplexity", "perplexity"}, {"byte_perplexity", "perplexity"},
-      {"bits_per_byte", "perplexity"},   {"niah_score", "niah"},            {"longbench_score", "longbench"},
-      {"infinitebench_accuracy", "infinitebench"}};
+  static const std::map<std::string, std::string> owner = {{"perplexity", "perplexity"},
+                                                           {"word_perplexity", "perplexity"},
+                                                           {"byte_perplexity", "perplexity"},
+                                                           {"bits_per_byte", "perplexity"},
+                                                           {"niah_score", "niah"},
+                                                           {"longbench_score", "longbench"},
+                                                           {"infinitebench_accuracy", "infinitebench"}};
   if (const auto it = owner.find(metric); it != owner.end()) return it->second == task;
   if (task == "attention") return !is_lm_metric(metric);
   return kStatsMetrics.count(metric) != 0;  // every LM task has its prefill attention statistics
 }
 
-std::string resolve_weights_path(const std::string& v) { return expand_env(v, "model.weights"); }
+std::string resolve_weights_path(const std::string& v) {
+  return expand_env(v, "model.weights");
+}
 
 std::string expand_env(const std::string& v, const std::string& what) {
   std::string out;
@@ -195,9 +210,10 @@ std::string expand_env(const std::string& v, const std::string& what) {
       if (val == nullptr || *val == '\0')
         throw std::invalid_argument(
             what + ": the environment variable " + var + " is not set; set it to the " +
-            (what == "model.weights" ? std::string("checkpoint (a GGUF file, or a Hugging Face directory with "
-                                                   "config.json, tokenizer.json and *.safetensors)")
-                                     : std::string("data path (eval/README.md lists the expected layouts)")) +
+            (what == "model.weights"
+                 ? std::string("checkpoint (a GGUF file, or a Hugging Face directory with "
+                               "config.json, tokenizer.json and *.safetensors)")
+                 : std::string("data path (eval/README.md lists the expected layouts)")) +
             ", or give --set " + what + "=PATH");
       out += val;
       i = end + 1;
@@ -205,6 +221,49 @@ std::string expand_env(const std::string& v, const std::string& what) {
       out += v[i++];
     }
   }
+  return out;
+}
+
+std::vector<CapturedQkv> capture_model_qkv(const std::string& weights, const std::string& corpus, int64_t seq,
+                                           int64_t offset, const std::vector<int64_t>& layers) {
+  LmModelSpec spec;
+  spec.weights = resolve_weights_path(weights);
+  spec.dtype = at::kFloat;
+  const auto lm = load_model(spec, at::kCPU);
+  const int64_t n_layers = lm.model->config().num_layers;
+  for (auto l : layers)
+    if (l < 0 || l >= n_layers)
+      throw std::invalid_argument("task parameter `layers`: layer " + std::to_string(l) + " is outside [0, " +
+                                  std::to_string(n_layers) + ")");
+  if (seq < 2 || seq > lm.model->config().max_position)
+    throw std::invalid_argument("task parameter `seq`: " + std::to_string(seq) + " is outside [2, " +
+                                std::to_string(lm.model->config().max_position) + "] (the model's context)");
+  const auto ids = lm.tokenizer->encode(
+      read_file(find_path(expand_env(corpus, "task.params.corpus")), "task parameter `corpus`"), true, true);
+  if (offset < 0 || offset + seq > static_cast<int64_t>(ids.size()))
+    throw std::invalid_argument("task parameters `offset` + `seq`: " + std::to_string(offset + seq) +
+                                " tokens, the corpus has " + std::to_string(ids.size()));
+  std::map<int64_t, CapturedQkv> got;
+  lm.model->set_capture_hook(
+      [&](int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+        if (std::find(layers.begin(), layers.end(), layer) != layers.end())
+          got[layer] = {q.contiguous().clone(), k.contiguous().clone(), v.contiguous().clone()};
+      });
+  try {
+    c10::InferenceMode inference;
+    models::SdpaAttention dense;
+    auto cache = lm.model->make_cache(1, seq);
+    lm.model->forward(
+        at::tensor(std::vector<int64_t>(ids.begin() + offset, ids.begin() + offset + seq), at::kLong)
+            .unsqueeze(0),
+        cache, dense);
+  } catch (...) {
+    lm.model->set_capture_hook(nullptr);
+    throw;
+  }
+  lm.model->set_capture_hook(nullptr);
+  std::vector<CapturedQkv> out;
+  for (auto l : layers) out.push_back(got.at(l));
   return out;
 }
 
@@ -259,13 +318,15 @@ LmTask::LmTask(const std::string& name, const Params& params, const LmModelSpec&
   s.name = name;
   s.device = device;
   s.seed = seed;
-  if (!is_lm_task(name)) throw std::invalid_argument("task.name: `" + name + "` is not a language-model task");
+  if (!is_lm_task(name))
+    throw std::invalid_argument("task.name: `" + name + "` is not a language-model task");
   ParamReader r("task `" + name + "`", params);
   s.prefill_chunk = r.integer("prefill_chunk", 0, 0);
   LmModelSpec m = model;
   m.weights = resolve_weights_path(model.weights);
   if (m.weights.empty())
-    throw std::invalid_argument("model.weights: task `" + name + "` needs the model's weights (model.weights)");
+    throw std::invalid_argument("model.weights: task `" + name +
+                                "` needs the model's weights (model.weights)");
   // Parameters are read (and unknown ones rejected) before the model loads: a typo fails fast.
   std::string corpus, format, haystack, data_dir, path;
   int64_t seq_len = 0, stride = 0, max_tokens = 0, rounds = 0, digits = 0;
@@ -294,14 +355,16 @@ LmTask::LmTask(const std::string& name, const Params& params, const LmModelSpec&
     datasets = r.texts("datasets", {});
     s.max_length = r.integer("max_length", 0, 0);
     if (data_dir.empty() || datasets.empty())
-      throw std::invalid_argument("task `longbench`: parameters `data_dir` (the directory of LongBench's "
-                                  "<dataset>.jsonl files) and `datasets` are required");
+      throw std::invalid_argument(
+          "task `longbench`: parameters `data_dir` (the directory of LongBench's "
+          "<dataset>.jsonl files) and `datasets` are required");
   } else {
     path = expand_env(r.text("path", ""), "task.params.path");
     s.max_length = r.integer("max_length", 0, 0);
     s.chat = r.flag("chat", false);
     if (path.empty())
-      throw std::invalid_argument("task `infinitebench`: parameter `path` (longbook_choice_eng.jsonl) is required");
+      throw std::invalid_argument(
+          "task `infinitebench`: parameter `path` (longbook_choice_eng.jsonl) is required");
   }
   r.reject_unread();
 
@@ -316,7 +379,8 @@ LmTask::LmTask(const std::string& name, const Params& params, const LmModelSpec&
       text = read_file(file, "task `perplexity`: parameter `corpus`");
     s.stream = s.encode(text, true);
     if (max_tokens > 0 && static_cast<int64_t>(s.stream.size()) > max_tokens) s.stream.resize(max_tokens);
-    if (s.stream.size() < 2) throw std::invalid_argument("task `perplexity`: the corpus has fewer than 2 tokens");
+    if (s.stream.size() < 2)
+      throw std::invalid_argument("task `perplexity`: the corpus has fewer than 2 tokens");
     if (seq_len > ctx)
       throw std::invalid_argument("task `perplexity`: seq_len " + std::to_string(seq_len) +
                                   " exceeds the model's context " + std::to_string(ctx));
@@ -325,11 +389,12 @@ LmTask::LmTask(const std::string& name, const Params& params, const LmModelSpec&
     s.haystack = read_file(find_path(haystack), "task `niah`: parameter `haystack`");
     for (auto l : lengths)
       if (l + s.max_new_tokens > ctx)
-        throw std::invalid_argument("task `niah`: length " + std::to_string(l) + " + max_new_tokens exceeds the " +
-                                    "model's context " + std::to_string(ctx));
+        throw std::invalid_argument("task `niah`: length " + std::to_string(l) +
+                                    " + max_new_tokens exceeds the " + "model's context " +
+                                    std::to_string(ctx));
     if (s.chat && s.lm.tokenizer->chat_template().format == models::ChatFormat::kNone) s.chat = false;
-    s.cases = eval::niah_grid(lengths, eval::niah_depths(static_cast<int>(num_depths)), static_cast<int>(rounds),
-                              seed, static_cast<int>(digits));
+    s.cases = eval::niah_grid(lengths, eval::niah_depths(static_cast<int>(num_depths)),
+                              static_cast<int>(rounds), seed, static_cast<int>(digits));
   } else if (name == "longbench") {
     const std::string dir = find_path(data_dir);
     for (const auto& d : datasets) {
@@ -358,10 +423,11 @@ std::string LmTask::sample_id(int64_t i) const {
   const auto& s = *impl_;
   const auto idx = static_cast<size_t>(i);
   if (s.name == "perplexity")
-    return "window [" + std::to_string(s.windows[idx].begin) + ", " + std::to_string(s.windows[idx].end) + ")";
+    return "window [" + std::to_string(s.windows[idx].begin) + ", " + std::to_string(s.windows[idx].end) +
+           ")";
   if (s.name == "niah")
-    return "niah " + std::to_string(s.cases[idx].context_length) + " x " + std::to_string(s.cases[idx].depth_percent) +
-           "% r" + std::to_string(s.cases[idx].round);
+    return "niah " + std::to_string(s.cases[idx].context_length) + " x " +
+           std::to_string(s.cases[idx].depth_percent) + "% r" + std::to_string(s.cases[idx].round);
   if (s.name == "longbench") return "longbench " + s.lb[idx].dataset + " " + s.lb[idx].id;
   return "infinitebench " + s.ib[idx].id;
 }
@@ -377,19 +443,23 @@ json LmTask::run(int64_t i, AttentionMethod& method, const std::set<int64_t>& de
     const auto& w = s.windows[idx];
     const int64_t n = w.end - w.begin;
     const auto ids =
-        at::tensor(std::vector<int64_t>(s.stream.begin() + w.begin, s.stream.begin() + w.end), at::kLong).unsqueeze(0);
+        at::tensor(std::vector<int64_t>(s.stream.begin() + w.begin, s.stream.begin() + w.end), at::kLong)
+            .unsqueeze(0);
     auto cache = s.lm.model->make_cache(1, n);
     const int64_t step = s.prefill_chunk > 0 ? s.prefill_chunk : n;
     std::vector<at::Tensor> hidden;
     for (int64_t b = 0; b < n; b += step)
-      hidden.push_back(s.lm.model->forward(ids.narrow(1, b, std::min(step, n - b)), cache, provider).select(0, 0));
+      hidden.push_back(
+          s.lm.model->forward(ids.narrow(1, b, std::min(step, n - b)), cache, provider).select(0, 0));
     const auto h = at::cat(hidden, 0);  // (n, hidden)
     // The logits at t - 1 score token t, for t in [score_from, end).
     const int64_t first = w.score_from - w.begin;
-    const auto nll = s.lm.model->token_nll(h.narrow(0, first - 1, w.end - w.score_from),
-                                           ids.select(0, 0).narrow(0, first, w.end - w.score_from).to(s.device));
+    const auto nll =
+        s.lm.model->token_nll(h.narrow(0, first - 1, w.end - w.score_from),
+                              ids.select(0, 0).narrow(0, first, w.end - w.score_from).to(s.device));
     const double nll_sum = nll.to(at::kDouble).sum().item<double>();
-    // Words and bytes of the scored text: a word starts at a non-space byte after a space (or the stream start).
+    // Words and bytes of the scored text: a word starts at a non-space byte after a space (or the stream
+    // start).
     const std::vector<int64_t> scored(s.stream.begin() + w.score_from, s.stream.begin() + w.end);
     const std::string text = s.decode(scored);
     const std::string before = s.decode({s.stream[static_cast<size_t>(w.score_from - 1)]});
@@ -402,7 +472,9 @@ json LmTask::run(int64_t i, AttentionMethod& method, const std::set<int64_t>& de
     }
     prefill_tokens = n;
     metrics["perplexity"] = std::exp(nll_sum / static_cast<double>(w.scored()));
-    json raw = {{"nll_sum", nll_sum}, {"tokens", w.scored()}, {"words", words},
+    json raw = {{"nll_sum", nll_sum},
+                {"tokens", w.scored()},
+                {"words", words},
                 {"bytes", static_cast<int64_t>(text.size())}};
     raw.update(provider.stats());
     raw["prefill_tokens"] = prefill_tokens;
@@ -415,14 +487,19 @@ json LmTask::run(int64_t i, AttentionMethod& method, const std::set<int64_t>& de
     eval::NiahOptions opt;
     opt.reserve_tokens = wrap + s.max_new_tokens;
     const auto built = eval::build_niah_prompt(
-        s.haystack, [&](const std::string& t) { return static_cast<int64_t>(s.encode(t, false).size()); }, c, opt);
+        s.haystack, [&](const std::string& t) { return static_cast<int64_t>(s.encode(t, false).size()); }, c,
+        opt);
     const auto prompt = s.prompt_ids(built.prompt, s.chat);
     const auto out = s.generate(prompt, s.max_new_tokens, provider);
     const std::string answer = s.decode(out);
     prefill_tokens = static_cast<int64_t>(prompt.size());
     metrics["niah_score"] = eval::niah_score(answer, c.number);
-    info = {{"sample", sample_id(i)},     {"context_length", c.context_length}, {"depth_percent", c.depth_percent},
-            {"round", c.round},           {"number", c.number},                  {"answer", answer},
+    info = {{"sample", sample_id(i)},
+            {"context_length", c.context_length},
+            {"depth_percent", c.depth_percent},
+            {"round", c.round},
+            {"number", c.number},
+            {"answer", answer},
             {"prompt_tokens", prefill_tokens}};
   } else if (s.name == "longbench") {
     const auto& ex = s.lb[idx];
@@ -441,7 +518,10 @@ json LmTask::run(int64_t i, AttentionMethod& method, const std::set<int64_t>& de
     const std::string pred = s.decode(out);
     prefill_tokens = static_cast<int64_t>(ids.size());
     metrics["longbench_score"] = eval::longbench_sample_score(t, pred, ex.answers, ex.all_classes);
-    info = {{"sample", sample_id(i)}, {"dataset", ex.dataset}, {"prediction", pred}, {"prompt_tokens", prefill_tokens}};
+    info = {{"sample", sample_id(i)},
+            {"dataset", ex.dataset},
+            {"prediction", pred},
+            {"prompt_tokens", prefill_tokens}};
   } else {
     const auto& ex = s.ib[idx];
     const std::string text = eval::infinitebench_choice_prompt(ex);
@@ -479,7 +559,8 @@ std::pair<double, double> LmTask::reduce(const std::string& metric, const std::s
   if (metric == "longbench_score") {
     std::map<std::string, std::vector<double>> by_dataset;
     for (const auto& r : records)
-      by_dataset[r["info"]["dataset"].get<std::string>()].push_back(r["metrics"]["longbench_score"].get<double>());
+      by_dataset[r["info"]["dataset"].get<std::string>()].push_back(
+          r["metrics"]["longbench_score"].get<double>());
     std::map<std::string, double> scores;
     for (const auto& [d, v] : by_dataset) scores[d] = eval::longbench_dataset_score(v);
     return {eval::longbench_average(scores), NAN};
@@ -501,8 +582,8 @@ std::pair<double, double> LmTask::reduce(const std::string& metric, const std::s
   }
   double ss = 0;
   for (double x : v) ss += (x - mean) * (x - mean);
-  const double se = v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1) / static_cast<double>(v.size()))
-                                 : NAN;
+  const double se =
+      v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1) / static_cast<double>(v.size())) : NAN;
   return {mean, se};
 }
 

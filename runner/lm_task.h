@@ -2,26 +2,33 @@
 // under test, scored by the text evaluators of eval/. One unit of work (cached, resumable) is one sample:
 //
 //   task.name      one sample is                       metrics                                   task.params
-//   perplexity     one sliding window of the stream    perplexity, word_perplexity,             corpus, format (text|
-//                                                      byte_perplexity, bits_per_byte           wikitext), seq_len,
-//                                                                                                stride, max_tokens
-//   niah           one (length, depth, round) trial    niah_score (0/1; heatmap files per        haystack, lengths,
-//                                                      method: heatmap_<point>_<method>.json,    depths, rounds,
-//                                                      .csv)
+//   perplexity     one sliding window of the stream    perplexity, word_perplexity,             corpus,
+//   format (text|
+//                                                      byte_perplexity, bits_per_byte           wikitext),
+//                                                      seq_len,
+//                                                                                                stride,
+//                                                                                                max_tokens
+//   niah           one (length, depth, round) trial    niah_score (0/1; heatmap files per        haystack,
+//   lengths,
+//                                                      method: heatmap_<point>_<method>.json,    depths,
+//                                                      rounds, .csv)
 //                                                                                                digits,
-//                                                                                                max_new_tokens, chat
-//   longbench      one example of the datasets         longbench_score (per dataset round(100    data_dir, datasets,
+//                                                                                                max_new_tokens,
+//                                                                                                chat
+//   longbench      one example of the datasets         longbench_score (per dataset round(100    data_dir,
+//   datasets,
 //                                                      mean, 2), averaged over datasets)         max_length
-//   infinitebench  one longbook_choice_eng example     infinitebench_accuracy                    path, max_length,
+//   infinitebench  one longbook_choice_eng example     infinitebench_accuracy                    path,
+//   max_length,
 //                                                                                                chat
 // Every task also reports the prefill attention statistics summed over all attention calls of the samples:
-// stage1_sparsity, stage2_skipped, pv_density, attention_ms and attention_tops (dense-equivalent throughput of
-// the method's attention calls, the paper's Speed column), plus prefill_tokens.
-// Common parameters: prefill_chunk (0: whole prompt at once), dense_layers (method parameter: layers that run
-// dense attention).
+// stage1_sparsity, stage2_skipped, pv_density, attention_ms and attention_tops (dense-equivalent throughput
+// of the method's attention calls, the paper's Speed column), plus prefill_tokens. Common parameters:
+// prefill_chunk (0: whole prompt at once), dense_layers (method parameter: layers that run dense attention).
 //
-// model: {family: llama, weights: PATH, dtype}; PATH may be ${ENV_VAR}: a GGUF file or a Hugging Face directory
-// (config.json, tokenizer.json, model.safetensors[.index.json]). The model is loaded once per process.
+// model: {family: llama, weights: PATH, dtype}; PATH may be ${ENV_VAR}: a GGUF file or a Hugging Face
+// directory (config.json, tokenizer.json, model.safetensors[.index.json]). The model is loaded once per
+// process.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -56,8 +63,8 @@ struct LmModelSpec {
 
 class LmTask {
  public:
-  // Loads the model and tokenizer (cached per process) and the task's data; throws std::invalid_argument naming
-  // the parameter, or the weights path and what is missing.
+  // Loads the model and tokenizer (cached per process) and the task's data; throws std::invalid_argument
+  // naming the parameter, or the weights path and what is missing.
   LmTask(const std::string& name, const Params& params, const LmModelSpec& model, at::Device device,
          uint64_t seed);
   ~LmTask();
@@ -68,7 +75,8 @@ class LmTask {
   // Runs sample i with `method` on prefill attention (dense for decode and for dense_layers). Returns
   // {"metrics": {name: value}, "raw": {sums for ratio metrics}, "info": {...}}.
   nlohmann::json run(int64_t i, AttentionMethod& method, const std::set<int64_t>& dense_layers) const;
-  // The final value of `metric` over a method's records; stderr (NaN where undefined) for mean-aggregated ones.
+  // The final value of `metric` over a method's records; stderr (NaN where undefined) for mean-aggregated
+  // ones.
   std::pair<double, double> reduce(const std::string& metric, const std::string& aggregation,
                                    const std::vector<nlohmann::json>& records) const;
   // Files beside results.json for one method (NIAH: heatmap_<name>.json and .csv).
@@ -80,7 +88,17 @@ class LmTask {
   std::unique_ptr<Impl> impl_;
 };
 
-// ${VAR} expansion of a path from a spec; `what` (e.g. model.weights) and the variable are named when it is unset.
+// Q (after RoPE), K and V of the prefill of the first `seq` tokens of `corpus` (from token `offset`) at each
+// of `layers`, captured through the model's hook (float32 forward, causal); one {q, k, v} per layer in
+// `layers` order, HND on the CPU. The model is the process-wide cached one of `weights`.
+struct CapturedQkv {
+  at::Tensor q, k, v;
+};
+std::vector<CapturedQkv> capture_model_qkv(const std::string& weights, const std::string& corpus, int64_t seq,
+                                           int64_t offset, const std::vector<int64_t>& layers);
+
+// ${VAR} expansion of a path from a spec; `what` (e.g. model.weights) and the variable are named when it is
+// unset.
 std::string expand_env(const std::string& spec_value, const std::string& what);
 std::string resolve_weights_path(const std::string& spec_value);  // expand_env(v, "model.weights")
 

@@ -12,8 +12,8 @@
 #include <stdexcept>
 
 #include "params.h"
-#include "sparge/models/attention_provider.h"
 #include "sparge/error.h"
+#include "sparge/models/attention_provider.h"
 #if SPARGE_HAVE_CUDA
 #include "sparge/cuda_attention.h"
 #include "sparge/cuda_predict.h"

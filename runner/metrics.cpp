@@ -24,8 +24,8 @@ const std::vector<MetricInfo>& registered_metrics() {
       {"time_ms", "wall time of the method, device-synchronized", false, 1},
       {"prediction_ms", "the stage-1 prediction's part of time_ms (sparge methods)", false, 1},
       {"tops", "dense-equivalent TOPS: 4 B H N^2 D / t, halved when causal", true, 1},
-      // Language-model tasks (lm_task.h); stage1_sparsity, stage2_skipped and pv_density apply there too, summed
-      // over every prefill attention call.
+      // Language-model tasks (lm_task.h); stage1_sparsity, stage2_skipped and pv_density apply there too,
+      // summed over every prefill attention call.
       {"perplexity", "token-level perplexity exp(NLL sum / scored tokens)", false, 1},
       {"word_perplexity", "exp(NLL sum / words of the scored text)", false, 1},
       {"byte_perplexity", "exp(NLL sum / UTF-8 bytes of the scored text)", false, 1},
@@ -76,7 +76,8 @@ double compute_metric(const std::string& name, const MetricInputs& in) {
     return in.time_ms > 0 ? flops / (in.time_ms * 1e-3) / 1e12 : 0.0;
   }
   metric_info(name);  // throws with the list
-  throw std::invalid_argument("metric `" + name + "` applies to language-model tasks, not to the attention task");
+  throw std::invalid_argument("metric `" + name +
+                              "` applies to language-model tasks, not to the attention task");
 }
 
 }  // namespace sparge::runner

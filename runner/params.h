@@ -13,8 +13,8 @@
 
 namespace sparge::runner {
 
-// Typed access to the parameters of a method or a task; every key read is remembered so that unknown keys can be
-// reported. Errors start with the context ("method `sparge`", "task `niah`").
+// Typed access to the parameters of a method or a task; every key read is remembered so that unknown keys can
+// be reported. Errors start with the context ("method `sparge`", "task `niah`").
 class ParamReader {
  public:
   ParamReader(std::string context, const Params& p) : id_(std::move(context)), p_(p) {}
@@ -52,7 +52,8 @@ class ParamReader {
     const auto* v = find(key, false);
     return v ? to_int(key, v->items[0], min) : fallback;
   }
-  std::vector<int64_t> integers(const std::string& key, std::vector<int64_t> fallback, int64_t min = INT64_MIN) {
+  std::vector<int64_t> integers(const std::string& key, std::vector<int64_t> fallback,
+                                int64_t min = INT64_MIN) {
     const auto* v = find(key, true);
     if (!v) return fallback;
     std::vector<int64_t> out;

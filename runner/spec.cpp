@@ -304,7 +304,7 @@ void check_task(const Ctx& c, const Where& w, const YAML::Node& n, const std::st
   };
   check_map(c, w, n, expected,
             {str("name", true),
-             one_of("inputs", false, {"structured_llm", "structured_visual", "random", "captured"}),
+             one_of("inputs", false, {"structured_llm", "structured_visual", "random", "captured", "model"}),
              integer("samples", false, 1),
              {"params", false, "a map of name -> scalar or list of scalars", params}});
 }
@@ -390,7 +390,8 @@ void validate_tree(const YAML::Node& root, const std::map<std::string, std::stri
   check_map(c, root_where(file, root), root, "a map", top_fields());
   const bool one = root["task"].IsDefined(), many = root["tasks"].IsDefined();
   if (one == many)
-    fail(file, root.Mark(), one ? "both 'task' and 'tasks' given" : "missing required key 'task' (or 'tasks')",
+    fail(file, root.Mark(),
+         one ? "both 'task' and 'tasks' given" : "missing required key 'task' (or 'tasks')",
          "one of task: {...} or tasks: {id: {...}, ...}", one ? "both" : "neither");
 }
 

@@ -9,7 +9,7 @@
 // clang-format off
 //   include: [common.yaml]            optional; shallow merge of top-level keys, local keys win, later includes win
 //   metadata: {name, version, description?, reproduces?}     name string, version integer >= 1
-//   task: {name, inputs?, samples?, params?}   inputs (attention tasks): structured_llm | structured_visual | random | captured
+//   task: {name, inputs?, samples?, params?}   inputs (attention tasks): structured_llm | structured_visual | random | captured | model
 //   model: {family?, weights?, dtype?, device?}   dtype: float32 | float16 | bfloat16 | float64; device: cpu | cuda
 //   methods: {<id>: {type, <parameter>: scalar or list, ...}, ...}   non-empty
 //   metrics: [{name, aggregation?, higher_is_better?}, ...]   aggregation: mean | median | max | min | sum

@@ -16,8 +16,9 @@ at::Tensor sdpa_attention(const at::Tensor& q, const at::Tensor& k, const at::Te
   if (q.size(1) % k.size(1) != 0)
     throw std::invalid_argument("sdpa_attention: query heads " + std::to_string(q.size(1)) +
                                 " are not a multiple of key/value heads " + std::to_string(k.size(1)));
-  if (nq > nk) throw std::invalid_argument("sdpa_attention: more queries than keys (" + std::to_string(nq) +
-                                           " > " + std::to_string(nk) + ")");
+  if (nq > nk)
+    throw std::invalid_argument("sdpa_attention: more queries than keys (" + std::to_string(nq) + " > " +
+                                std::to_string(nk) + ")");
   std::optional<at::Tensor> mask;
   bool is_causal = false;
   if (causal && nq == nk) {

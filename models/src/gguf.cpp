@@ -1,5 +1,5 @@
-// GGUF reading (see gguf.h): header parsing with bounds checks on a read-only memory map, and dequantization of
-// the ggml block formats to float32.
+// GGUF reading (see gguf.h): header parsing with bounds checks on a read-only memory map, and dequantization
+// of the ggml block formats to float32.
 #include "sparge/models/gguf.h"
 
 #include <ATen/ATen.h>
@@ -37,7 +37,7 @@ constexpr uint32_t kTypeArray = 9;
 }
 
 const char* value_type_name(uint32_t t) {
-  static const char* names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32", "float32",
+  static const char* names[] = {"uint8", "int8",   "uint16", "int16",  "uint32", "int32",  "float32",
                                 "bool",  "string", "array",  "uint64", "int64",  "float64"};
   return t < 13 ? names[t] : "unknown";
 }
@@ -51,7 +51,8 @@ float fp16(const uint8_t* p) {
 // Bounds-checked little-endian reader over the header.
 class Cursor {
  public:
-  Cursor(const std::string& path, const uint8_t* data, uint64_t size) : path_(path), data_(data), size_(size) {}
+  Cursor(const std::string& path, const uint8_t* data, uint64_t size)
+      : path_(path), data_(data), size_(size) {}
   uint64_t pos() const { return pos_; }
 
   void need(uint64_t n, const std::string& what) const {
@@ -94,38 +95,62 @@ class Cursor {
 
 int64_t read_int(Cursor& c, uint32_t type, const std::string& what) {
   switch (type) {
-    case 0: return c.read<uint8_t>(what);
-    case 1: return c.read<int8_t>(what);
-    case 2: return c.read<uint16_t>(what);
-    case 3: return c.read<int16_t>(what);
-    case 4: return c.read<uint32_t>(what);
-    case 5: return c.read<int32_t>(what);
+    case 0:
+      return c.read<uint8_t>(what);
+    case 1:
+      return c.read<int8_t>(what);
+    case 2:
+      return c.read<uint16_t>(what);
+    case 3:
+      return c.read<int16_t>(what);
+    case 4:
+      return c.read<uint32_t>(what);
+    case 5:
+      return c.read<int32_t>(what);
     case 10: {
       const auto v = c.read<uint64_t>(what);
       if (v > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
         throw std::out_of_range(what + ": uint64 value " + std::to_string(v) + " exceeds int64");
       return static_cast<int64_t>(v);
     }
-    case 11: return c.read<int64_t>(what);
-    default: return 0;
+    case 11:
+      return c.read<int64_t>(what);
+    default:
+      return 0;
   }
 }
-bool is_int_type(uint32_t t) { return t <= 5 || t == 10 || t == 11; }
+bool is_int_type(uint32_t t) {
+  return t <= 5 || t == 10 || t == 11;
+}
 uint64_t min_bytes(uint32_t t) {  // smallest encoding of one element, for array-count sanity checks
   switch (t) {
-    case 0: case 1: case 7: return 1;
-    case 2: case 3: return 2;
-    case 4: case 5: case 6: return 4;
-    case 8: case 10: case 11: case 12: return 8;
-    case 9: return 12;
-    default: return 1;
+    case 0:
+    case 1:
+    case 7:
+      return 1;
+    case 2:
+    case 3:
+      return 2;
+    case 4:
+    case 5:
+    case 6:
+      return 4;
+    case 8:
+    case 10:
+    case 11:
+    case 12:
+      return 8;
+    case 9:
+      return 12;
+    default:
+      return 1;
   }
 }
 
 void skip_value(Cursor& c, uint32_t type, const std::string& what, int depth);
 
-// Reads one value of `type` into `out` (arrays: elements of one scalar kind; nested arrays are skipped and kept
-// as an empty string list, since no reader needs them).
+// Reads one value of `type` into `out` (arrays: elements of one scalar kind; nested arrays are skipped and
+// kept as an empty string list, since no reader needs them).
 void read_value(Cursor& c, uint32_t type, const std::string& path, const std::string& what, GgufValue& out) {
   out.type = type;
   if (is_int_type(type)) {
@@ -193,14 +218,14 @@ struct TypeTraits {
   int64_t bytes;  // bytes per block
 };
 constexpr TypeTraits kTypes[] = {
-    {GgmlType::F32, "F32", 1, 4},           {GgmlType::F16, "F16", 1, 2},
-    {GgmlType::BF16, "BF16", 1, 2},         {GgmlType::F64, "F64", 1, 8},
-    {GgmlType::I8, "I8", 1, 1},             {GgmlType::I16, "I16", 1, 2},
-    {GgmlType::I32, "I32", 1, 4},           {GgmlType::I64, "I64", 1, 8},
-    {GgmlType::Q4_0, "Q4_0", kQK, 18},      {GgmlType::Q4_1, "Q4_1", kQK, 20},
-    {GgmlType::Q5_0, "Q5_0", kQK, 22},      {GgmlType::Q5_1, "Q5_1", kQK, 24},
-    {GgmlType::Q8_0, "Q8_0", kQK, 34},      {GgmlType::Q4_K, "Q4_K", kQKK, 144},
-    {GgmlType::Q5_K, "Q5_K", kQKK, 176},    {GgmlType::Q6_K, "Q6_K", kQKK, 210},
+    {GgmlType::F32, "F32", 1, 4},        {GgmlType::F16, "F16", 1, 2},
+    {GgmlType::BF16, "BF16", 1, 2},      {GgmlType::F64, "F64", 1, 8},
+    {GgmlType::I8, "I8", 1, 1},          {GgmlType::I16, "I16", 1, 2},
+    {GgmlType::I32, "I32", 1, 4},        {GgmlType::I64, "I64", 1, 8},
+    {GgmlType::Q4_0, "Q4_0", kQK, 18},   {GgmlType::Q4_1, "Q4_1", kQK, 20},
+    {GgmlType::Q5_0, "Q5_0", kQK, 22},   {GgmlType::Q5_1, "Q5_1", kQK, 24},
+    {GgmlType::Q8_0, "Q8_0", kQK, 34},   {GgmlType::Q4_K, "Q4_K", kQKK, 144},
+    {GgmlType::Q5_K, "Q5_K", kQKK, 176}, {GgmlType::Q6_K, "Q6_K", kQKK, 210},
 };
 const TypeTraits* traits(GgmlType t) {
   for (const auto& tt : kTypes)
@@ -331,9 +356,10 @@ const char* ggml_type_name(GgmlType t) {
 
 int64_t ggml_block_size(GgmlType t) {
   const auto* tt = traits(t);
-  if (tt == nullptr) throw std::invalid_argument("ggml type " + std::to_string(static_cast<uint32_t>(t)) +
-                                                 " is not supported (supported: F32, F16, BF16, F64, I8..I64, "
-                                                 "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)");
+  if (tt == nullptr)
+    throw std::invalid_argument("ggml type " + std::to_string(static_cast<uint32_t>(t)) +
+                                " is not supported (supported: F32, F16, BF16, F64, I8..I64, "
+                                "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K)");
   return tt->block;
 }
 int64_t ggml_type_bytes(GgmlType t) {
@@ -348,12 +374,24 @@ void dequantize_row(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
                                 " is not a multiple of the " + ggml_type_name(type) + " block size " +
                                 std::to_string(block));
   switch (type) {
-    case GgmlType::F32: std::memcpy(dst, src, static_cast<size_t>(n) * 4); return;
-    case GgmlType::F64: convert<double>(src, dst, n); return;
-    case GgmlType::I8: convert<int8_t>(src, dst, n); return;
-    case GgmlType::I16: convert<int16_t>(src, dst, n); return;
-    case GgmlType::I32: convert<int32_t>(src, dst, n); return;
-    case GgmlType::I64: convert<int64_t>(src, dst, n); return;
+    case GgmlType::F32:
+      std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+      return;
+    case GgmlType::F64:
+      convert<double>(src, dst, n);
+      return;
+    case GgmlType::I8:
+      convert<int8_t>(src, dst, n);
+      return;
+    case GgmlType::I16:
+      convert<int16_t>(src, dst, n);
+      return;
+    case GgmlType::I32:
+      convert<int32_t>(src, dst, n);
+      return;
+    case GgmlType::I64:
+      convert<int64_t>(src, dst, n);
+      return;
     case GgmlType::F16:
       for (int64_t i = 0; i < n; ++i) dst[i] = fp16(src + 2 * i);
       return;
@@ -365,24 +403,44 @@ void dequantize_row(GgmlType type, const uint8_t* src, float* dst, int64_t n) {
         std::memcpy(dst + i, &f, 4);
       }
       return;
-    default: break;
+    default:
+      break;
   }
   void (*deq)(const uint8_t*, float*) = nullptr;
   switch (type) {
-    case GgmlType::Q4_0: deq = deq_q4_0; break;
-    case GgmlType::Q4_1: deq = deq_q4_1; break;
-    case GgmlType::Q5_0: deq = [](const uint8_t* b, float* y) { deq_q5(b, y, false); }; break;
-    case GgmlType::Q5_1: deq = [](const uint8_t* b, float* y) { deq_q5(b, y, true); }; break;
-    case GgmlType::Q8_0: deq = deq_q8_0; break;
-    case GgmlType::Q4_K: deq = deq_q4_k; break;
-    case GgmlType::Q5_K: deq = deq_q5_k; break;
-    case GgmlType::Q6_K: deq = deq_q6_k; break;
-    default: throw std::logic_error("dequantize_row: unhandled type");
+    case GgmlType::Q4_0:
+      deq = deq_q4_0;
+      break;
+    case GgmlType::Q4_1:
+      deq = deq_q4_1;
+      break;
+    case GgmlType::Q5_0:
+      deq = [](const uint8_t* b, float* y) { deq_q5(b, y, false); };
+      break;
+    case GgmlType::Q5_1:
+      deq = [](const uint8_t* b, float* y) { deq_q5(b, y, true); };
+      break;
+    case GgmlType::Q8_0:
+      deq = deq_q8_0;
+      break;
+    case GgmlType::Q4_K:
+      deq = deq_q4_k;
+      break;
+    case GgmlType::Q5_K:
+      deq = deq_q5_k;
+      break;
+    case GgmlType::Q6_K:
+      deq = deq_q6_k;
+      break;
+    default:
+      throw std::logic_error("dequantize_row: unhandled type");
   }
   for (int64_t i = 0; i < n / block; ++i) deq(src + i * bytes, dst + i * block);
 }
 
-std::vector<int64_t> GgufTensorInfo::shape() const { return {ne.rbegin(), ne.rend()}; }
+std::vector<int64_t> GgufTensorInfo::shape() const {
+  return {ne.rbegin(), ne.rend()};
+}
 
 GgufFile GgufFile::open(const std::string& path) {
   GgufFile g;
@@ -410,8 +468,8 @@ GgufFile GgufFile::open(const std::string& path) {
   if (g.map_->size < 4 || c.read<uint32_t>("magic") != kMagic) fail(path, "not a GGUF file (bad magic)");
   g.version_ = c.read<uint32_t>("version");
   if (g.version_ != 2 && g.version_ != 3)
-    fail(path, "unsupported GGUF version " + std::to_string(g.version_) + " (expected 2 or 3; a big-endian file " +
-                   "reads as a huge version)");
+    fail(path, "unsupported GGUF version " + std::to_string(g.version_) +
+                   " (expected 2 or 3; a big-endian file " + "reads as a huge version)");
   const auto n_tensors = c.read<uint64_t>("tensor count");
   const auto n_kv = c.read<uint64_t>("metadata count");
   c.need_count(n_kv, 12, "metadata (" + std::to_string(n_kv) + " entries)");
@@ -437,12 +495,14 @@ GgufFile GgufFile::open(const std::string& path) {
     t.name = c.string("tensor info " + std::to_string(i) + " (name)");
     const std::string what = "tensor `" + t.name + "`";
     const auto n_dims = c.read<uint32_t>(what + " (n_dims)");
-    if (n_dims == 0 || n_dims > 8) fail(path, what + ": n_dims = " + std::to_string(n_dims) + ", expected 1..8");
+    if (n_dims == 0 || n_dims > 8)
+      fail(path, what + ": n_dims = " + std::to_string(n_dims) + ", expected 1..8");
     int64_t numel = 1;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const auto n = c.read<uint64_t>(what + " (dims)");
       if (n == 0 || n > (1ull << 40) || static_cast<uint64_t>(numel) > (1ull << 48) / n)
-        fail(path, what + ": dimension " + std::to_string(d) + " = " + std::to_string(n) + " is out of range");
+        fail(path,
+             what + ": dimension " + std::to_string(d) + " = " + std::to_string(n) + " is out of range");
       t.ne.push_back(static_cast<int64_t>(n));
       numel *= static_cast<int64_t>(n);
     }
@@ -466,9 +526,9 @@ GgufFile GgufFile::open(const std::string& path) {
   const uint64_t data_size = g.map_->size >= g.data_offset_ ? g.map_->size - g.data_offset_ : 0;
   for (const auto& t : g.tensors_)
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
-      fail(path, "corrupted or incomplete: tensor `" + t.name + "` occupies bytes [" + std::to_string(t.offset) +
-                     ", " + std::to_string(t.offset + t.nbytes) + ") of a data section of " +
-                     std::to_string(data_size) + " bytes");
+      fail(path, "corrupted or incomplete: tensor `" + t.name + "` occupies bytes [" +
+                     std::to_string(t.offset) + ", " + std::to_string(t.offset + t.nbytes) +
+                     ") of a data section of " + std::to_string(data_size) + " bytes");
   return g;
 }
 

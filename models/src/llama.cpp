@@ -1,6 +1,6 @@
-// LlamaForCausalLM (see llama.h) in three parts, llama.cpp style: hyperparameters (config.json or GGUF metadata),
-// weights from a name table (REQUIRED / OPTIONAL / TIED) with shape checks, and the forward pass as a straight
-// graph.
+// LlamaForCausalLM (see llama.h) in three parts, llama.cpp style: hyperparameters (config.json or GGUF
+// metadata), weights from a name table (REQUIRED / OPTIONAL / TIED) with shape checks, and the forward pass
+// as a straight graph.
 #include "sparge/models/llama.h"
 
 #include <ATen/ATen.h>
@@ -32,17 +32,20 @@ int64_t json_int(const nlohmann::json& j, const std::string& key, const std::str
     if (fallback) return *fallback;
     bad_config(source, "missing field `" + key + "`");
   }
-  if (!j[key].is_number_integer()) bad_config(source, "field `" + key + "` must be an integer, got " + j[key].dump());
+  if (!j[key].is_number_integer())
+    bad_config(source, "field `" + key + "` must be an integer, got " + j[key].dump());
   return j[key].get<int64_t>();
 }
-double json_float(const nlohmann::json& j, const std::string& key, const std::string& source, double fallback) {
+double json_float(const nlohmann::json& j, const std::string& key, const std::string& source,
+                  double fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
   if (!j[key].is_number()) bad_config(source, "field `" + key + "` must be a number, got " + j[key].dump());
   return j[key].get<double>();
 }
 bool json_bool(const nlohmann::json& j, const std::string& key, const std::string& source, bool fallback) {
   if (!j.contains(key) || j[key].is_null()) return fallback;
-  if (!j[key].is_boolean()) bad_config(source, "field `" + key + "` must be true or false, got " + j[key].dump());
+  if (!j[key].is_boolean())
+    bad_config(source, "field `" + key + "` must be true or false, got " + j[key].dump());
   return j[key].get<bool>();
 }
 
@@ -60,9 +63,11 @@ LlamaConfig LlamaConfig::from_hf_json(const std::string& path) {
   if (!j.is_object()) bad_config(path, "expected a JSON object");
   const std::string model_type = j.value("model_type", std::string("llama"));
   if (model_type != "llama" && model_type != "mistral")
-    bad_config(path, "model_type \"" + model_type + "\" is not a Llama-family model (expected llama or mistral)");
+    bad_config(path,
+               "model_type \"" + model_type + "\" is not a Llama-family model (expected llama or mistral)");
   if (model_type == "mistral" && j.contains("sliding_window") && !j["sliding_window"].is_null())
-    bad_config(path, "sliding_window attention (Mistral) is not supported; set it to null for full attention");
+    bad_config(path,
+               "sliding_window attention (Mistral) is not supported; set it to null for full attention");
   const std::string act = j.value("hidden_act", std::string("silu"));
   if (act != "silu") bad_config(path, "hidden_act \"" + act + "\" is not supported (expected silu)");
   LlamaConfig c;
@@ -88,8 +93,8 @@ LlamaConfig LlamaConfig::from_hf_json(const std::string& path) {
   }
   // transformers < 5 writes rope_theta and rope_scaling {rope_type, factor, ...}; transformers 5 writes
   // rope_parameters {rope_type, rope_theta, factor, ...} (rope_type "default" when unscaled).
-  const char* rope_key = j.contains("rope_parameters") && j["rope_parameters"].is_object() ? "rope_parameters"
-                                                                                             : "rope_scaling";
+  const char* rope_key =
+      j.contains("rope_parameters") && j["rope_parameters"].is_object() ? "rope_parameters" : "rope_scaling";
   if (std::string(rope_key) == "rope_parameters")
     c.rope_theta = json_float(j["rope_parameters"], "rope_theta", path + " rope_parameters", c.rope_theta);
   if (j.contains(rope_key) && !j[rope_key].is_null()) {
@@ -107,7 +112,8 @@ LlamaConfig LlamaConfig::from_hf_json(const std::string& path) {
       c.rope_scaling.high_freq_factor = json_float(r, "high_freq_factor", src, 4.0);
       c.rope_scaling.original_max_position = json_int(r, "original_max_position_embeddings", src, 8192);
     } else {
-      bad_config(path, "rope_scaling type \"" + type + "\" is not supported (expected default, linear or llama3)");
+      bad_config(path,
+                 "rope_scaling type \"" + type + "\" is not supported (expected default, linear or llama3)");
     }
   }
   c.validate();
@@ -132,16 +138,18 @@ LlamaConfig LlamaConfig::from_gguf(const GgufFile& g) {
   c.rms_norm_eps = g.get_float("llama.attention.layer_norm_rms_epsilon", 1e-5);
   c.rope_theta = g.get_float("llama.rope.freq_base", 10000.0);
   c.max_position = g.get_int("llama.context_length", 2048);
-  c.vocab_size = g.has("llama.vocab_size") ? g.get_int("llama.vocab_size")
-                                           : static_cast<int64_t>(g.get_string_array("tokenizer.ggml.tokens").size());
+  c.vocab_size = g.has("llama.vocab_size")
+                     ? g.get_int("llama.vocab_size")
+                     : static_cast<int64_t>(g.get_string_array("tokenizer.ggml.tokens").size());
   c.tie_word_embeddings = !g.contains("output.weight");
   const std::string scaling = g.get_string("llama.rope.scaling.type", "none");
   if (scaling == "linear") {
     c.rope_scaling.type = RopeScaling::Type::kLinear;
     c.rope_scaling.factor = g.get_float("llama.rope.scaling.factor", 1.0);
   } else if (scaling != "none") {
-    bad_config(g.path(), "llama.rope.scaling.type \"" + scaling + "\" is not supported (none or linear; llama3 "
-                                                                    "scaling comes as the rope_freqs.weight tensor)");
+    bad_config(g.path(), "llama.rope.scaling.type \"" + scaling +
+                             "\" is not supported (none or linear; llama3 "
+                             "scaling comes as the rope_freqs.weight tensor)");
   }
   c.attention_bias = g.contains("blk.0.attn_q.bias");
   c.mlp_bias = g.contains("blk.0.ffn_up.bias");
@@ -157,8 +165,9 @@ LlamaConfig LlamaConfig::from_gguf(const GgufFile& g) {
 
 void LlamaConfig::validate() const {
   const auto positive = [](const char* name, int64_t v) {
-    if (v <= 0) throw std::invalid_argument(std::string("Llama config: ") + name + " = " + std::to_string(v) +
-                                            ", expected > 0");
+    if (v <= 0)
+      throw std::invalid_argument(std::string("Llama config: ") + name + " = " + std::to_string(v) +
+                                  ", expected > 0");
   };
   positive("vocab_size", vocab_size);
   positive("hidden_size", hidden_size);
@@ -172,10 +181,12 @@ void LlamaConfig::validate() const {
     throw std::invalid_argument("Llama config: num_heads = " + std::to_string(num_heads) +
                                 " is not a multiple of num_kv_heads = " + std::to_string(num_kv_heads));
   if (head_dim % 2 != 0)
-    throw std::invalid_argument("Llama config: head_dim = " + std::to_string(head_dim) + ", expected even (RoPE)");
+    throw std::invalid_argument("Llama config: head_dim = " + std::to_string(head_dim) +
+                                ", expected even (RoPE)");
   if (!(rms_norm_eps > 0)) throw std::invalid_argument("Llama config: rms_norm_eps must be > 0");
   if (!(rope_theta > 0)) throw std::invalid_argument("Llama config: rope_theta must be > 0");
-  if (!(rope_scaling.factor > 0)) throw std::invalid_argument("Llama config: rope_scaling.factor must be > 0");
+  if (!(rope_scaling.factor > 0))
+    throw std::invalid_argument("Llama config: rope_scaling.factor must be > 0");
   if (rope_scaling.type == RopeScaling::Type::kLlama3 &&
       !(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor))
     throw std::invalid_argument("Llama config: rope_scaling high_freq_factor must exceed low_freq_factor");
@@ -183,7 +194,8 @@ void LlamaConfig::validate() const {
 
 at::Tensor rope_inv_freq(const LlamaConfig& c) {
   // inv_freq_i = theta^(-2i / D), float32 as transformers computes it.
-  const auto exponents = at::arange(0, c.head_dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(c.head_dim);
+  const auto exponents =
+      at::arange(0, c.head_dim, 2, at::kLong).to(at::kFloat) / static_cast<float>(c.head_dim);
   at::Tensor inv = 1.0 / at::pow(static_cast<float>(c.rope_theta), exponents);
   const auto& s = c.rope_scaling;
   if (s.type == RopeScaling::Type::kLinear) {
@@ -221,7 +233,8 @@ class SafetensorsSource final : public WeightSource {
  public:
   explicit SafetensorsSource(const std::string& path) : ck_(SafetensorsCheckpoint::open(path)) {
     // Checkpoints of a bare LlamaModel have no "model." prefix.
-    if (!ck_.contains("model.embed_tokens.weight") && ck_.contains("embed_tokens.weight")) prefix_strip_ = true;
+    if (!ck_.contains("model.embed_tokens.weight") && ck_.contains("embed_tokens.weight"))
+      prefix_strip_ = true;
   }
   bool contains(const std::string& n) const override { return ck_.contains(name(n)); }
   at::Tensor load(const std::string& n) const override { return ck_.load(name(n)); }
@@ -264,9 +277,10 @@ class GgufSource final : public WeightSource {
                                                            {"lm_head.weight", "output.weight"}};
     if (const auto it = top.find(n); it != top.end()) return it->second;
     static const std::pair<const char*, const char*> layer[] = {
-        {"input_layernorm", "attn_norm"},  {"self_attn.q_proj", "attn_q"}, {"self_attn.k_proj", "attn_k"},
-        {"self_attn.v_proj", "attn_v"},    {"self_attn.o_proj", "attn_output"},
-        {"post_attention_layernorm", "ffn_norm"}, {"mlp.gate_proj", "ffn_gate"}, {"mlp.up_proj", "ffn_up"},
+        {"input_layernorm", "attn_norm"},    {"self_attn.q_proj", "attn_q"},
+        {"self_attn.k_proj", "attn_k"},      {"self_attn.v_proj", "attn_v"},
+        {"self_attn.o_proj", "attn_output"}, {"post_attention_layernorm", "ffn_norm"},
+        {"mlp.gate_proj", "ffn_gate"},       {"mlp.up_proj", "ffn_up"},
         {"mlp.down_proj", "ffn_down"}};
     const std::string pre = "model.layers.";
     if (n.rfind(pre, 0) == 0) {
@@ -308,7 +322,8 @@ LlamaForCausalLM LlamaForCausalLM::load(const std::string& path, const LoadOptio
     const std::string base = dir ? path : std::string(std::filesystem::path(path).parent_path());
     const std::string cfg = (std::filesystem::path(base.empty() ? "." : base) / "config.json").string();
     if (!posix::exists(cfg))
-      throw std::invalid_argument("Llama weights " + path + ": no config.json beside the weights (" + cfg + ")");
+      throw std::invalid_argument("Llama weights " + path + ": no config.json beside the weights (" + cfg +
+                                  ")");
     m.config_ = LlamaConfig::from_hf_json(cfg);
     src = std::make_unique<SafetensorsSource>(path);
   }
@@ -321,8 +336,8 @@ LlamaForCausalLM LlamaForCausalLM::load(const std::string& path, const LoadOptio
       std::string want = "(", got = "(";
       for (auto s : shape) want += std::to_string(s) + ",";
       for (auto s : t.sizes()) got += std::to_string(s) + ",";
-      throw std::runtime_error(src->where() + ": tensor `" + name + "` has shape " + got + ") but the config says " +
-                               want + ")");
+      throw std::runtime_error(src->where() + ": tensor `" + name + "` has shape " + got +
+                               ") but the config says " + want + ")");
     }
     if (!at::isFloatingType(t.scalar_type()))
       throw std::runtime_error(src->where() + ": tensor `" + name + "` is not a float tensor");
@@ -334,7 +349,8 @@ LlamaForCausalLM LlamaForCausalLM::load(const std::string& path, const LoadOptio
   if (!c.tie_word_embeddings && src->contains("lm_head.weight"))
     m.lm_head_ = get("lm_head.weight", {c.vocab_size, c.hidden_size});
   else if (!c.tie_word_embeddings)
-    throw std::runtime_error(src->where() + ": tensor `lm_head.weight` not found (tie_word_embeddings is false)");
+    throw std::runtime_error(src->where() +
+                             ": tensor `lm_head.weight` not found (tie_word_embeddings is false)");
   else
     m.lm_head_ = m.embed_;
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -349,7 +365,8 @@ LlamaForCausalLM LlamaForCausalLM::load(const std::string& path, const LoadOptio
       l.bq = get(p + "self_attn.q_proj.bias", {hq});
       l.bk = get(p + "self_attn.k_proj.bias", {hkv});
       l.bv = get(p + "self_attn.v_proj.bias", {hkv});
-      if (src->contains(p + "self_attn.o_proj.bias")) l.bo = get(p + "self_attn.o_proj.bias", {c.hidden_size});
+      if (src->contains(p + "self_attn.o_proj.bias"))
+        l.bo = get(p + "self_attn.o_proj.bias", {c.hidden_size});
     }
     l.mlp_norm = get(p + "post_attention_layernorm.weight", {c.hidden_size});
     l.w_gate = get(p + "mlp.gate_proj.weight", {c.intermediate_size, c.hidden_size});
@@ -367,7 +384,8 @@ LlamaForCausalLM LlamaForCausalLM::load(const std::string& path, const LoadOptio
   if (gguf && gguf->contains("rope_freqs.weight")) {
     const at::Tensor f = gguf->load("rope_freqs.weight", at::kFloat);
     if (f.numel() != hd / 2)
-      throw std::runtime_error(gguf->path() + ": tensor `rope_freqs.weight` has " + std::to_string(f.numel()) +
+      throw std::runtime_error(gguf->path() + ": tensor `rope_freqs.weight` has " +
+                               std::to_string(f.numel()) +
                                " values, expected head_dim / 2 = " + std::to_string(hd / 2));
     inv = inv / f.reshape({hd / 2});
   }
@@ -386,10 +404,10 @@ at::Tensor LlamaForCausalLM::weight(const std::string& n) const {
     if (i >= 0 && i < config_.num_layers) {
       const auto& l = layers_[static_cast<size_t>(i)];
       const std::map<std::string, at::Tensor> named = {
-          {"input_layernorm.weight", l.attn_norm},  {"self_attn.q_proj.weight", l.wq},
-          {"self_attn.k_proj.weight", l.wk},        {"self_attn.v_proj.weight", l.wv},
-          {"self_attn.o_proj.weight", l.wo},        {"post_attention_layernorm.weight", l.mlp_norm},
-          {"mlp.gate_proj.weight", l.w_gate},       {"mlp.up_proj.weight", l.w_up},
+          {"input_layernorm.weight", l.attn_norm}, {"self_attn.q_proj.weight", l.wq},
+          {"self_attn.k_proj.weight", l.wk},       {"self_attn.v_proj.weight", l.wv},
+          {"self_attn.o_proj.weight", l.wo},       {"post_attention_layernorm.weight", l.mlp_norm},
+          {"mlp.gate_proj.weight", l.w_gate},      {"mlp.up_proj.weight", l.w_up},
           {"mlp.down_proj.weight", l.w_down}};
       if (const auto it = named.find(n.substr(dot + 1)); it != named.end()) return it->second;
     }
@@ -417,8 +435,8 @@ at::Tensor rotate_half(const at::Tensor& x) {
 
 KvCache LlamaForCausalLM::make_cache(int64_t batch, int64_t capacity) const {
   if (batch <= 0 || capacity <= 0)
-    throw std::invalid_argument("make_cache: batch and capacity must be > 0, got " + std::to_string(batch) + ", " +
-                                std::to_string(capacity));
+    throw std::invalid_argument("make_cache: batch and capacity must be > 0, got " + std::to_string(batch) +
+                                ", " + std::to_string(capacity));
   KvCache c;
   const auto opts = at::TensorOptions().dtype(dtype_).device(device_);
   for (int64_t i = 0; i < config_.num_layers; ++i) {
@@ -438,7 +456,8 @@ at::Tensor LlamaForCausalLM::rope(const at::Tensor& x, const at::Tensor& cos, co
   return at::stack({a * c - b * s, b * c + a * s}, -1).flatten(-2);
 }
 
-at::Tensor LlamaForCausalLM::forward(const at::Tensor& ids, KvCache& cache, AttentionProvider& attention) const {
+at::Tensor LlamaForCausalLM::forward(const at::Tensor& ids, KvCache& cache,
+                                     AttentionProvider& attention) const {
   if (ids.dim() != 2) throw std::invalid_argument("LlamaForCausalLM::forward: ids must be (B, N)");
   const int64_t B = ids.size(0), N = ids.size(1), pos = cache.length;
   const auto& c = config_;
@@ -446,8 +465,9 @@ at::Tensor LlamaForCausalLM::forward(const at::Tensor& ids, KvCache& cache, Atte
   if (static_cast<int64_t>(cache.k.size()) != c.num_layers || cache.k[0].size(0) != B)
     throw std::invalid_argument("LlamaForCausalLM::forward: the cache was made for another batch or model");
   if (pos + N > cache.capacity())
-    throw std::invalid_argument("LlamaForCausalLM::forward: the cache holds " + std::to_string(cache.capacity()) +
-                                " positions, " + std::to_string(pos + N) + " needed");
+    throw std::invalid_argument("LlamaForCausalLM::forward: the cache holds " +
+                                std::to_string(cache.capacity()) + " positions, " + std::to_string(pos + N) +
+                                " needed");
   const auto id = ids.to(at::TensorOptions().dtype(at::kLong).device(device_));
   if (id.min().item<int64_t>() < 0 || id.max().item<int64_t>() >= c.vocab_size)
     throw std::invalid_argument("LlamaForCausalLM::forward: token ids must be in [0, " +
@@ -491,9 +511,12 @@ at::Tensor LlamaForCausalLM::forward(const at::Tensor& ids, KvCache& cache, Atte
   return rms_norm(h, norm_, c.rms_norm_eps);
 }
 
-at::Tensor LlamaForCausalLM::logits(const at::Tensor& hidden) const { return at::linear(hidden, lm_head_); }
+at::Tensor LlamaForCausalLM::logits(const at::Tensor& hidden) const {
+  return at::linear(hidden, lm_head_);
+}
 
-at::Tensor LlamaForCausalLM::token_nll(const at::Tensor& hidden, const at::Tensor& targets, int64_t chunk_rows) const {
+at::Tensor LlamaForCausalLM::token_nll(const at::Tensor& hidden, const at::Tensor& targets,
+                                       int64_t chunk_rows) const {
   if (hidden.dim() != 2 || targets.dim() != 1 || hidden.size(0) != targets.size(0))
     throw std::invalid_argument("token_nll: hidden must be (N, hidden) and targets (N,)");
   if (chunk_rows <= 0) throw std::invalid_argument("token_nll: chunk_rows must be > 0");
@@ -519,8 +542,9 @@ at::Tensor LlamaForCausalLM::prefill(const at::Tensor& ids, KvCache& cache, Atte
   return logits(last);
 }
 
-std::vector<int64_t> LlamaForCausalLM::generate_greedy(const std::vector<int64_t>& prompt, int64_t max_new_tokens,
-                                                       AttentionProvider& attention, int64_t prefill_chunk,
+std::vector<int64_t> LlamaForCausalLM::generate_greedy(const std::vector<int64_t>& prompt,
+                                                       int64_t max_new_tokens, AttentionProvider& attention,
+                                                       int64_t prefill_chunk,
                                                        const std::vector<int64_t>& stop_ids) const {
   if (prompt.empty()) throw std::invalid_argument("generate_greedy: the prompt is empty");
   if (max_new_tokens < 0) throw std::invalid_argument("generate_greedy: max_new_tokens must be >= 0");

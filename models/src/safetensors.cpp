@@ -173,8 +173,9 @@ SafetensorsCheckpoint SafetensorsCheckpoint::open(const std::string& path) {
     else if (posix::exists(p / "model.safetensors"))
       p /= "model.safetensors";
     else
-      throw std::runtime_error("safetensors checkpoint " + path +
-                               ": the directory has neither model.safetensors nor model.safetensors.index.json");
+      throw std::runtime_error(
+          "safetensors checkpoint " + path +
+          ": the directory has neither model.safetensors nor model.safetensors.index.json");
   }
   if (!posix::exists(p)) throw std::runtime_error("safetensors checkpoint " + p.string() + ": no such file");
   if (p.extension() != ".json") {
@@ -190,43 +191,48 @@ SafetensorsCheckpoint SafetensorsCheckpoint::open(const std::string& path) {
     throw std::runtime_error("safetensors index " + p.string() + ": not JSON: " + e.what());
   }
   if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
-    throw std::runtime_error("safetensors index " + p.string() + ": expected an object with a weight_map object");
+    throw std::runtime_error("safetensors index " + p.string() +
+                             ": expected an object with a weight_map object");
   std::map<std::string, size_t> shard_of_file;
   for (const auto& [tensor, file] : index["weight_map"].items()) {
     if (!file.is_string())
-      throw std::runtime_error("safetensors index " + p.string() + ": weight_map[`" + tensor + "`] is not a string");
+      throw std::runtime_error("safetensors index " + p.string() + ": weight_map[`" + tensor +
+                               "`] is not a string");
     const auto name = file.get<std::string>();
     auto it = shard_of_file.find(name);
     if (it == shard_of_file.end()) {
       const fs::path shard = p.parent_path() / name;
       if (!posix::exists(shard))
-        throw std::runtime_error("safetensors index " + p.string() + ": shard " + shard.string() + " of tensor `" +
-                                 tensor + "` is missing");
+        throw std::runtime_error("safetensors index " + p.string() + ": shard " + shard.string() +
+                                 " of tensor `" + tensor + "` is missing");
       it = shard_of_file.emplace(name, c.shards_.size()).first;
       c.shards_.push_back(open_safetensors(shard.string()));
     }
     if (!c.shards_[it->second].contains(tensor))
-      throw std::runtime_error("safetensors index " + p.string() + ": tensor `" + tensor + "` is not in its shard " +
-                               c.shards_[it->second].path);
+      throw std::runtime_error("safetensors index " + p.string() + ": tensor `" + tensor +
+                               "` is not in its shard " + c.shards_[it->second].path);
     c.where_[tensor] = it->second;
   }
   for (size_t s = 0; s < c.shards_.size(); ++s)
     for (const auto& n : c.shards_[s].names)
       if (const auto w = c.where_.find(n); w != c.where_.end() && w->second != s)
-        throw std::runtime_error("safetensors index " + p.string() + ": tensor `" + n + "` is in two shards (" +
-                                 c.shards_[s].path + " and " + c.shards_[w->second].path + ")");
+        throw std::runtime_error("safetensors index " + p.string() + ": tensor `" + n +
+                                 "` is in two shards (" + c.shards_[s].path + " and " +
+                                 c.shards_[w->second].path + ")");
   return c;
 }
 
 const SafetensorsFile::Entry& SafetensorsCheckpoint::entry(const std::string& name) const {
   const auto it = where_.find(name);
-  if (it == where_.end()) throw std::runtime_error("safetensors checkpoint " + path_ + ": tensor `" + name + "` not found");
+  if (it == where_.end())
+    throw std::runtime_error("safetensors checkpoint " + path_ + ": tensor `" + name + "` not found");
   return shards_[it->second].entries.at(name);
 }
 
 at::Tensor SafetensorsCheckpoint::load(const std::string& name) const {
   const auto it = where_.find(name);
-  if (it == where_.end()) throw std::runtime_error("safetensors checkpoint " + path_ + ": tensor `" + name + "` not found");
+  if (it == where_.end())
+    throw std::runtime_error("safetensors checkpoint " + path_ + ": tensor `" + name + "` not found");
   return shards_[it->second].load(name);
 }
 

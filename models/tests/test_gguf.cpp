@@ -1,6 +1,6 @@
-// GGUF reader: metadata of every value type and tensors of every supported ggml type, written by the reference
-// `gguf` package (gguf_oracle.py, run through the setup's Python) and dequantized by it as the oracle; the real
-// SmolLM2 file; and clear errors on truncated or corrupted files.
+// GGUF reader: metadata of every value type and tensors of every supported ggml type, written by the
+// reference `gguf` package (gguf_oracle.py, run through the setup's Python) and dequantized by it as the
+// oracle; the real SmolLM2 file; and clear errors on truncated or corrupted files.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -27,8 +27,8 @@ bool make_oracle_files(std::string& gguf_path, std::string& ref_path) {
   gguf_path = tmp("oracle.gguf");
   ref_path = tmp("oracle_ref.safetensors");
   if (state == 0) {
-    const std::string cmd = std::string(SPARGE_PYTHON) + " " + SPARGE_TESTS_DIR + "/gguf_oracle.py " + gguf_path +
-                            " " + ref_path + " " + std::to_string(::getpid() % 1000) + " 2>&1";
+    const std::string cmd = std::string(SPARGE_PYTHON) + " " + SPARGE_TESTS_DIR + "/gguf_oracle.py " +
+                            gguf_path + " " + ref_path + " " + std::to_string(::getpid() % 1000) + " 2>&1";
     state = std::system(cmd.c_str()) == 0 ? 1 : 2;
   }
   return state == 1;
@@ -88,13 +88,15 @@ TEST(Gguf, MetadataOfEveryType) {
     g.get_string("no.such.key");
     ADD_FAILURE();
   } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("missing metadata key `no.such.key`"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("missing metadata key `no.such.key`"), std::string::npos)
+        << e.what();
   }
 }
 
 TEST(Gguf, EveryTensorTypeMatchesTheReferenceDequantization) {
   std::string path, ref_path;
-  if (!make_oracle_files(path, ref_path)) GTEST_SKIP() << "the gguf oracle (Python package gguf) is not available";
+  if (!make_oracle_files(path, ref_path))
+    GTEST_SKIP() << "the gguf oracle (Python package gguf) is not available";
   const auto g = GgufFile::open(path);
   const auto ref = open_safetensors(ref_path);
   ASSERT_EQ(g.tensors().size(), ref.names.size());

@@ -1,8 +1,9 @@
-// LlamaForCausalLM against transformers (llama_oracle.py, run through the setup's Python): tiny random checkpoints
-// (GQA + llama3 rope scaling + sharded; MHA + tied + bias + linear scaling + explicit head_dim; MQA) give the same
-// logits and greedy continuations; the real SmolLM2 GGUF gives the same logits as transformers loading that file;
-// chunked prefill equals one-shot prefill; interleaved RoPE on GGUF rows equals rotate-half on un-permuted rows;
-// the capture hook sees Q/K/V; bad checkpoints fail naming the tensor or field.
+// LlamaForCausalLM against transformers (llama_oracle.py, run through the setup's Python): tiny random
+// checkpoints (GQA + llama3 rope scaling + sharded; MHA + tied + bias + linear scaling + explicit head_dim;
+// MQA) give the same logits and greedy continuations; the real SmolLM2 GGUF gives the same logits as
+// transformers loading that file; chunked prefill equals one-shot prefill; interleaved RoPE on GGUF rows
+// equals rotate-half on un-permuted rows; the capture hook sees Q/K/V; bad checkpoints fail naming the tensor
+// or field.
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -68,7 +69,8 @@ TEST_P(TinyParity, LogitsAndGreedyTokensMatchTransformers) {
   const auto hidden = model.forward(ids, *std::make_unique<KvCache>(model.make_cache(1, ids.size(1))), dense);
   const auto targets = ids.select(0, 0).roll(-1);
   const auto nll = model.token_nll(hidden.select(0, 0), targets, 7);
-  const auto ref_nll = -at::log_softmax(want.select(0, 0).to(at::kDouble), -1).gather(1, targets.unsqueeze(1));
+  const auto ref_nll =
+      -at::log_softmax(want.select(0, 0).to(at::kDouble), -1).gather(1, targets.unsqueeze(1));
   EXPECT_LT(max_abs_diff(nll, ref_nll.squeeze(1)), 1e-4);
 
   // Greedy continuation of the first 9 tokens.
@@ -76,7 +78,8 @@ TEST_P(TinyParity, LogitsAndGreedyTokensMatchTransformers) {
   std::vector<int64_t> prompt(ids.data_ptr<int64_t>(), ids.data_ptr<int64_t>() + 9);
   const auto out = model.generate_greedy(prompt, 12, dense);
   std::vector<int64_t> want_gen(gen.data_ptr<int64_t>(), gen.data_ptr<int64_t>() + gen.numel());
-  while (!want_gen.empty() && want_gen.back() == 0 && want_gen.size() > out.size()) want_gen.pop_back();  // padding
+  while (!want_gen.empty() && want_gen.back() == 0 && want_gen.size() > out.size())
+    want_gen.pop_back();  // padding
   EXPECT_EQ(out, std::vector<int64_t>(want_gen.begin(), want_gen.begin() + static_cast<long>(out.size())));
 }
 
@@ -94,7 +97,8 @@ TEST(Llama, ConfigFromJson) {
   EXPECT_EQ(c.eos_token_ids, (std::vector<int64_t>{97}));
   // transformers 5 keeps theta and scaling together in rope_parameters.
   {
-    std::ofstream(kDir + "/v5_config.json") << R"({"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
+    std::ofstream(kDir + "/v5_config.json")
+        << R"({"model_type": "llama", "vocab_size": 128256, "hidden_size": 4096,
         "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
         "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                             "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}})";
@@ -172,7 +176,8 @@ TEST(Llama, BadCheckpointsFailNamingTheProblem) {
     std::ifstream src(kDir + "/mqa/model.safetensors", std::ios::binary);
     std::ofstream(bad + "/model.safetensors", std::ios::binary) << src.rdbuf();
   }
-  expect_fail(bad, "tensor `model.layers.0.mlp.gate_proj.weight` has shape (64,48,) but the config says (65,48,)");
+  expect_fail(bad,
+              "tensor `model.layers.0.mlp.gate_proj.weight` has shape (64,48,) but the config says (65,48,)");
   std::ofstream(bad + "/config.json") << R"({"model_type": "gpt2", "vocab_size": 10})";
   expect_fail(bad, "model_type \"gpt2\" is not a Llama-family model");
   std::ofstream(bad + "/config.json") << R"({"vocab_size": 10, "hidden_size": "wide"})";
@@ -211,7 +216,8 @@ TEST(Llama, SmolLM2GgufMatchesTransformers) {
   auto cache = model.make_cache(1, ids.size(1));
   const auto got = model.logits(model.forward(ids, cache, dense));
   const double scale = want.abs().max().item<double>();
-  std::printf("SmolLM2 GGUF: max |logit| %.3f, max |ours - transformers| %.3g\n", scale, max_abs_diff(got, want));
+  std::printf("SmolLM2 GGUF: max |logit| %.3f, max |ours - transformers| %.3g\n", scale,
+              max_abs_diff(got, want));
   EXPECT_LT(max_abs_diff(got, want), 2e-4 * scale) << "logit scale " << scale;
   EXPECT_TRUE(at::equal(got.argmax(-1), want.argmax(-1)));
 
@@ -223,8 +229,8 @@ TEST(Llama, SmolLM2GgufMatchesTransformers) {
   EXPECT_LT(max_abs_diff(inter.logits(inter.forward(ids, cache2, dense)), got), 2e-4 * scale);
 }
 
-// The same comparisons with the model on a GPU (float32: within fp32 rounding of transformers on the CPU; bfloat16:
-// the logits' top-1 agrees on nearly every position).
+// The same comparisons with the model on a GPU (float32: within fp32 rounding of transformers on the CPU;
+// bfloat16: the logits' top-1 agrees on nearly every position).
 TEST(Llama, CudaMatchesTransformers) {
   if (!at::hasCUDA()) GTEST_SKIP() << "no CUDA device: the GPU parity runs on the GPU machine";
   if (!tiny_checkpoints()) GTEST_SKIP() << "transformers oracle unavailable";
@@ -243,7 +249,8 @@ TEST(Llama, CudaMatchesTransformers) {
   }
   if (!posix::exists(kSmolLM2)) GTEST_SKIP() << kSmolLM2 << " is missing";
   const std::string out = kDir + "/smollm2_expected.safetensors";
-  if (!posix::exists(out) && !run_oracle("gguf " + kSmolLM2 + " " + out)) GTEST_SKIP() << "oracle unavailable";
+  if (!posix::exists(out) && !run_oracle("gguf " + kSmolLM2 + " " + out))
+    GTEST_SKIP() << "oracle unavailable";
   const auto expected = open_safetensors(out);
   const auto ids = expected.load("ids"), want = expected.load("logits");
   const double scale = want.abs().max().item<double>();
@@ -253,8 +260,9 @@ TEST(Llama, CudaMatchesTransformers) {
     auto cache = model.make_cache(1, ids.size(1));
     const auto got = model.logits(model.forward(ids, cache, dense)).cpu().to(at::kFloat);
     const double agree = got.argmax(-1).eq(want.argmax(-1)).to(at::kDouble).mean().item<double>();
-    std::printf("SmolLM2 GGUF on CUDA %s: max |ours - transformers| %.3g (logit scale %.1f), top-1 agreement %.3f\n",
-                c10::toString(dtype), max_abs_diff(got, want), scale, agree);
+    std::printf(
+        "SmolLM2 GGUF on CUDA %s: max |ours - transformers| %.3g (logit scale %.1f), top-1 agreement %.3f\n",
+        c10::toString(dtype), max_abs_diff(got, want), scale, agree);
     if (dtype == at::kFloat) {
       EXPECT_LT(max_abs_diff(got, want), 2e-4 * scale);
       EXPECT_EQ(agree, 1.0);

@@ -370,8 +370,11 @@ TEST(SmolLM2, ChatTemplateEqualsTransformers) {
   const auto tok = smollm2();
   const auto convs = case_messages();
   for (size_t i = 0; i < convs.size(); ++i) {
-    EXPECT_EQ(tok->apply_chat_template(convs[i], false), cases()["smollm2_transformers"]["chat"][i].get<std::string>()) << i;
-    EXPECT_EQ(tok->apply_chat_template(convs[i], true), cases()["smollm2_transformers"]["chat_generation"][i].get<std::string>())
+    EXPECT_EQ(tok->apply_chat_template(convs[i], false),
+              cases()["smollm2_transformers"]["chat"][i].get<std::string>())
+        << i;
+    EXPECT_EQ(tok->apply_chat_template(convs[i], true),
+              cases()["smollm2_transformers"]["chat_generation"][i].get<std::string>())
         << i;
   }
   const auto ids = tok->encode(tok->apply_chat_template({{"user", "Hi"}}, true), false);
@@ -423,7 +426,9 @@ TEST(TokenizerJson, Llama3StyleEqualsTokenizersLibrary) {
   const auto convs = case_messages();
   for (size_t i = 0; i < convs.size(); ++i) {
     EXPECT_EQ(tok->apply_chat_template(convs[i], false), cases()["llama3_chat"][i].get<std::string>()) << i;
-    EXPECT_EQ(tok->apply_chat_template(convs[i], true), cases()["llama3_chat_generation"][i].get<std::string>()) << i;
+    EXPECT_EQ(tok->apply_chat_template(convs[i], true),
+              cases()["llama3_chat_generation"][i].get<std::string>())
+        << i;
   }
   const auto ids = tok->encode(tok->apply_chat_template({{"user", "Hi"}}, true), false);
   EXPECT_EQ(ids.front(), bos);

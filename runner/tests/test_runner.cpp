@@ -189,7 +189,10 @@ RunOptions small_lm(const std::string& out) {
   o.device = "cpu";
   o.overrides = {"tasks.ppl.params={seq_len: 64, stride: 48, max_tokens: 320}",
                  "tasks.niah.params={lengths: [256], depths: 1, max_new_tokens: 20}",
-                 "methods.sparge.cdfthreshd=0.5", "methods.sparge.simthreshd1=-1", "methods.sparge.block_q=16", "methods.sparge.block_k=16",
+                 "methods.sparge.cdfthreshd=0.5",
+                 "methods.sparge.simthreshd1=-1",
+                 "methods.sparge.block_q=16",
+                 "methods.sparge.block_k=16",
                  "methods.sparge.stage2_group_rows=16"};
   return o;
 }
@@ -247,6 +250,37 @@ TEST(Runner, LanguageModelSpecErrorsComeBeforeAnyWork) {
   EXPECT_THROW(run_spec(kSource + "/experiments/table1_smollm2.yaml", opt), std::invalid_argument);
   EXPECT_FALSE(posix::exists(out + "/samples.jsonl"));
   posix::remove_tree(out);
+}
+
+TEST(Runner, ModelInputsCaptureRealAttention) {
+  if (!posix::exists(kSmolLM2)) GTEST_SKIP() << kSmolLM2 << " is missing: run scripts/setup.sh";
+  const auto out = fresh_dir("model_inputs");
+  RunOptions o;
+  o.output = out;
+  o.progress = false;
+  o.device = "cpu";
+  o.overrides = {"sweep={task.params.seq: [256]}",      "task.samples=2",
+                 "methods.sparge.block_q=32",           "methods.sparge.block_k=32",
+                 "methods.sparge.stage2_group_rows=32", "task.params.layers=[0, 29]"};
+  const auto s = run_spec(kSource + "/experiments/sparsity_vs_length.yaml", o);
+  EXPECT_EQ(s.computed, 4);  // 2 layers x 2 methods
+  std::ifstream f(out + "/results.json");
+  const auto r = nlohmann::json::parse(f);
+  const auto& sparge = r.at("results").at("seq=256").at("sparge");
+  EXPECT_EQ(sparge.at("n").get<int>(), 2);
+  EXPECT_LT(sparge.at("relative_l1").get<double>(), 0.2);
+  EXPECT_GT(sparge.at("cosine").get<double>(), 0.9);
+  // A layer the model does not have is named.
+  o.overrides.back() = "task.params.layers=[0, 30]";
+  o.output = out + "_bad";
+  try {
+    run_spec(kSource + "/experiments/sparsity_vs_length.yaml", o);
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 30 is outside [0, 30)"), std::string::npos) << e.what();
+  }
+  posix::remove_tree(out);
+  posix::remove_tree(out + "_bad");
 }
 
 }  // namespace

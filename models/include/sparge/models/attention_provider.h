@@ -11,9 +11,9 @@ namespace sparge::models {
 
 struct AttentionCall {
   int64_t layer = 0;
-  bool causal = true;    // bottom-right aligned when Nq < Nk (query i sees keys 0 .. Nk - Nq + i)
-  bool prefill = true;   // false for single-token decode steps (methods of the paper apply to prefill)
-  double scale = 0.0;    // softmax scale (the model's; 1/sqrt(D) for Llama)
+  bool causal = true;   // bottom-right aligned when Nq < Nk (query i sees keys 0 .. Nk - Nq + i)
+  bool prefill = true;  // false for single-token decode steps (methods of the paper apply to prefill)
+  double scale = 0.0;   // softmax scale (the model's; 1/sqrt(D) for Llama)
 };
 
 class AttentionProvider {
@@ -34,6 +34,7 @@ class SdpaAttention final : public AttentionProvider {
 };
 
 // The same as SdpaAttention, as a free function for providers that fall back to dense attention.
-at::Tensor sdpa_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal, double scale);
+at::Tensor sdpa_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                          double scale);
 
 }  // namespace sparge::models

@@ -1,14 +1,15 @@
-// GGUF files (llama.cpp's single-file checkpoint format), version 2 and 3, read through a read-only memory map.
+// GGUF files (llama.cpp's single-file checkpoint format), version 2 and 3, read through a read-only memory
+// map.
 //
 // Layout: magic "GGUF", u32 version, u64 tensor_count, u64 kv_count, kv_count metadata entries (string key,
-// u32 type, value; types 0..12 incl. nested arrays), tensor_count tensor infos (name, u32 n_dims, u64 dims with
-// dims[0] innermost, u32 ggml type, u64 offset relative to the data section), padding to general.alignment
-// (default 32), then the data section. Every count, length and offset is checked against the file size before it
-// is used; errors name the file and the key or tensor.
+// u32 type, value; types 0..12 incl. nested arrays), tensor_count tensor infos (name, u32 n_dims, u64 dims
+// with dims[0] innermost, u32 ggml type, u64 offset relative to the data section), padding to
+// general.alignment (default 32), then the data section. Every count, length and offset is checked against
+// the file size before it is used; errors name the file and the key or tensor.
 //
-// Tensors come back in torch order (dims reversed: ne = [cols, rows] -> (rows, cols)), dequantized to the asked
-// dtype on the CPU. Supported ggml types: F32, F16, BF16, F64, I8, I16, I32, I64, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
-// Q4_K, Q5_K, Q6_K, Q8_K is not a storage type and is refused.
+// Tensors come back in torch order (dims reversed: ne = [cols, rows] -> (rows, cols)), dequantized to the
+// asked dtype on the CPU. Supported ggml types: F32, F16, BF16, F64, I8, I16, I32, I64, Q4_0, Q4_1, Q5_0,
+// Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, Q8_K is not a storage type and is refused.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -24,17 +25,34 @@ namespace sparge::models {
 
 // ggml tensor types (the numbering is the file format's).
 enum class GgmlType : uint32_t {
-  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q5_1 = 7, Q8_0 = 8, Q8_1 = 9,
-  Q2_K = 10, Q3_K = 11, Q4_K = 12, Q5_K = 13, Q6_K = 14, Q8_K = 15,
-  I8 = 24, I16 = 25, I32 = 26, I64 = 27, F64 = 28, BF16 = 30,
+  F32 = 0,
+  F16 = 1,
+  Q4_0 = 2,
+  Q4_1 = 3,
+  Q5_0 = 6,
+  Q5_1 = 7,
+  Q8_0 = 8,
+  Q8_1 = 9,
+  Q2_K = 10,
+  Q3_K = 11,
+  Q4_K = 12,
+  Q5_K = 13,
+  Q6_K = 14,
+  Q8_K = 15,
+  I8 = 24,
+  I16 = 25,
+  I32 = 26,
+  I64 = 27,
+  F64 = 28,
+  BF16 = 30,
 };
 const char* ggml_type_name(GgmlType t);
 
 // One metadata value. Integers of every width are kept as int64_t (u64 above INT64_MAX is refused), floats as
 // double; arrays hold one of the scalar kinds.
 struct GgufValue {
-  using Array = std::variant<std::vector<int64_t>, std::vector<double>, std::vector<bool>,
-                             std::vector<std::string>>;
+  using Array =
+      std::variant<std::vector<int64_t>, std::vector<double>, std::vector<bool>, std::vector<std::string>>;
   std::variant<int64_t, double, bool, std::string, Array> value;
   uint32_t type = 0;       // the file's value type (0..12)
   uint32_t elem_type = 0;  // for arrays, the element type
@@ -98,7 +116,8 @@ class GgufFile {
   std::map<std::string, size_t> tensor_index_;
 };
 
-// Dequantizes `n` values of ggml type `type` from `src` into float32 `dst` (n a multiple of the type's block size).
+// Dequantizes `n` values of ggml type `type` from `src` into float32 `dst` (n a multiple of the type's block
+// size).
 void dequantize_row(GgmlType type, const uint8_t* src, float* dst, int64_t n);
 // Values per block and bytes per block of a ggml type; throws for types we cannot read.
 int64_t ggml_block_size(GgmlType type);

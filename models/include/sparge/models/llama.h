@@ -1,10 +1,11 @@
-// LlamaForCausalLM on LibTorch: the Llama family of decoder-only models (Llama 2/3/3.1, SmolLM/SmolLM2, TinyLlama,
-// Mistral without sliding window), loaded from a Hugging Face directory (config.json + safetensors, single or
-// sharded) or from a GGUF file. Attention goes through an AttentionProvider (prefill: the configured method per
-// layer; decode: whatever the provider does for prefill = false, dense in the runner).
+// LlamaForCausalLM on LibTorch: the Llama family of decoder-only models (Llama 2/3/3.1, SmolLM/SmolLM2,
+// TinyLlama, Mistral without sliding window), loaded from a Hugging Face directory (config.json +
+// safetensors, single or sharded) or from a GGUF file. Attention goes through an AttentionProvider (prefill:
+// the configured method per layer; decode: whatever the provider does for prefill = false, dense in the
+// runner).
 //
-// Numerics follow transformers' LlamaForCausalLM: RMSNorm in float32 then cast, RoPE tables computed in float32
-// and applied in the model dtype, SwiGLU MLP, logits in the model dtype.
+// Numerics follow transformers' LlamaForCausalLM: RMSNorm in float32 then cast, RoPE tables computed in
+// float32 and applied in the model dtype, SwiGLU MLP, logits in the model dtype.
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -25,8 +26,8 @@ struct RopeScaling {
   enum class Type { kNone, kLinear, kLlama3 };
   Type type = Type::kNone;
   double factor = 1.0;
-  double low_freq_factor = 1.0;   // llama3
-  double high_freq_factor = 4.0;  // llama3
+  double low_freq_factor = 1.0;          // llama3
+  double high_freq_factor = 4.0;         // llama3
   int64_t original_max_position = 8192;  // llama3
 };
 
@@ -94,21 +95,24 @@ class LlamaForCausalLM {
 
   KvCache make_cache(int64_t batch, int64_t capacity) const;
 
-  // ids: (B, N) int64 on any device; appends N positions to `cache` (which must have room) and returns the final
-  // normed hidden states (B, N, hidden). Attention of every layer goes through `attention` with prefill = N > 1.
+  // ids: (B, N) int64 on any device; appends N positions to `cache` (which must have room) and returns the
+  // final normed hidden states (B, N, hidden). Attention of every layer goes through `attention` with prefill
+  // = N > 1.
   at::Tensor forward(const at::Tensor& ids, KvCache& cache, AttentionProvider& attention) const;
   // hidden: (..., hidden) -> logits (..., vocab) in the model dtype.
   at::Tensor logits(const at::Tensor& hidden) const;
-  // Negative log-likelihood (float64 sums are the caller's) of targets given hidden states, computed in float32
-  // chunks of rows so the (N, vocab) logits never exist at once: hidden (N, hidden), targets (N,) -> (N,) float32.
+  // Negative log-likelihood (float64 sums are the caller's) of targets given hidden states, computed in
+  // float32 chunks of rows so the (N, vocab) logits never exist at once: hidden (N, hidden), targets (N,) ->
+  // (N,) float32.
   at::Tensor token_nll(const at::Tensor& hidden, const at::Tensor& targets, int64_t chunk_rows = 1024) const;
 
   // Prefill of ids (B, N) in chunks of `chunk` positions (0 = one call), returning the logits of the last
   // position (B, vocab).
-  at::Tensor prefill(const at::Tensor& ids, KvCache& cache, AttentionProvider& attention, int64_t chunk = 0) const;
-  // Greedy decoding: prefill `prompt` (a single sequence) then append argmax tokens until an EOS id of the config,
-  // an id of `stop_ids` after the first new token (LongBench's samsum stops at "\n" with min_length + 1), or
-  // max_new_tokens; returns the new tokens (the stopping id not included).
+  at::Tensor prefill(const at::Tensor& ids, KvCache& cache, AttentionProvider& attention,
+                     int64_t chunk = 0) const;
+  // Greedy decoding: prefill `prompt` (a single sequence) then append argmax tokens until an EOS id of the
+  // config, an id of `stop_ids` after the first new token (LongBench's samsum stops at "\n" with min_length +
+  // 1), or max_new_tokens; returns the new tokens (the stopping id not included).
   std::vector<int64_t> generate_greedy(const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                                        AttentionProvider& attention, int64_t prefill_chunk = 0,
                                        const std::vector<int64_t>& stop_ids = {}) const;
@@ -120,7 +124,8 @@ class LlamaForCausalLM {
 
  private:
   struct Layer {
-    at::Tensor attn_norm, wq, wk, wv, wo, bq, bk, bv, bo, mlp_norm, w_gate, w_up, w_down, b_gate, b_up, b_down;
+    at::Tensor attn_norm, wq, wk, wv, wo, bq, bk, bv, bo, mlp_norm, w_gate, w_up, w_down, b_gate, b_up,
+        b_down;
   };
   LlamaConfig config_;
   at::ScalarType dtype_ = at::kFloat;

@@ -43,7 +43,7 @@ class SafetensorsCheckpoint {
   bool contains(const std::string& name) const { return where_.count(name) != 0; }
   at::Tensor load(const std::string& name) const;  // CPU, stored dtype; throws naming the tensor
   const SafetensorsFile::Entry& entry(const std::string& name) const;
-  std::vector<std::string> names() const;           // sorted
+  std::vector<std::string> names() const;  // sorted
   const std::vector<SafetensorsFile>& shards() const { return shards_; }
   const std::string& path() const { return path_; }
 
