@@ -6,6 +6,7 @@
 #
 #   scripts/gpu_models.sh OUTDIR [SPEC...]   SPECs default to experiments/table1_smollm2_gpu.yaml
 #   SPARGE_GPU_MODELS_BUILD_ONLY=1           only build
+#   SPARGE_RUN_ARGS="--set model.dtype=bfloat16"   extra arguments for every `sparge run`
 # OUTDIR gets env.txt, parity.log (every test's output, with the per-model logit differences) and one
 # <spec name>.tgz per spec (its results directory). The oracles need transformers, accelerate and gguf importable
 # by the machine's Python (PYTHONPATH may point at unpacked wheels). Needs data/models/SmolLM2-135M-Instruct.Q4_1.gguf
@@ -50,7 +51,8 @@ grep -E "max \|ours|FAILED|PASSED" "$out/parity.log"
 for spec in "${specs[@]}"; do
   name="$(basename "$spec" .yaml)"
   t0=$SECONDS
-  build-gpu/bin/sparge run "$spec" --no-progress --output "$out/$name" > "$out/$name.log" 2>&1 || { status=1; log "$spec FAILED"; tail -5 "$out/$name.log"; }
+  # shellcheck disable=SC2086
+  build-gpu/bin/sparge run "$spec" --no-progress --output "$out/$name" ${SPARGE_RUN_ARGS:-} > "$out/$name.log" 2>&1 || { status=1; log "$spec FAILED"; tail -5 "$out/$name.log"; }
   mv "$out/$name.log" "$out/$name/run.log" 2>/dev/null
   log "$spec: $((SECONDS - t0)) s"
   cat "$out/$name/results.md" 2>/dev/null
