@@ -2,13 +2,11 @@
 // of the ggml block formats to float32.
 #include "sparge/models/gguf.h"
 
+#include "sparge/models/mapped_file.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Half.h>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -16,14 +14,6 @@
 #include <stdexcept>
 
 namespace sparge::models {
-
-struct GgufFile::Mapping {
-  const uint8_t* data = nullptr;
-  uint64_t size = 0;
-  ~Mapping() {
-    if (data != nullptr && size > 0) ::munmap(const_cast<uint8_t*>(data), size);
-  }
-};
 
 namespace {
 
@@ -445,27 +435,9 @@ std::vector<int64_t> GgufTensorInfo::shape() const {
 GgufFile GgufFile::open(const std::string& path) {
   GgufFile g;
   g.path_ = path;
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) fail(path, std::string("cannot open the file: ") + std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    ::close(fd);
-    fail(path, std::string("cannot stat the file: ") + std::strerror(errno));
-  }
-  g.map_ = std::make_shared<Mapping>();
-  g.map_->size = static_cast<uint64_t>(st.st_size);
-  if (g.map_->size > 0) {
-    void* p = ::mmap(nullptr, g.map_->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (p == MAP_FAILED) {
-      ::close(fd);
-      fail(path, std::string("cannot map the file: ") + std::strerror(errno));
-    }
-    g.map_->data = static_cast<const uint8_t*>(p);
-  }
-  ::close(fd);
-
-  Cursor c(path, g.map_->data, g.map_->size);
-  if (g.map_->size < 4 || c.read<uint32_t>("magic") != kMagic) fail(path, "not a GGUF file (bad magic)");
+  g.map_ = MappedFile::open(path, "GGUF file");
+  Cursor c(path, g.map_->data(), g.map_->size());
+  if (g.map_->size() < 4 || c.read<uint32_t>("magic") != kMagic) fail(path, "not a GGUF file (bad magic)");
   g.version_ = c.read<uint32_t>("version");
   if (g.version_ != 2 && g.version_ != 3)
     fail(path, "unsupported GGUF version " + std::to_string(g.version_) +
@@ -523,7 +495,7 @@ GgufFile GgufFile::open(const std::string& path) {
     g.tensors_.push_back(std::move(t));
   }
   g.data_offset_ = (c.pos() + g.alignment_ - 1) / g.alignment_ * g.alignment_;
-  const uint64_t data_size = g.map_->size >= g.data_offset_ ? g.map_->size - g.data_offset_ : 0;
+  const uint64_t data_size = g.map_->size() >= g.data_offset_ ? g.map_->size() - g.data_offset_ : 0;
   for (const auto& t : g.tensors_)
     if (t.offset > data_size || t.nbytes > data_size - t.offset)
       fail(path, "corrupted or incomplete: tensor `" + t.name + "` occupies bytes [" +
@@ -608,7 +580,7 @@ const GgufTensorInfo& GgufFile::info(const std::string& name) const {
 }
 
 const uint8_t* GgufFile::raw(const std::string& name) const {
-  return map_->data + data_offset_ + info(name).offset;
+  return map_->data() + data_offset_ + info(name).offset;
 }
 
 at::Tensor GgufFile::load(const std::string& name, at::ScalarType dtype) const {

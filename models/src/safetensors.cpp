@@ -1,11 +1,14 @@
 // safetensors reading and writing (see safetensors.h).
 #include "sparge/models/safetensors.h"
 
+#include "sparge/models/mapped_file.h"
+
 #include "sparge/posix_fs.h"
 
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -50,23 +53,19 @@ const char* name_of(at::ScalarType t) {
 }  // namespace
 
 SafetensorsFile open_safetensors(const std::string& path) {
-  std::ifstream f(path, std::ios::binary | std::ios::ate);
-  if (!f) fail(path, "cannot open the file");
-  const uint64_t size = static_cast<uint64_t>(f.tellg());
+  const auto map = MappedFile::open(path, "safetensors file");
+  const uint64_t size = map->size();
   if (size < 8)
     fail(path, "truncated: " + std::to_string(size) + " bytes, shorter than the 8-byte header length");
-  f.seekg(0);
-  unsigned char len_bytes[8];
-  f.read(reinterpret_cast<char*>(len_bytes), 8);
   uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | map->data()[i];
   if (header_len > kMaxHeader || 8 + header_len > size)
     fail(path, "corrupted or incomplete: header length " + std::to_string(header_len) + " with a file of " +
                    std::to_string(size) + " bytes");
-  std::string header(header_len, '\0');
-  f.read(header.data(), static_cast<std::streamsize>(header_len));
+  const std::string header(reinterpret_cast<const char*>(map->data()) + 8, header_len);
   SafetensorsFile out;
   out.path = path;
+  out.map = map;
   out.data_offset = 8 + header_len;
   const uint64_t data_size = size - out.data_offset;
   nlohmann::json j;
@@ -125,10 +124,9 @@ at::Tensor SafetensorsFile::load(const std::string& name) const {
   if (it == entries.end()) fail(path, "tensor `" + name + "` not found");
   const auto& e = it->second;
   auto t = at::empty(e.shape, at::TensorOptions(e.dtype));
-  std::ifstream f(path, std::ios::binary);
-  f.seekg(static_cast<std::streamoff>(data_offset + e.begin));
-  f.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
-  if (!f) fail(path, "tensor `" + name + "`: read failed (file changed or truncated)");
+  if (map == nullptr || data_offset + e.end > map->size())
+    fail(path, "tensor `" + name + "`: outside the mapped file (the file changed or was truncated)");
+  if (e.end > e.begin) std::memcpy(t.data_ptr(), map->data() + data_offset + e.begin, e.end - e.begin);
   return t;
 }
 

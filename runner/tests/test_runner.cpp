@@ -283,5 +283,71 @@ TEST(Runner, ModelInputsCaptureRealAttention) {
   posix::remove_tree(out + "_bad");
 }
 
+// LongBench and InfiniteBench end to end on small fixtures in their released formats (the real datasets are
+// user-given paths): the tasks build prompts, generate with SmolLM2 and score.
+TEST(Runner, LongBenchAndInfiniteBenchTasksRunEndToEnd) {
+  if (!posix::exists(kSmolLM2)) GTEST_SKIP() << kSmolLM2 << " is missing: run scripts/setup.sh";
+  const auto dir = fresh_dir("lb_data");
+  posix::make_dirs(dir);
+  {
+    std::ofstream trec(dir + "/trec.jsonl");
+    for (int i = 0; i < 2; ++i)
+      trec << nlohmann::json{{"input", i == 0 ? "What city is the Eiffel Tower in ?" : "Who wrote Hamlet ?"},
+                             {"context",
+                              "Question: How far is the moon ?\nType: Distance\nQuestion: Who invented "
+                              "the telephone ?\nType: Individual\nQuestion: What city hosts the Louvre "
+                              "?\nType: City\n"},
+                             {"answers", {i == 0 ? "City" : "Individual"}},
+                             {"length", 30},
+                             {"dataset", "trec"},
+                             {"language", "en"},
+                             {"all_classes", {"Distance", "Individual", "City"}},
+                             {"_id", "t" + std::to_string(i)}}
+                  .dump()
+           << "\n";
+    std::ofstream ib(dir + "/longbook_choice_eng.jsonl");
+    ib << nlohmann::json{{"id", 0},
+                         {"context", "Tom had a red ball. He gave the red ball to Anna on Sunday."},
+                         {"input", "What color was the ball?"},
+                         {"answer", {"red"}},
+                         {"options", {"blue", "red", "green", "white"}}}
+              .dump()
+       << "\n";
+  }
+  const auto spec = dir + "/spec.yaml";
+  std::ofstream(spec) << "metadata: {name: lb, version: 1}\n"
+                         "tasks:\n"
+                         "  lb: {name: longbench, params: {data_dir: "
+                      << dir
+                      << ", datasets: [trec]}}\n"
+                         "  ib: {name: infinitebench, params: {path: "
+                      << dir
+                      << "/longbook_choice_eng.jsonl}}\n"
+                         "model: {family: llama, weights: "
+                      << kSmolLM2
+                      << ", dtype: float32}\n"
+                         "methods: {full: {type: sdpa}}\n"
+                         "metrics: [{name: longbench_score}, {name: infinitebench_accuracy}]\n"
+                         "device: cpu\n";
+  RunOptions o;
+  o.output = dir + "/out";
+  o.progress = false;
+  const auto s = run_spec(spec, o);
+  EXPECT_EQ(s.computed, 3);
+  std::ifstream f(dir + "/out/results.json");
+  const auto r = nlohmann::json::parse(f);
+  const double lb = r.at("results").at("lb").at("full").at("longbench_score").get<double>();
+  EXPECT_TRUE(lb == 0.0 || lb == 50.0 || lb == 100.0) << lb;  // round(100 * mean of two 0/1 scores, 2)
+  const double ib = r.at("results").at("ib").at("full").at("infinitebench_accuracy").get<double>();
+  EXPECT_TRUE(ib == 0.0 || ib == 1.0) << ib;
+  // Every sample logged its prediction.
+  std::ifstream log(dir + "/out/samples.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(log, line); ++lines)
+    EXPECT_TRUE(nlohmann::json::parse(line).at("info").contains("prediction")) << line;
+  EXPECT_EQ(lines, 3);
+  posix::remove_tree(dir);
+}
+
 }  // namespace
 }  // namespace sparge::runner

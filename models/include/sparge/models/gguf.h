@@ -67,6 +67,8 @@ struct GgufTensorInfo {
   std::vector<int64_t> shape() const;  // torch order: ne reversed
 };
 
+class MappedFile;
+
 class GgufFile {
  public:
   // Maps the file and parses the header; throws std::runtime_error naming the file and what is wrong.
@@ -104,8 +106,7 @@ class GgufFile {
   const uint8_t* raw(const std::string& name) const;
 
  private:
-  struct Mapping;
-  std::shared_ptr<Mapping> map_;
+  std::shared_ptr<const MappedFile> map_;
   std::string path_;
   uint32_t version_ = 0;
   uint64_t alignment_ = 32;

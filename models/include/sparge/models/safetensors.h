@@ -8,10 +8,13 @@
 #include <ATen/core/Tensor.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace sparge::models {
+
+class MappedFile;
 
 struct SafetensorsFile {
   std::string path;
@@ -27,7 +30,8 @@ struct SafetensorsFile {
     uint64_t begin = 0, end = 0;  // byte offsets inside the data section
   };
   std::map<std::string, Entry> entries;
-  uint64_t data_offset = 0;  // 8 + header length
+  uint64_t data_offset = 0;               // 8 + header length
+  std::shared_ptr<const MappedFile> map;  // the file, memory-mapped read-only
 };
 
 // Parses the header and validates every entry against the file size.
