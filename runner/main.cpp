@@ -5,6 +5,10 @@
 //   running it sparge list                                 registered methods, tasks, metrics and the
 //   experiments/ specs sparge report <results dir>                 re-render results.md / results.csv from
 //   results.json
+//   sparge capture --weights W [--corpus F] [--seq N] [--offset N] --layers 0,15,29 --out F.safetensors
+//                                              Q/K/V of a language model's prefill at those layers, for the
+//                                              attention task's `captured` inputs (q.i/k.i/v.i: layer i of
+//                                              the list)
 // Exit status: 0 done, 1 failure while running, 2 bad spec or arguments, 130 interrupted (rerun to resume).
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -12,9 +16,11 @@
 #include <iostream>
 
 #include "engine.h"
+#include "lm_task.h"
 #include "methods.h"
 #include "metrics.h"
 #include "posix_fs.h"
+#include "sparge/models/safetensors.h"
 #include "spec.h"
 
 namespace {
@@ -23,8 +29,13 @@ int list_everything() {
   std::printf("methods:\n");
   for (const auto& m : sparge::runner::registered_methods())
     std::printf("  %-16s %s\n", m.type.c_str(), m.summary.c_str());
-  std::printf("tasks:\n  %-16s %s\n", "attention",
-              "attention-level: inputs structured_llm | structured_visual | random | captured (safetensors)");
+  std::printf(
+      "tasks:\n  %-16s %s\n", "attention",
+      "attention-level: inputs structured_llm | structured_visual | random | captured (safetensors) | model");
+  std::printf("  %-16s %s\n", "perplexity", "token/word/byte perplexity over sliding windows of a text");
+  std::printf("  %-16s %s\n", "niah", "needle in a haystack (exact match), length x depth grid");
+  std::printf("  %-16s %s\n", "longbench", "LongBench v1 English datasets (user-given data_dir)");
+  std::printf("  %-16s %s\n", "infinitebench", "InfiniteBench En.MC (user-given longbook_choice_eng.jsonl)");
   std::printf("metrics:\n");
   for (const auto& m : sparge::runner::registered_metrics())
     std::printf("  %-16s %s (%s is better)\n", m.name.c_str(), m.summary.c_str(),
@@ -74,6 +85,17 @@ int main(int argc, char** argv) {
   auto* report = app.add_subcommand("report", "re-render the tables of a results directory");
   report->add_option("dir", report_dir, "results directory")->required()->check(CLI::ExistingDirectory);
 
+  std::string weights, corpus = "data/corpus/jargon.txt", out_file;
+  int64_t seq = 2048, offset = 0;
+  std::vector<int64_t> layers;
+  auto* capture = app.add_subcommand("capture", "save a language model's per-layer Q/K/V to safetensors");
+  capture->add_option("--weights", weights, "GGUF file or Hugging Face directory")->required();
+  capture->add_option("--corpus", corpus, "text file whose first tokens are prefilled");
+  capture->add_option("--seq", seq, "tokens to prefill")->check(CLI::PositiveNumber);
+  capture->add_option("--offset", offset, "first token of the corpus")->check(CLI::NonNegativeNumber);
+  capture->add_option("--layers", layers, "layers to capture")->delimiter(',')->required();
+  capture->add_option("--out", out_file, "safetensors file to write")->required();
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*run) {
@@ -94,6 +116,26 @@ int main(int argc, char** argv) {
       const auto points = sparge::runner::expand_sweeps(s);
       std::printf("%s: valid (%zu sweep point%s)\n", spec_path.c_str(), points.size(),
                   points.size() == 1 ? "" : "s");
+      return 0;
+    }
+    if (*capture) {
+      const auto got = sparge::runner::capture_model_qkv(weights, corpus, seq, offset, layers);
+      std::map<std::string, at::Tensor> tensors;
+      for (size_t i = 0; i < got.size(); ++i) {
+        tensors["q." + std::to_string(i)] = got[i].q;
+        tensors["k." + std::to_string(i)] = got[i].k;
+        tensors["v." + std::to_string(i)] = got[i].v;
+      }
+      std::string layer_list;
+      for (auto l : layers) layer_list += (layer_list.empty() ? "" : ",") + std::to_string(l);
+      sparge::models::save_safetensors(out_file, tensors,
+                                       {{"weights", weights},
+                                        {"corpus", corpus},
+                                        {"seq", std::to_string(seq)},
+                                        {"offset", std::to_string(offset)},
+                                        {"layers", layer_list}});
+      std::printf("%s: q/k/v.0..%zu of layers %s (%lld tokens, causal)\n", out_file.c_str(), got.size() - 1,
+                  layer_list.c_str(), static_cast<long long>(seq));
       return 0;
     }
     if (*report) {

@@ -270,6 +270,17 @@ TEST(Runner, ModelInputsCaptureRealAttention) {
   EXPECT_EQ(sparge.at("n").get<int>(), 2);
   EXPECT_LT(sparge.at("relative_l1").get<double>(), 0.2);
   EXPECT_GT(sparge.at("cosine").get<double>(), 0.9);
+  // The CLI writes the same capture to safetensors for the `captured` inputs.
+  const std::string file = out + "_capture.safetensors";
+  const std::string cmd = "'" + std::string(SPARGE_BIN) + "' capture --weights '" + kSmolLM2 +
+                          "' --corpus '" + kSource +
+                          "/data/corpus/jargon.txt' --seq 96 --layers 3,7 --out '" + file + "' > /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0);
+  const auto cap = models::open_safetensors(file);
+  EXPECT_EQ(cap.load("q.1").sizes(), (at::IntArrayRef{1, 9, 96, 64}));
+  EXPECT_EQ(cap.load("k.0").sizes(), (at::IntArrayRef{1, 3, 96, 64}));
+  EXPECT_EQ(cap.metadata.at("layers"), "3,7");
+  std::remove(file.c_str());
   // A layer the model does not have is named.
   o.overrides.back() = "task.params.layers=[0, 30]";
   o.output = out + "_bad";
