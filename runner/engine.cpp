@@ -142,27 +142,6 @@ struct MetricSpec {
   bool higher_is_better;
 };
 
-double aggregate(std::vector<double> v, const std::string& how) {
-  if (v.empty()) return NAN;
-  if (how == "median") {
-    std::sort(v.begin(), v.end());
-    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-  }
-  if (how == "max") return *std::max_element(v.begin(), v.end());
-  if (how == "min") return *std::min_element(v.begin(), v.end());
-  double s = 0;
-  for (double x : v) s += x;
-  return how == "sum" ? s : s / static_cast<double>(v.size());
-}
-
-double stderr_of_mean(const std::vector<double>& v) {
-  if (v.size() < 2) return NAN;
-  const double m = aggregate(v, "mean");
-  double ss = 0;
-  for (double x : v) ss += (x - m) * (x - m);
-  return std::sqrt(ss / static_cast<double>(v.size() - 1) / static_cast<double>(v.size()));
-}
-
 std::string fmt(double x) {
   if (std::isnan(x)) return "-";
   char buf[32];
@@ -297,20 +276,14 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
     for (const auto& m : rp.spec["metrics"]) {
       const MetricInfo info =
           metric_info(m["name"].as<std::string>());  // a copy: GCC 13 -Wdangling-reference
-      const bool stats =
-          info.name == "stage1_sparsity" || info.name == "stage2_skipped" || info.name == "pv_density";
       const MetricSpec ms{info.name, m["aggregation"] ? m["aggregation"].as<std::string>() : "mean",
                           m["higher_is_better"] ? m["higher_is_better"].as<bool>() : info.higher_is_better};
       if (work.empty()) all_metrics.push_back(ms);
-      // With several tasks, each computes the metrics that apply to it (the others stay empty in its rows).
-      if (multi_task && !metric_applies(task_name, info.name)) continue;
-      if (lm && !is_lm_metric(info.name) && !stats)
-        throw std::invalid_argument("metric `" + info.name +
-                                    "` applies to the attention task, not to task `" + task_name + "`");
-      if (!lm && is_lm_metric(info.name))
-        throw std::invalid_argument("metric `" + info.name +
-                                    "` applies to language-model tasks, not to the "
-                                    "attention task");
+      if (!metric_applies(task_name, info.name)) {
+        // With several tasks, each computes the metrics that apply to it (the others stay empty in its rows).
+        if (multi_task) continue;
+        throw std::invalid_argument("metric `" + info.name + "` does not apply to task `" + task_name + "`");
+      }
       pt.metrics.push_back(ms);
     }
     for (const auto& kv : rp.spec["methods"]) {

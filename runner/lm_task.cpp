@@ -15,6 +15,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "metrics.h"
 #include "params.h"
 #include "sparge/eval/infinitebench.h"
 #include "sparge/eval/longbench.h"
@@ -107,29 +108,30 @@ class MethodProvider final : public models::AttentionProvider {
     const double nq = static_cast<double>(q.size(2)), nk = static_cast<double>(k.size(2));
     // Dense-equivalent FLOPs: 4 B H Nq Nk D, the causal part (bottom-right) only.
     const double pairs = call.causal ? nq * nk - nq * (nq - 1) / 2 : nq * nk;
-    stats_["flops"] =
-        stats_.value("flops", 0.0) + 4.0 * static_cast<double>(q.size(0) * q.size(1) * q.size(3)) * pairs;
-    stats_["attention_ms"] = stats_.value("attention_ms", 0.0) + ms;
-    const auto& s = r.stats;
-    if (s.valid_blocks > 0) {
-      stats_["valid_blocks"] = stats_.value("valid_blocks", int64_t{0}) + s.valid_blocks;
-      stats_["computed_blocks"] = stats_.value("computed_blocks", int64_t{0}) + s.computed_blocks;
-      stats_["stage2_groups"] = stats_.value("stage2_groups", int64_t{0}) + s.stage2_groups;
-      stats_["stage2_skipped"] = stats_.value("stage2_skipped", int64_t{0}) + s.stage2_skipped;
-      stats_["valid_pairs"] = stats_.value("valid_pairs", int64_t{0}) + s.valid_pairs;
-      stats_["computed_pairs"] = stats_.value("computed_pairs", int64_t{0}) + s.computed_pairs;
-      stats_["stage2_skipped_pairs"] =
-          stats_.value("stage2_skipped_pairs", int64_t{0}) + s.stage2_skipped_pairs;
-    }
+    flops_ += 4.0 * static_cast<double>(q.size(0) * q.size(1) * q.size(3)) * pairs;
+    attention_ms_ += ms;
+    total_ += r.stats;
     return r.out.to(q.scalar_type());
   }
-  const json& stats() const { return stats_; }
+  // The sums of all calls (AttentionStats fields by name, plus flops and attention_ms), for a record's "raw".
+  json stats() const {
+    return {{"flops", flops_},
+            {"attention_ms", attention_ms_},
+            {"valid_blocks", total_.valid_blocks},
+            {"computed_blocks", total_.computed_blocks},
+            {"stage2_groups", total_.stage2_groups},
+            {"stage2_skipped", total_.stage2_skipped},
+            {"valid_pairs", total_.valid_pairs},
+            {"computed_pairs", total_.computed_pairs},
+            {"stage2_skipped_pairs", total_.stage2_skipped_pairs}};
+  }
 
  private:
   AttentionMethod& m_;
   const std::set<int64_t>& dense_;
   at::Device device_;
-  json stats_ = json::object();
+  AttentionStats total_;
+  double flops_ = 0.0, attention_ms_ = 0.0;
 };
 
 double sum_of(const std::vector<json>& records, const std::string& key) {
@@ -139,34 +141,29 @@ double sum_of(const std::vector<json>& records, const std::string& key) {
   return s;
 }
 
-// Ratio metrics over all attention calls of all samples; NaN where the method has no block statistics.
+// Ratio metrics over all attention calls of all samples (AttentionStats' own definitions over the summed
+// counts); NaN where the method has no block statistics (dense methods).
 double stats_metric(const std::string& name, const std::vector<json>& records) {
-  const auto ratio = [&](const std::string& a, const std::string& b) {
-    const double d = sum_of(records, b);
-    return d > 0 ? sum_of(records, a) / d : NAN;
-  };
-  if (name == "stage1_sparsity") {
-    const double r = ratio("computed_blocks", "valid_blocks");
-    return std::isnan(r) ? NAN : 1.0 - r;
-  }
-  if (name == "stage2_skipped") return ratio("stage2_skipped", "stage2_groups");
-  if (name == "pv_density") {
-    const double valid = sum_of(records, "valid_pairs");
-    return valid > 0 ? (sum_of(records, "computed_pairs") - sum_of(records, "stage2_skipped_pairs")) / valid
-                     : NAN;
-  }
   if (name == "attention_ms") return sum_of(records, "attention_ms");
   if (name == "attention_tops") {
     const double ms = sum_of(records, "attention_ms");
     return ms > 0 ? sum_of(records, "flops") / (ms * 1e-3) / 1e12 : NAN;
   }
   if (name == "prefill_tokens") return sum_of(records, "prefill_tokens");
+  AttentionStats total;
+  const auto count = [&](const char* key) { return static_cast<int64_t>(sum_of(records, key)); };
+  total.valid_blocks = count("valid_blocks");
+  total.computed_blocks = count("computed_blocks");
+  total.stage2_groups = count("stage2_groups");
+  total.stage2_skipped = count("stage2_skipped");
+  total.valid_pairs = count("valid_pairs");
+  total.computed_pairs = count("computed_pairs");
+  total.stage2_skipped_pairs = count("stage2_skipped_pairs");
+  if (total.valid_blocks == 0) return NAN;
+  if (name == "stage1_sparsity") return total.stage1_sparsity();
+  if (name == "stage2_skipped") return total.stage2_skip_fraction();
+  if (name == "pv_density") return total.pv_density();
   return NAN;
-}
-
-std::string lower(std::string s) {
-  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  return s;
 }
 
 }  // namespace
@@ -570,21 +567,7 @@ std::pair<double, double> LmTask::reduce(const std::string& metric, const std::s
     if (r["metrics"].contains(metric)) v.push_back(r["metrics"][metric].get<double>());
   if (v.empty())
     throw std::invalid_argument("metric `" + metric + "` is not computed by task `" + impl_->name + "`");
-  double mean = 0;
-  for (double x : v) mean += x;
-  mean /= static_cast<double>(v.size());
-  if (aggregation != "mean") {
-    std::sort(v.begin(), v.end());
-    if (aggregation == "max") return {v.back(), NAN};
-    if (aggregation == "min") return {v.front(), NAN};
-    if (aggregation == "sum") return {mean * static_cast<double>(v.size()), NAN};
-    return {v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]), NAN};
-  }
-  double ss = 0;
-  for (double x : v) ss += (x - mean) * (x - mean);
-  const double se =
-      v.size() > 1 ? std::sqrt(ss / static_cast<double>(v.size() - 1) / static_cast<double>(v.size())) : NAN;
-  return {mean, se};
+  return {aggregate(v, aggregation), aggregation == "mean" ? stderr_of_mean(v) : NAN};
 }
 
 void LmTask::write_artifacts(const std::string& dir, const std::string& method,
@@ -594,8 +577,8 @@ void LmTask::write_artifacts(const std::string& dir, const std::string& method,
   for (const auto& r : records)
     res.add(r["info"]["context_length"].get<int64_t>(), r["info"]["depth_percent"].get<int>(),
             r["metrics"]["niah_score"].get<double>());
-  res.write_json(dir + "/heatmap_" + lower(method) + ".json");
-  res.write_csv(dir + "/heatmap_" + lower(method) + ".csv");
+  res.write_json(dir + "/heatmap_" + method + ".json");
+  res.write_csv(dir + "/heatmap_" + method + ".csv");
 }
 
 }  // namespace sparge::runner

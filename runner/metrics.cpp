@@ -3,6 +3,8 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <cmath>
 #include <stdexcept>
 
 #include "sparge/permute.h"
@@ -78,6 +80,27 @@ double compute_metric(const std::string& name, const MetricInputs& in) {
   metric_info(name);  // throws with the list
   throw std::invalid_argument("metric `" + name +
                               "` applies to language-model tasks, not to the attention task");
+}
+
+double aggregate(std::vector<double> v, const std::string& how) {
+  if (v.empty()) return NAN;
+  if (how == "median") {
+    std::sort(v.begin(), v.end());
+    return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+  }
+  if (how == "max") return *std::max_element(v.begin(), v.end());
+  if (how == "min") return *std::min_element(v.begin(), v.end());
+  double s = 0;
+  for (double x : v) s += x;
+  return how == "sum" ? s : s / static_cast<double>(v.size());
+}
+
+double stderr_of_mean(const std::vector<double>& v) {
+  if (v.size() < 2) return NAN;
+  const double m = aggregate(v, "mean");
+  double ss = 0;
+  for (double x : v) ss += (x - m) * (x - m);
+  return std::sqrt(ss / static_cast<double>(v.size() - 1) / static_cast<double>(v.size()));
 }
 
 }  // namespace sparge::runner

@@ -43,4 +43,9 @@ double compute_metric(const std::string& name, const MetricInputs& in);
 // Whether the metric compares against the float64 dense reference (MetricInputs::ref).
 bool metric_needs_reference(const std::string& name);
 
+// Per-sample values -> one number: mean | median | max | min | sum (NaN for no values); the standard error of
+// the mean (NaN for fewer than 2 values).
+double aggregate(std::vector<double> values, const std::string& how);
+double stderr_of_mean(const std::vector<double>& values);
+
 }  // namespace sparge::runner

@@ -469,7 +469,8 @@ at::Tensor LlamaForCausalLM::forward(const at::Tensor& ids, KvCache& cache,
                                 std::to_string(cache.capacity()) + " positions, " + std::to_string(pos + N) +
                                 " needed");
   const auto id = ids.to(at::TensorOptions().dtype(at::kLong).device(device_));
-  if (id.min().item<int64_t>() < 0 || id.max().item<int64_t>() >= c.vocab_size)
+  const auto [lo, hi] = at::aminmax(id);  // one reduction (and one device sync per step)
+  if (lo.item<int64_t>() < 0 || hi.item<int64_t>() >= c.vocab_size)
     throw std::invalid_argument("LlamaForCausalLM::forward: token ids must be in [0, " +
                                 std::to_string(c.vocab_size) + ")");
   // RoPE tables for positions pos .. pos + N - 1: angles in float32, cos/sin cast to the model dtype.

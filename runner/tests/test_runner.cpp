@@ -248,6 +248,15 @@ TEST(Runner, LanguageModelSpecErrorsComeBeforeAnyWork) {
   // An attention-level metric on a language-model task (single-task spec).
   opt.overrides = {"metrics=[{name: relative_l1}]", "tasks={ppl: {name: perplexity}}"};
   EXPECT_THROW(run_spec(kSource + "/experiments/table1_smollm2.yaml", opt), std::invalid_argument);
+  // A language-model metric on the attention task.
+  try {
+    run_spec(kSource + "/experiments/quickstart.yaml",
+             RunOptions{{"metrics=[{name: perplexity}]"}, {}, "cpu", out, false});
+    FAIL() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("does not apply to task `attention`"), std::string::npos)
+        << e.what();
+  }
   EXPECT_FALSE(posix::exists(out + "/samples.jsonl"));
   posix::remove_tree(out);
 }
