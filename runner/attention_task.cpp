@@ -98,6 +98,8 @@ AttentionTask::AttentionTask(std::string inputs, const Params& p, at::ScalarType
     read.insert("order");
     if (const auto it = p.find("order"); it != p.end()) order_ = it->second.items.at(0);
     parse_token_order(order_);  // validates the name
+    text_tokens_ = static_cast<int64_t>(number(p, "text_tokens", 0, read));
+    if (text_tokens_ < 0) throw std::invalid_argument("task parameter `text_tokens`: expected >= 0");
     kv_heads_ = heads_;
     seq_ = Grid3{grid_t_, grid_h_, grid_w_}.size();
   } else {
@@ -135,6 +137,7 @@ AttentionSample AttentionTask::sample(int64_t index, uint64_t seed) const {
     out.q = c.q.to(opt);
     out.k = c.k.to(opt);
     out.v = c.v.to(opt);
+    out.layer = layers_[static_cast<size_t>(index)];
     return out;
   }
   if (inputs_ == "captured") {
@@ -182,9 +185,20 @@ AttentionSample AttentionTask::sample(int64_t index, uint64_t seed) const {
     auto k = field + noise_ * at::randn(field.sizes(), gen, f64);
     auto v = at::randn(field.sizes(), gen, f64);
     const auto perm = token_permutation(Grid3{grid_t_, grid_h_, grid_w_}, parse_token_order(order_), s);
-    out.q = permute_tokens(q, perm).to(opt);
-    out.k = permute_tokens(k, perm).to(opt);
-    out.v = permute_tokens(v, perm).to(opt);
+    q = permute_tokens(q, perm);
+    k = permute_tokens(k, perm);
+    v = permute_tokens(v, perm);
+    if (text_tokens_ > 0) {
+      // Text tokens first, as in joint text-video attention (CogVideoX: 226): unstructured, of the field's
+      // scale (a wave sum / sqrt(waves) has variance 1/2).
+      const std::vector<int64_t> ts = {batch_, heads_, text_tokens_, head_dim_};
+      q = at::cat({std::sqrt(0.5) * at::randn(ts, gen, f64), q}, 2);
+      k = at::cat({std::sqrt(0.5) * at::randn(ts, gen, f64), k}, 2);
+      v = at::cat({at::randn(ts, gen, f64), v}, 2);
+    }
+    out.q = q.to(opt);
+    out.k = k.to(opt);
+    out.v = v.to(opt);
   }
   return out;
 }

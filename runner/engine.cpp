@@ -23,6 +23,7 @@
 #include <stdexcept>
 
 #include "attention_task.h"
+#include "common.h"
 #include "lm_task.h"
 #include "methods.h"
 #include "metrics.h"
@@ -34,80 +35,6 @@ namespace {
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-std::atomic<bool> g_stop{false};
-
-std::string run_command(const char* cmd) {
-  std::string out;
-  if (FILE* p = ::popen(cmd, "r")) {
-    char buf[256];
-    while (std::fgets(buf, sizeof buf, p)) out += buf;
-    ::pclose(p);
-  }
-  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
-  return out;
-}
-
-json environment(const at::Device& device) {
-  json env;
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);)
-    if (line.rfind("model name", 0) == 0) {
-      env["cpu"] = line.substr(line.find(':') + 2);
-      break;
-    }
-  env["torch"] = TORCH_VERSION;
-  env["device"] = device.str();
-  if (device.is_cuda()) {
-    env["gpu"] = run_command("nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1");
-    env["driver"] =
-        run_command("nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1");
-  }
-  return env;
-}
-
-std::string utc_now() {
-  const std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
-
-Params to_params(const YAML::Node& map, const std::set<std::string>& skip) {
-  Params p;
-  if (!map || !map.IsMap()) return p;
-  for (const auto& kv : map) {
-    const auto key = kv.first.as<std::string>();
-    if (skip.count(key)) continue;
-    ParamValue v;
-    if (kv.second.IsSequence()) {
-      v.is_list = true;
-      for (const auto& item : kv.second) v.items.push_back(item.as<std::string>());
-    } else {
-      v.items.push_back(kv.second.as<std::string>());
-    }
-    p[key] = v;
-  }
-  return p;
-}
-
-at::ScalarType parse_dtype(const std::string& s) {
-  if (s == "float32") return at::kFloat;
-  if (s == "float16") return at::kHalf;
-  if (s == "bfloat16") return at::kBFloat16;
-  if (s == "float64") return at::kDouble;
-  throw std::invalid_argument("model.dtype: expected float32, float16, bfloat16 or float64, got " + s);
-}
-
-at::Device resolve_device(const std::string& want) {
-  if (want == "cuda") {
-    if (!torch::cuda::is_available())
-      throw std::invalid_argument("device cuda: no CUDA device on this machine (use --device cpu or auto)");
-    return at::Device(at::kCUDA, 0);
-  }
-  if (want == "cpu") return at::Device(at::kCPU);
-  return torch::cuda::is_available() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-}
 
 // Progress bar on stderr with rate and ETA (redrawn at most 10 times a second).
 class Progress {
@@ -204,16 +131,31 @@ void plot(const std::string& dir) {
                  dir.c_str());
 }
 
-}  // namespace
-
-void request_stop() {
-  g_stop = true;
+// Tuned parameters belong to one model: refuse a file tuned for other weights than the spec's.
+void check_tuned_model(const std::vector<std::pair<std::string, std::unique_ptr<AttentionMethod>>>& methods,
+                       const std::string& weights_spec) {
+  std::string hash;
+  for (const auto& [id, m] : methods) {
+    const auto* t = m->tuned();
+    if (t == nullptr || !t->model.contains("hash")) continue;
+    const auto weights = resolve_weights_path(weights_spec);
+    if (hash.empty()) hash = model_hash(weights);
+    if (t->model["hash"] != hash)
+      throw std::invalid_argument("method `" + id + "`: its tuned parameters are for model " +
+                                  t->model.value("id", std::string("?")) + " (" +
+                                  t->model["hash"].get<std::string>() + "), the spec's model " + weights +
+                                  " hashes to " + hash + " (tune it with `sparge tune`)");
+  }
 }
 
+}  // namespace
+
 RunSummary run_spec(const std::string& path, const RunOptions& options) {
-  g_stop = false;
+  clear_stop();
   auto spec = load_spec(path);
   for (const auto& o : options.overrides) apply_override(spec, o);
+  if (spec.root["tune"])
+    throw std::invalid_argument(path + ": a tune spec (tune: section); run it with `sparge tune`");
   const auto points = expand_sweeps(spec);
   const YAML::Node& root = spec.root;
   const auto name = root["metadata"]["name"].as<std::string>();
@@ -307,6 +249,7 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
       if (ms.family == "none") ms.family = "llama";
       ms.weights = model && model["weights"] ? model["weights"].as<std::string>() : "";
       ms.dtype = dtype;
+      check_tuned_model(pt.methods, ms.weights);
       pt.lm = std::make_unique<LmTask>(task_name, to_params(task["params"], {}), ms, device,
                                        static_cast<uint64_t>(seeds[0]));
       pt.samples = pt.lm->num_samples();
@@ -345,6 +288,8 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
     std::ostringstream src;
     src << task_key << "|" << id << "|" << canonical_yaml(pt.spec["methods"][id]) << "|" << sample << "|seed "
         << seed << "|spec v" << spec_version << "|device " << device.type();
+    for (const auto& [mid, method] : pt.methods)  // a re-tuned file changes the results: key on its content
+      if (mid == id && method->tuned() != nullptr) src << "|tuned " << to_json(*method->tuned())["checksum"];
     for (const auto& m : pt.metrics) src << "|" << m.name << " v" << metric_info(m.name).version;
     char key[17];
     std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(fnv1a64(src.str())));
@@ -354,9 +299,9 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
   for (auto& pt : work) {
     const std::string task_key = canonical_yaml(pt.spec["task"]) + canonical_yaml(pt.spec["model"]);
     if (pt.lm) {
-      for (int64_t i = 0; i < pt.samples && !g_stop; ++i)
+      for (int64_t i = 0; i < pt.samples && !stop_requested(); ++i)
         for (auto& [id, method] : pt.methods) {
-          if (g_stop) break;
+          if (stop_requested()) break;
           const std::string key = unit_key(pt, task_key, id, pt.lm->sample_id(i), seeds[0]);
           auto record = store.lookup(key);
           const bool from_cache = record.has_value();
@@ -382,13 +327,13 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
         }
       continue;
     }
-    for (int64_t i = 0; i < pt.samples && !g_stop; ++i)
+    for (int64_t i = 0; i < pt.samples && !stop_requested(); ++i)
       for (int64_t seed : seeds) {
-        if (g_stop) break;
+        if (stop_requested()) break;
         std::optional<AttentionSample> sample;
         at::Tensor ref;
         for (auto& [id, method] : pt.methods) {
-          if (g_stop) break;
+          if (stop_requested()) break;
           const std::string key = unit_key(pt, task_key, id, "sample " + std::to_string(i), seed);
           auto record = store.lookup(key);
           const bool from_cache = record.has_value();
@@ -404,7 +349,7 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
             }
             if (device.is_cuda()) torch::cuda::synchronize();
             const auto m0 = Clock::now();
-            auto res = method->run(sample->q, sample->k, sample->v, sample->causal);
+            auto res = method->run(sample->q, sample->k, sample->v, sample->causal, sample->layer);
             if (device.is_cuda()) torch::cuda::synchronize();
             MetricInputs in;
             in.out = res.out;
@@ -436,7 +381,7 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
       }
   }
   std::signal(SIGINT, prev_handler);
-  summary.interrupted = g_stop.load();
+  summary.interrupted = stop_requested();
 
   json results;
   results["results"] = json::object();
@@ -487,12 +432,7 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
   results["versions"] = {{"spec", spec_version}};
   results["n-samples"] = {
       {"units", summary.total}, {"computed", summary.computed}, {"cached", summary.cached}};
-  // SPARGE_GIT_HASH (set by whoever copied the tree, e.g. to a GPU machine whose copy carries no or a stale
-  // .git) wins over the tree's own HEAD, as in scripts/provenance.sh.
-  const char* given_hash = std::getenv("SPARGE_GIT_HASH");
-  results["git_hash"] = given_hash != nullptr && *given_hash != '\0'
-                            ? std::string(given_hash)
-                            : run_command("git rev-parse HEAD 2>/dev/null");
+  results["git_hash"] = git_hash();
   results["date"] = utc_now();
   results["environment"] = environment(device);
   results["wall_time_s"] = std::chrono::duration<double>(Clock::now() - t0).count();

@@ -30,7 +30,4 @@ RunSummary run_spec(const std::string& path, const RunOptions& options);
 // Re-renders results.md and results.csv of a run directory from its results.json.
 void render_report(const std::string& output_dir);
 
-// Asks a running run_spec to stop after the current unit (what SIGINT does).
-void request_stop();
-
 }  // namespace sparge::runner

@@ -44,14 +44,6 @@ std::string read_file(const std::string& path, const std::string& what) {
   return s.str();
 }
 
-// A path from a spec: as given, else relative to the source tree (specs name data/... from the repository
-// root).
-std::string find_path(const std::string& p) {
-  if (p.empty() || p[0] == '/' || posix::exists(p)) return p;
-  const std::string in_tree = std::string(SPARGE_SOURCE_DIR) + "/" + p;
-  return posix::exists(in_tree) ? in_tree : p;
-}
-
 // The model and tokenizer of a weights path, loaded once per process (specs often run several tasks on one
 // model).
 struct LoadedModel {
@@ -102,7 +94,7 @@ class MethodProvider final : public models::AttentionProvider {
       return models::sdpa_attention(q, k, v, call.causal, call.scale);
     if (device_.is_cuda()) torch::cuda::synchronize();
     const auto t0 = Clock::now();
-    auto r = m_.run(q.contiguous(), k.contiguous(), v.contiguous(), call.causal);
+    auto r = m_.run(q.contiguous(), k.contiguous(), v.contiguous(), call.causal, call.layer);
     if (device_.is_cuda()) torch::cuda::synchronize();
     const double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     const double nq = static_cast<double>(q.size(2)), nk = static_cast<double>(k.size(2));
@@ -192,8 +184,16 @@ bool metric_applies(const std::string& task, const std::string& metric) {
   return kStatsMetrics.count(metric) != 0;  // every LM task has its prefill attention statistics
 }
 
+// A path from a spec: as given, else relative to the source tree (specs name data/... from the repository
+// root).
+std::string find_path(const std::string& p) {
+  if (p.empty() || p[0] == '/' || posix::exists(p)) return p;
+  const std::string in_tree = std::string(SPARGE_SOURCE_DIR) + "/" + p;
+  return posix::exists(in_tree) ? in_tree : p;
+}
+
 std::string resolve_weights_path(const std::string& v) {
-  return expand_env(v, "model.weights");
+  return find_path(expand_env(v, "model.weights"));
 }
 
 std::string expand_env(const std::string& v, const std::string& what) {
@@ -221,25 +221,31 @@ std::string expand_env(const std::string& v, const std::string& what) {
   return out;
 }
 
-std::vector<CapturedQkv> capture_model_qkv(const std::string& weights, const std::string& corpus, int64_t seq,
-                                           int64_t offset, const std::vector<int64_t>& layers) {
-  LmModelSpec spec;
-  spec.weights = resolve_weights_path(weights);
-  spec.dtype = at::kFloat;
-  const auto lm = load_model(spec, at::kCPU);
-  const int64_t n_layers = lm.model->config().num_layers;
+ModelCapture capture_model(const LmModelSpec& model, at::Device device, const std::string& corpus,
+                           int64_t seq, const std::vector<int64_t>& offsets, std::vector<int64_t> layers) {
+  LmModelSpec spec = model;
+  spec.weights = resolve_weights_path(model.weights);
+  const auto lm = load_model(spec, device);
+  ModelCapture out;
+  out.num_layers = lm.model->config().num_layers;
+  if (layers.empty())
+    for (int64_t l = 0; l < out.num_layers; ++l) layers.push_back(l);
   for (auto l : layers)
-    if (l < 0 || l >= n_layers)
-      throw std::invalid_argument("task parameter `layers`: layer " + std::to_string(l) + " is outside [0, " +
-                                  std::to_string(n_layers) + ")");
+    if (l < 0 || l >= out.num_layers)
+      throw std::invalid_argument("parameter `layers`: layer " + std::to_string(l) + " is outside [0, " +
+                                  std::to_string(out.num_layers) + ")");
   if (seq < 2 || seq > lm.model->config().max_position)
-    throw std::invalid_argument("task parameter `seq`: " + std::to_string(seq) + " is outside [2, " +
+    throw std::invalid_argument("parameter `seq`: " + std::to_string(seq) + " is outside [2, " +
                                 std::to_string(lm.model->config().max_position) + "] (the model's context)");
   const auto ids = lm.tokenizer->encode(
-      read_file(find_path(expand_env(corpus, "task.params.corpus")), "task parameter `corpus`"), true, true);
-  if (offset < 0 || offset + seq > static_cast<int64_t>(ids.size()))
-    throw std::invalid_argument("task parameters `offset` + `seq`: " + std::to_string(offset + seq) +
-                                " tokens, the corpus has " + std::to_string(ids.size()));
+      read_file(find_path(expand_env(corpus, "parameter corpus")), "parameter `corpus`"), true, true);
+  out.corpus_tokens = static_cast<int64_t>(ids.size());
+  for (const auto offset : offsets)
+    if (offset < 0 || offset + seq > out.corpus_tokens)
+      throw std::invalid_argument("parameters `offset` + `seq`: a window ends at token " +
+                                  std::to_string(offset + seq) + ", the corpus has " +
+                                  std::to_string(out.corpus_tokens));
+  out.layers = layers;
   std::map<int64_t, CapturedQkv> got;
   lm.model->set_capture_hook(
       [&](int64_t layer, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
@@ -249,19 +255,33 @@ std::vector<CapturedQkv> capture_model_qkv(const std::string& weights, const std
   try {
     c10::InferenceMode inference;
     models::SdpaAttention dense;
-    auto cache = lm.model->make_cache(1, seq);
-    lm.model->forward(
-        at::tensor(std::vector<int64_t>(ids.begin() + offset, ids.begin() + offset + seq), at::kLong)
-            .unsqueeze(0),
-        cache, dense);
+    for (const auto offset : offsets) {
+      got.clear();
+      auto cache = lm.model->make_cache(1, seq);
+      lm.model->forward(
+          at::tensor(std::vector<int64_t>(ids.begin() + offset, ids.begin() + offset + seq), at::kLong)
+              .unsqueeze(0)
+              .to(device),
+          cache, dense);
+      std::vector<CapturedQkv> w;
+      for (auto l : layers) w.push_back(got.at(l));
+      out.windows.push_back(std::move(w));
+    }
   } catch (...) {
     lm.model->set_capture_hook(nullptr);
     throw;
   }
   lm.model->set_capture_hook(nullptr);
-  std::vector<CapturedQkv> out;
-  for (auto l : layers) out.push_back(got.at(l));
   return out;
+}
+
+std::vector<CapturedQkv> capture_model_qkv(const std::string& weights, const std::string& corpus, int64_t seq,
+                                           int64_t offset, const std::vector<int64_t>& layers) {
+  if (layers.empty()) throw std::invalid_argument("parameter `layers`: expected at least one layer");
+  LmModelSpec spec;
+  spec.weights = weights;
+  spec.dtype = at::kFloat;
+  return capture_model(spec, at::kCPU, corpus, seq, {offset}, layers).windows.front();
 }
 
 // ---------------------------------------------------------------- the task state

@@ -97,9 +97,22 @@ struct CapturedQkv {
 std::vector<CapturedQkv> capture_model_qkv(const std::string& weights, const std::string& corpus, int64_t seq,
                                            int64_t offset, const std::vector<int64_t>& layers);
 
+// The general capture: one prefill of `seq` tokens per offset with `model` (its dtype) on `device`;
+// windows[w] holds one {q, k, v} per entry of `layers` (all layers when empty), on `device`.
+struct ModelCapture {
+  std::vector<std::vector<CapturedQkv>> windows;
+  std::vector<int64_t> layers;
+  int64_t num_layers = 0, corpus_tokens = 0;
+};
+ModelCapture capture_model(const LmModelSpec& model, at::Device device, const std::string& corpus,
+                           int64_t seq, const std::vector<int64_t>& offsets, std::vector<int64_t> layers);
+
 // ${VAR} expansion of a path from a spec; `what` (e.g. model.weights) and the variable are named when it is
 // unset.
 std::string expand_env(const std::string& spec_value, const std::string& what);
-std::string resolve_weights_path(const std::string& spec_value);  // expand_env(v, "model.weights")
+std::string resolve_weights_path(const std::string& spec_value);  // find_path(expand_env(v, "model.weights"))
+// A path from a spec: as given, else relative to the source tree when it exists there (specs name data/...
+// from the repository root).
+std::string find_path(const std::string& p);
 
 }  // namespace sparge::runner

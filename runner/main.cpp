@@ -9,6 +9,10 @@
 //                                              Q/K/V of a language model's prefill at those layers, for the
 //                                              attention task's `captured` inputs (q.i/k.i/v.i: layer i of
 //                                              the list)
+//   sparge tune <tune-spec.yaml> [--set ...] [--device D] [--output FILE] [--restart] [--no-progress]
+//                                              per-layer, per-head thresholds under the spec's l1/l2 into a
+//                                              parameter file that run specs load (method `tuned: FILE`);
+//                                              resumes per layer
 // Exit status: 0 done, 1 failure while running, 2 bad spec or arguments, 130 interrupted (rerun to resume).
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -22,6 +26,7 @@
 #include "posix_fs.h"
 #include "sparge/models/safetensors.h"
 #include "spec.h"
+#include "tune_task.h"
 
 namespace {
 
@@ -96,6 +101,19 @@ int main(int argc, char** argv) {
   capture->add_option("--layers", layers, "layers to capture")->delimiter(',')->required();
   capture->add_option("--out", out_file, "safetensors file to write")->required();
 
+  sparge::runner::TuneOptions topt;
+  auto* tune =
+      app.add_subcommand("tune", "tune per-layer, per-head thresholds into a parameter file (resumable)");
+  tune->add_option("spec", spec_path, "tune spec YAML (a tune: section)")
+      ->required()
+      ->check(CLI::ExistingFile);
+  tune->add_option("--set", topt.overrides, "override a spec value: path.to.key=value (repeatable)");
+  tune->add_option("--device", topt.device, "cpu, cuda or auto")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  tune->add_option("--output", topt.output, "parameter file (default: the spec's output)");
+  tune->add_flag("--restart", topt.restart, "overwrite an existing file tuned with other settings");
+  tune->add_flag("--no-progress", no_progress, "no per-layer lines");
+
   CLI11_PARSE(app, argc, argv);
   try {
     if (*run) {
@@ -109,6 +127,17 @@ int main(int argc, char** argv) {
       std::ifstream md(s.output_dir + "/results.md");
       std::cout << md.rdbuf();
       return 0;
+    }
+    if (*tune) {
+      topt.progress = !no_progress;
+      const auto s = sparge::runner::tune_spec(spec_path, topt);
+      std::printf(
+          "%s: %lld layers (%lld tuned now in %.1f s of tuning, %.1f s in all; %lld from the file) on %s -> "
+          "%s\n",
+          s.interrupted ? "interrupted" : "done", static_cast<long long>(s.layers),
+          static_cast<long long>(s.tuned), s.tune_seconds, s.seconds, static_cast<long long>(s.resumed),
+          s.backend.empty() ? "-" : s.backend.c_str(), s.output.c_str());
+      return s.interrupted ? 130 : 0;
     }
     if (*validate) {
       auto s = sparge::runner::load_spec(spec_path);

@@ -11,6 +11,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "lm_task.h"
 #include "params.h"
 #include "sparge/error.h"
 #include "sparge/models/attention_provider.h"
@@ -24,7 +25,8 @@ namespace {
 
 class DenseMethod final : public AttentionMethod {
  public:
-  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) override {
+  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                      int64_t /*layer*/) override {
     auto r = dense_attention_f64(q, k, v, causal);
     r.out = r.out.to(q.scalar_type());
     return r;
@@ -34,7 +36,8 @@ class DenseMethod final : public AttentionMethod {
 
 class SdpaMethod final : public AttentionMethod {
  public:
-  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) override {
+  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                      int64_t /*layer*/) override {
     AttentionResult r;
     r.out = models::sdpa_attention(q, k, v, causal, 0.0);  // GQA without copies, bottom-right causal
     return r;
@@ -44,9 +47,25 @@ class SdpaMethod final : public AttentionMethod {
 
 class SpargeMethod final : public AttentionMethod {
  public:
-  SpargeMethod(SpargeConfig c, std::string backend) : c_(std::move(c)), want_(std::move(backend)) {}
-  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) override {
+  SpargeMethod(SpargeConfig c, std::string backend, std::shared_ptr<const TunedParams> tuned = nullptr,
+               std::string tuned_path = "", bool stage2 = true)
+      : c_(std::move(c)),
+        want_(std::move(backend)),
+        tuned_(std::move(tuned)),
+        tuned_path_(std::move(tuned_path)),
+        stage2_(stage2) {}
+  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                      int64_t layer) override {
     auto c = c_;
+    if (tuned_) {
+      // A file of one layer serves inputs of unknown layer (an attention-level task tuned on its own inputs).
+      if (layer < 0 && tuned_->layers.size() == 1) layer = tuned_->layers.front().layer;
+      if (layer < 0)
+        throw std::invalid_argument("method with tuned: " + tuned_path_ +
+                                    ": the inputs name no model layer and the file has several");
+      c = tuned_->layer_config(layer, q.size(1), tuned_path_);
+      if (!stage2_) c.pvthreshd = {kNoStage2};
+    }
     c.causal = causal;
 #if SPARGE_HAVE_CUDA
     if (want_ != "reference" && q.is_cuda()) {
@@ -79,10 +98,16 @@ class SpargeMethod final : public AttentionMethod {
   std::string backend() const override {
     return last_.empty() ? want_ : last_;
   }
+  const TunedParams* tuned() const override {
+    return tuned_.get();
+  }
 
  private:
   SpargeConfig c_;
   std::string want_, last_;
+  std::shared_ptr<const TunedParams> tuned_;
+  std::string tuned_path_;
+  bool stage2_ = true;
 };
 
 SpargeConfig sparge_config(ParamReader& r, bool dense) {
@@ -125,6 +150,22 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
     m = std::make_unique<DenseMethod>();
   } else if (type == "sdpa") {
     m = std::make_unique<SdpaMethod>();
+  } else if (type == "sparge" && params.count("tuned") != 0) {
+    // Thresholds per layer and head from `sparge tune`; the fixed part of the configuration comes from the
+    // file too (the thresholds are only valid with the block sizes and quantization they were tuned for).
+    const auto path = expand_env(r.text("tuned", ""), "method `" + id + "`.tuned");
+    const auto backend = r.text("backend", "auto", {"auto", "reference", "cuda"});
+    const bool stage2 = r.flag("stage2", true);
+    for (const auto& [key, value] : params)
+      if (key != "tuned" && key != "backend" && key != "stage2")
+        throw std::invalid_argument("method `" + id + "`: parameter `" + key +
+                                    "` cannot be combined with `tuned` (the file gives the thresholds and "
+                                    "the configuration; allowed with it: backend, stage2)");
+    auto tuned = std::make_shared<const TunedParams>(load_tuned_params(path));
+    if (!tuned->complete)
+      throw std::invalid_argument("method `" + id + "`: tuned parameter file " + path +
+                                  " is incomplete (a `sparge tune` was interrupted: rerun it to finish)");
+    m = std::make_unique<SpargeMethod>(tuned->config, backend, tuned, path, stage2);
   } else if (type == "sparge" || type == "sage") {
     const bool dense = type == "sage";
     auto c = sparge_config(r, dense);

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "sparge/reference.h"
+#include "tuned_params.h"
 
 namespace sparge::runner {
 
@@ -43,10 +44,16 @@ using Params = std::map<std::string, ParamValue>;
 class AttentionMethod {
  public:
   virtual ~AttentionMethod() = default;
-  // Runs attention; stats are filled where the method has them (dense methods: no sparsity).
-  virtual AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal) = 0;
+  // Runs attention; stats are filled where the method has them (dense methods: no sparsity). layer: the
+  // model layer the call belongs to (-1 when unknown, e.g. synthetic inputs); methods with per-layer
+  // parameters (sparge with `tuned:`) pick them by it.
+  virtual AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                              int64_t layer) = 0;
   // Which implementation ran last (e.g. "cuda kernels" or "reference"), for the results' provenance.
   virtual std::string backend() const = 0;
+  // The tuned parameters a method runs with (sparge with `tuned:`), else null: the engine checks them against
+  // the spec's model and keys its cache on their checksum.
+  virtual const TunedParams* tuned() const { return nullptr; }
 };
 
 struct MethodInfo {

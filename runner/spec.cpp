@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdlib>
 #include <filesystem>  // path arithmetic only; disk access through posix_fs.h
 #include <fstream>
 #include <functional>
@@ -362,14 +363,44 @@ void check_sweep(const Ctx& c, const Where& w, const YAML::Node& n, const std::s
   });
 }
 
+Check check_number(double min) {
+  return [min](const Ctx&, const Where& w, const YAML::Node& n, const std::string& expected) {
+    const auto k = kind_of(n);
+    if (k != Kind::Int && k != Kind::Float) fail_at(w, "wrong type", expected, describe(n));
+    if (!(std::strtod(n.Scalar().c_str(), nullptr) > min)) fail_at(w, "out of range", expected, describe(n));
+  };
+}
+
+// tune: the tuner's section (a tune spec, for `sparge tune`).
+void check_tune(const Ctx& c, const Where& w, const YAML::Node& n, const std::string& expected) {
+  const auto params = [](const Ctx& cc, const Where& pw, const YAML::Node& pn, const std::string& pe) {
+    for_entries(cc, pw, pn, pe, [&](const std::string&, const Where& cw, const YAML::Node& v) {
+      check_param(cc, cw, v, kParamExpected);
+    });
+  };
+  const auto layers = [](const Ctx& cc, const Where& lw, const YAML::Node& ln, const std::string& le) {
+    if (!ln.IsSequence() || ln.size() == 0) fail_at(lw, "wrong type", le, describe(ln));
+    for (size_t i = 0; i < ln.size(); ++i) check_int(0)(cc, element(lw, i, ln[i]), ln[i], "an integer >= 0");
+  };
+  const std::string map_expected = "a map of name -> scalar or list of scalars";
+  check_map(c, w, n, expected,
+            {{"l1", true, "a number > 0", check_number(0.0)},
+             {"l2", true, "a number > 0 (>= l1)", check_number(0.0)},
+             {"method", false, map_expected, params},
+             {"calibration", false, map_expected, params},
+             {"search", false, map_expected, params},
+             {"layers", false, "a non-empty list of layer indices", layers}});
+}
+
 const std::vector<Field>& top_fields() {
   static const std::vector<Field> fields = {
       {"metadata", true, "a map with name and version", check_metadata},
       {"task", false, "a map with name and inputs", check_task},
       {"tasks", false, "a map of task id -> {name, inputs?, samples?, params?}", check_tasks},
       {"model", false, "a map with family, weights, dtype, device", check_model},
-      {"methods", true, "a non-empty map of method id -> {type: ..., parameters}", check_methods},
-      {"metrics", true, "a non-empty list of {name, aggregation, higher_is_better}", check_metrics},
+      {"methods", false, "a non-empty map of method id -> {type: ..., parameters}", check_methods},
+      {"metrics", false, "a non-empty list of {name, aggregation, higher_is_better}", check_metrics},
+      {"tune", false, "a map with l1, l2, method, calibration, search, layers", check_tune},
       {"seeds", false, "a non-empty list of integers >= 0", check_seeds},
       {"sweep", false, "a map of dotted parameter path -> non-empty list of scalars", check_sweep},
       str("output", false),
@@ -389,6 +420,21 @@ void validate_tree(const YAML::Node& root, const std::map<std::string, std::stri
   const Ctx c{origin};
   check_map(c, root_where(file, root), root, "a map", top_fields());
   const bool one = root["task"].IsDefined(), many = root["tasks"].IsDefined();
+  if (root["tune"].IsDefined()) {
+    // A tune spec: calibration from the model (tune.calibration) or from one attention task's inputs.
+    if (many)
+      fail(file, root["tasks"].Mark(), "tasks in a tune spec", "at most one task: (the calibration inputs)",
+           "tasks");
+    for (const char* key : {"methods", "metrics", "sweep"})
+      if (root[key].IsDefined())
+        fail(file, root[key].Mark(), std::string(key) + " in a tune spec",
+             "no " + std::string(key) + " (the tuned file is used by run specs)", key);
+    return;
+  }
+  for (const char* key : {"methods", "metrics"})
+    if (!root[key].IsDefined())
+      fail(file, root.Mark(), std::string("missing required key '") + key + "' in top level",
+           std::string("key '") + key + "' (or a tune: section for `sparge tune`)", "no such key");
   if (one == many)
     fail(file, root.Mark(),
          one ? "both 'task' and 'tasks' given" : "missing required key 'task' (or 'tasks')",
@@ -616,7 +662,8 @@ void apply_defaults(LoadedSpec& spec) {
   } else {
     set_default(root["model"], "family", YAML::Node("none"));
   }
-  for (YAML::Node m : root["metrics"]) set_default(m, "aggregation", YAML::Node("mean"));
+  if (has_key(croot, "metrics"))
+    for (YAML::Node m : root["metrics"]) set_default(m, "aggregation", YAML::Node("mean"));
   if (!has_key(croot, "seeds")) {
     YAML::Node seeds(YAML::NodeType::Sequence);
     seeds.push_back(0);

@@ -22,22 +22,11 @@ specs=("$@")
 ((${#specs[@]})) || specs=(experiments/table1_smollm2_gpu.yaml)
 mkdir -p "$out"
 py="$(gpu_machine_python)" || { log "no Python with torch found (expected /opt/torch/.venv)"; exit 1; }
-cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')"
-cc="${cc:-9.0}"
-arch="${SPARGE_CUDA_ARCH:-${cc/./}}"
 { nvidia-smi; "$py" -c 'import torch, transformers; print("torch", torch.__version__, torch.cuda.get_device_name(0));
 print("transformers", transformers.__version__)'; nvcc --version; } > "$out/env.txt" 2>&1
 
 status=0
-t0=$SECONDS
-if ! cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARGE_PYTHON="$py" \
-       -DCMAKE_CUDA_ARCHITECTURES="$arch" -DTORCH_CUDA_ARCH_LIST="$cc" > "$out/build.log" 2>&1 ||
-   ! cmake --build build-gpu -j "$(nproc)" --target sparge test_llama test_gguf test_tokenizer >> "$out/build.log" 2>&1; then
-  tail -30 "$out/build.log"
-  log "build FAILED (log: $out/build.log)"
-  exit 1
-fi
-log "build: $((SECONDS - t0)) s"
+gpu_build "$out" "$py" sparge test_llama test_gguf test_tokenizer || exit 1
 [[ "${SPARGE_GPU_MODELS_BUILD_ONLY:-0}" == 1 ]] && exit 0
 
 t0=$SECONDS

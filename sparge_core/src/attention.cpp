@@ -235,16 +235,28 @@ AttentionResult dense_attention_f64(const at::Tensor& q, const at::Tensor& k, co
   const auto qh = detail::to_hnd(q, layout).to(at::kDouble);
   const auto kh = detail::expand_kv_heads(detail::to_hnd(k, layout).to(at::kDouble), p.group());
   const auto vh = detail::expand_kv_heads(detail::to_hnd(v, layout).to(at::kDouble), p.group());
-  auto s = at::matmul(qh, kh.transpose(-1, -2)) * p.scale;  // (B, H, Nq, Nk)
-  if (causal) {
-    const auto opt = q.options().dtype(at::kLong);
-    const auto allowed = at::arange(p.seq_k, opt).view({1, -1}) <=
-                         at::arange(p.seq_q, opt).view({-1, 1}) + (p.seq_k - p.seq_q);
-    s = s.masked_fill(allowed.logical_not(), -kInf);
+  // Query rows in chunks whose (B, H, rows, Nk) float64 scores stay under ~1 GiB (a 30-head 17776-token
+  // video layer would need 76 GB at once); each row's softmax sees all its keys, so chunking changes nothing.
+  constexpr int64_t kScoreBytes = int64_t{1} << 30;
+  const int64_t per_row = std::max<int64_t>(1, p.batch * p.heads_q * p.seq_k * 8);
+  const int64_t rows = std::clamp<int64_t>(kScoreBytes / per_row, 1, std::max<int64_t>(p.seq_q, 1));
+  std::vector<at::Tensor> outs, lses;
+  for (int64_t r0 = 0; r0 < p.seq_q; r0 += rows) {
+    const int64_t r1 = std::min(p.seq_q, r0 + rows);
+    auto s = at::matmul(qh.slice(2, r0, r1), kh.transpose(-1, -2)) * p.scale;  // (B, H, rows, Nk)
+    if (causal) {
+      const auto opt = q.options().dtype(at::kLong);
+      const auto allowed = at::arange(p.seq_k, opt).view({1, -1}) <=
+                           at::arange(r0, r1, opt).view({-1, 1}) + (p.seq_k - p.seq_q);
+      s = s.masked_fill(allowed.logical_not(), -kInf);
+    }
+    outs.push_back(at::matmul(at::softmax(s, -1), vh));
+    if (return_lse) lses.push_back(at::logsumexp(s, -1));
   }
   AttentionResult r;
-  r.out = detail::from_hnd(at::matmul(at::softmax(s, -1), vh), layout).contiguous();
-  if (return_lse) r.lse = at::logsumexp(s, -1);
+  const auto out = outs.size() == 1 ? outs[0] : at::cat(outs, 2);
+  r.out = detail::from_hnd(out, layout).contiguous();
+  if (return_lse) r.lse = lses.size() == 1 ? lses[0] : at::cat(lses, 2);
   return r;
 }
 

@@ -33,7 +33,8 @@ struct Eval {
 // candidates ("virtual heads" v = s * H + h), stacking the heads of inputs with equal shapes in one call.
 class Evaluator {
  public:
-  Evaluator(const std::vector<QkvSample>& inputs, const SpargeConfig& base) : base_(base) {
+  Evaluator(const std::vector<QkvSample>& inputs, const SpargeConfig& base, TunePass pass)
+      : base_(base), pass_(pass ? std::move(pass) : TunePass(reference_pass)) {
     base_.layout = Layout::kHND;
     base_.select = SelectMode::kCdf;
     base_.return_lse = false;
@@ -158,8 +159,8 @@ class Evaluator {
       c.cdfthreshd.push_back(tau[i]);
       c.pvthreshd.push_back(pv[i]);
     }
-    const auto mask = predict_block_mask(q, k, c);
-    const auto r = block_sparse_attention(q, k, v, mask, c);
+    const auto r = pass_(q, k, v, c);
+    const auto& mask = r.mask;
     ++passes_;
     head_evals_ += static_cast<int64_t>(pos.size());
 
@@ -180,6 +181,7 @@ class Evaluator {
   }
 
   SpargeConfig base_;
+  TunePass pass_;
   std::vector<Sample> samples_;
   std::vector<std::vector<size_t>> groups_;  // sample indices with equal shapes and dtype
   int64_t heads_ = 0;
@@ -244,6 +246,14 @@ struct Point {
 
 }  // namespace
 
+PassResult reference_pass(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const SpargeConfig& c) {
+  PassResult r;
+  r.mask = predict_block_mask(q, k, c);
+  r.out = block_sparse_attention(q, k, v, r.mask, c).out;
+  return r;
+}
+
 std::vector<double> default_thetas() {
   std::vector<double> th;
   for (int i = 0; i < kThetaGrid; ++i) th.push_back(-1.0 + i * kThetaStep);
@@ -265,14 +275,15 @@ SpargeConfig apply_tuned(const SpargeConfig& base, const std::vector<HeadParams>
   return c;
 }
 
-TuneResult tune_layer(const std::vector<QkvSample>& inputs, const SpargeConfig& base, const TuneTargets& t) {
+TuneResult tune_layer(const std::vector<QkvSample>& inputs, const SpargeConfig& base, const TuneTargets& t,
+                      const TunePass& pass) {
   const auto t0 = std::chrono::steady_clock::now();
   check_inputs(inputs, base, t);
   auto thetas = t.thetas.empty() ? default_thetas() : t.thetas;
   std::sort(thetas.begin(), thetas.end());
   thetas.erase(std::unique(thetas.begin(), thetas.end()), thetas.end());
 
-  Evaluator ev(inputs, base);
+  Evaluator ev(inputs, base, pass);
   const int64_t H = ev.heads(), S = ev.samples(), V = S * H;
   const double tau_res = std::ldexp(1.0, -t.tau_steps);
   const auto all = [](size_t n, double x) { return std::vector<double>(n, x); };

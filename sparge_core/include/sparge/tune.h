@@ -33,8 +33,10 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
+#include "sparge/block_mask.h"
 #include "sparge/config.h"
 
 namespace sparge {
@@ -72,10 +74,26 @@ struct TuneResult {
   double seconds = 0.0;           // wall clock of the whole tuning, dense references included
 };
 
+// One evaluation pass: the stage-1 mask and the block-sparse output of (q, k, v) under `c` (HND, per-head
+// thresholds, select = cdf, return_lse off). The default runs the LibTorch reference (predict_block_mask +
+// block_sparse_attention); a caller with the CUDA kernels passes cuda::predict_block_mask +
+// cuda::block_sparse_attention (the runner does on a GPU). out may be in any floating dtype.
+struct PassResult {
+  BlockMask mask;
+  at::Tensor out;
+};
+using TunePass = std::function<PassResult(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                          const SpargeConfig& c)>;
+PassResult reference_pass(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const SpargeConfig& c);
+
 // Tunes every query head of one layer. `base` supplies block sizes, causal, scale, layout, quantization,
 // stage-2 granularity, sink and cdf_keep_crossing; its thresholds are ignored, select must be kCdf.
 // Throws sparge::Error (a std::invalid_argument) naming the bad argument.
-TuneResult tune_layer(const std::vector<QkvSample>& inputs, const SpargeConfig& base, const TuneTargets& t);
+// `pass` (default reference_pass) runs every candidate evaluation; the float64 dense references are computed
+// once per input with dense_attention_f64 on the inputs' device.
+TuneResult tune_layer(const std::vector<QkvSample>& inputs, const SpargeConfig& base, const TuneTargets& t,
+                      const TunePass& pass = {});
 
 // `base` with the tuned per-head thresholds filled in (simthreshd1, cdfthreshd, pvthreshd of size Hq).
 SpargeConfig apply_tuned(const SpargeConfig& base, const std::vector<HeadParams>& heads);
