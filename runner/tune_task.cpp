@@ -279,14 +279,17 @@ TuneSummary tune_spec(const std::string& path, const TuneOptions& options) {
         x.causal = s.causal;
         x.inputs.push_back({s.q, s.k, s.v});
       }
+      if (!by_layer.empty()) {
+        const auto& first = by_layer.begin()->second.inputs.front();
+        out.model["heads"] = first.q.size(1);
+        out.model["kv_heads"] = first.k.size(1);
+        out.model["head_dim"] = first.q.size(3);
+        out.model["seq"] = first.q.size(2);
+      }
       for (auto& [l, x] : by_layer) {
         if (!layers.empty() && std::find(layers.begin(), layers.end(), l) == layers.end()) continue;
         summary.layers += 1;
         if (!done(l)) todo.push_back(std::move(x));
-      }
-      if (!by_layer.empty()) {
-        const auto& q = by_layer.begin()->second.inputs.front().q;
-        out.model["heads"] = q.size(1);
       }
     } else {
       if (layers.empty()) {

@@ -384,6 +384,46 @@ TEST(Tune, RunSpecsUseTheTunedFile) {
   std::remove((dir + "_log.txt").c_str());
 }
 
+// Calibration from an attention task's inputs (no model): its samples are one layer's inputs; a run spec on
+// such inputs (no layer) uses the file's single layer.
+TEST(Tune, AttentionTaskInputsCalibrateOneLayer) {
+  const auto dir = fresh("task");
+  TuneOptions o;
+  o.output = dir + "/layer.json";
+  o.progress = false;
+  o.device = "cpu";
+  o.overrides = {"task.params.grid=[4, 8, 8]", "task.params.heads=2", "task.params.text_tokens=16",
+                 "tune.method.backend=reference", "tune.search.tau_steps=5"};
+  const auto s = tune_spec(kSource + "/experiments/tune_cogvideox_layer.yaml", o);
+  EXPECT_EQ(s.layers, 1);
+  EXPECT_EQ(s.tuned, 1);
+  const auto p = load_tuned_params(o.output);
+  ASSERT_EQ(p.layers.size(), 1u);
+  EXPECT_EQ(p.layers[0].layer, 0);
+  EXPECT_EQ(p.layers[0].heads.size(), 2u);
+  EXPECT_EQ(p.model.at("seq"), 4 * 8 * 8 + 16);
+  EXPECT_EQ(p.model.at("id"), "attention:structured_visual");
+  EXPECT_FALSE(p.model.contains("hash"));
+  for (const auto& h : p.layers[0].heads) EXPECT_LT(h.l1, 0.05);
+  RunOptions r;
+  r.output = dir + "/run";
+  r.progress = false;
+  r.device = "cpu";
+  r.overrides = {"task.params.seq=272", "task.params.heads=2", "task.params.kv_heads=2",
+                 "methods={tuned: {type: sparge, tuned: " + o.output + "}}"};
+  EXPECT_EQ(run_spec(kSource + "/experiments/quickstart.yaml", r).computed, 3);
+  // A wrong spec is named: text calibration next to a task.
+  o.overrides.push_back("tune.calibration={seq_len: 64}");
+  try {
+    tune_spec(kSource + "/experiments/tune_cogvideox_layer.yaml", o);
+    ADD_FAILURE() << "no error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("tune.calibration: text windows apply to a model"), std::string::npos)
+        << e.what();
+  }
+  posix::remove_tree(dir);
+}
+
 // On a GPU the tuner evaluates candidates with the CUDA kernels: the decisions agree with reference passes on
 // the same inputs (sparsity close, both within the bounds), and the kernel-tuned thresholds keep the bound
 // when the reference applies them.
