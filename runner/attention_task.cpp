@@ -99,6 +99,7 @@ AttentionTask::AttentionTask(std::string inputs, const Params& p, at::ScalarType
     if (const auto it = p.find("order"); it != p.end()) order_ = it->second.items.at(0);
     parse_token_order(order_);  // validates the name
     text_tokens_ = static_cast<int64_t>(number(p, "text_tokens", 0, read));
+    amplitude_ = number(p, "amplitude", 1.0, read);
     if (text_tokens_ < 0) throw std::invalid_argument("task parameter `text_tokens`: expected >= 0");
     kv_heads_ = heads_;
     seq_ = Grid3{grid_t_, grid_h_, grid_w_}.size();
@@ -181,8 +182,8 @@ AttentionSample AttentionTask::sample(int64_t index, uint64_t seed) const {
         field[bh] += at::cos(t * f[0] + h * f[1] + w * f[2] + phase);
       }
     field = field.view({batch_, heads_, seq_, head_dim_}) / std::sqrt(static_cast<double>(waves_));
-    auto q = field + noise_ * at::randn(field.sizes(), gen, f64);
-    auto k = field + noise_ * at::randn(field.sizes(), gen, f64);
+    auto q = amplitude_ * (field + noise_ * at::randn(field.sizes(), gen, f64));
+    auto k = amplitude_ * (field + noise_ * at::randn(field.sizes(), gen, f64));
     auto v = at::randn(field.sizes(), gen, f64);
     const auto perm = token_permutation(Grid3{grid_t_, grid_h_, grid_w_}, parse_token_order(order_), s);
     q = permute_tokens(q, perm);
@@ -192,8 +193,8 @@ AttentionSample AttentionTask::sample(int64_t index, uint64_t seed) const {
       // Text tokens first, as in joint text-video attention (CogVideoX: 226): unstructured, of the field's
       // scale (a wave sum / sqrt(waves) has variance 1/2).
       const std::vector<int64_t> ts = {batch_, heads_, text_tokens_, head_dim_};
-      q = at::cat({std::sqrt(0.5) * at::randn(ts, gen, f64), q}, 2);
-      k = at::cat({std::sqrt(0.5) * at::randn(ts, gen, f64), k}, 2);
+      q = at::cat({amplitude_ * std::sqrt(0.5) * at::randn(ts, gen, f64), q}, 2);
+      k = at::cat({amplitude_ * std::sqrt(0.5) * at::randn(ts, gen, f64), k}, 2);
       v = at::cat({at::randn(ts, gen, f64), v}, 2);
     }
     out.q = q.to(opt);

@@ -7,9 +7,10 @@
 //                     (sparge::structured_qkv)
 //   structured_visual batch 1, heads 8, head_dim 64, grid [T, H, W] = [8, 24, 40], waves 4, frequency 0.25,
 //                     noise 0.3, order row_major (any token order: row_major, column_major, time_major,
-//                     random, hilbert), text_tokens 0: Q and K share a spatially smooth random field over the
-//                     (T, H, W) grid (visual latents are locally correlated), tokens laid out in `order`,
-//                     after text_tokens unstructured text tokens (joint attention); never causal
+//                     random, hilbert), text_tokens 0, amplitude 1: Q and K share a spatially smooth random
+//                     field over the (T, H, W) grid (visual latents are locally correlated), tokens laid out
+//                     in `order`, after text_tokens unstructured text tokens (joint attention); Q and K are
+//                     scaled by amplitude (larger: more peaked attention); never causal
 //   random            batch, heads, kv_heads, seq, head_dim, causal: independent standard normal Q, K, V
 //   captured          Q/K/V stored as safetensors (path; q/k/v, or q.i/k.i/v.i for sample i), causal
 //   model             Q/K/V of a language model's prefill on real text, captured through its hook: weights
@@ -48,7 +49,7 @@ class AttentionTask {
   bool causal_ = false;
   double window_ = 256, sharpness_ = 6, noise_ = 0.3, sink_tokens_ = 16, sink_strength_ = 4;
   int64_t grid_t_ = 8, grid_h_ = 24, grid_w_ = 40, waves_ = 4, text_tokens_ = 0;
-  double frequency_ = 0.25;
+  double frequency_ = 0.25, amplitude_ = 1.0;
   std::string order_ = "row_major";
   std::string path_;              // captured inputs
   std::string weights_, corpus_;  // model inputs
