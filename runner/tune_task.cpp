@@ -261,6 +261,9 @@ TuneSummary tune_spec(const std::string& path, const TuneOptions& options) {
                                   " (pass --restart to overwrite it, or --output another file)");
     out.layers = prev.layers;
     out.model = prev.model;
+    out.backend = prev.backend;
+    out.provenance = prev.provenance;
+    out.complete = prev.complete;
   }
 
   // The calibration inputs of the layers still to tune.
@@ -387,7 +390,7 @@ TuneSummary tune_spec(const std::string& path, const TuneOptions& options) {
     }
   }
   summary.interrupted = stop_requested() && summary.resumed + summary.tuned < summary.layers;
-  if (todo.empty()) finish(true);  // nothing left: make sure the file says complete
+  if (todo.empty() && !out.complete) finish(true);  // nothing left: mark the file complete (else leave it as is)
   std::signal(SIGINT, prev_handler);
   summary.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return summary;

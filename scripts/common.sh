@@ -42,3 +42,32 @@ gpu_build() {
   fi
   log "build: $((SECONDS - t0)) s"
 }
+
+# Runs binaries (tests) one after another into OUT/LOGNAME; prints the pass/fail lines. Fails when one fails.
+#   gpu_run_tests OUT LOGNAME BINARY...
+gpu_run_tests() {
+  local out="$1" logname="$2" t t0=$SECONDS rc=0
+  shift 2
+  for t in "$@"; do
+    echo "===== $t" >> "$out/$logname"
+    "build-gpu/bin/$t" >> "$out/$logname" 2>&1 || { rc=1; log "$t FAILED"; }
+  done
+  log "tests ($*): $((SECONDS - t0)) s"
+  return "$rc"
+}
+
+# `sparge run SPEC` from build-gpu/ into OUT/<spec name>, packed as OUT/<spec name>.tgz (its results.md printed).
+# Extra arguments go to `sparge run`. Fails when the run does.
+#   gpu_run_spec OUT SPEC [ARGS...]
+gpu_run_spec() {
+  local out="$1" spec="$2" name t0=$SECONDS rc=0
+  shift 2
+  name="$(basename "$spec" .yaml)"
+  build-gpu/bin/sparge run "$spec" --no-progress --output "$out/$name" "$@" > "$out/$name.log" 2>&1 ||
+    { rc=1; log "$spec FAILED"; tail -5 "$out/$name.log"; }
+  mv "$out/$name.log" "$out/$name/run.log" 2>/dev/null
+  log "$spec: $((SECONDS - t0)) s"
+  cat "$out/$name/results.md" 2>/dev/null
+  tar -czf "$out/$name.tgz" -C "$out" "$name" && rm -rf "${out:?}/$name"
+  return "$rc"
+}

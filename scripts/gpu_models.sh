@@ -29,22 +29,11 @@ status=0
 gpu_build "$out" "$py" sparge test_llama test_gguf test_tokenizer || exit 1
 [[ "${SPARGE_GPU_MODELS_BUILD_ONLY:-0}" == 1 ]] && exit 0
 
-t0=$SECONDS
-for t in test_llama test_gguf test_tokenizer; do
-  echo "===== $t" >> "$out/parity.log"
-  "build-gpu/bin/$t" >> "$out/parity.log" 2>&1 || { status=1; log "$t FAILED"; }
-done
-log "parity tests: $((SECONDS - t0)) s"
+gpu_run_tests "$out" parity.log test_llama test_gguf test_tokenizer || status=1
 grep -E "max \|ours|FAILED|PASSED" "$out/parity.log"
 
 for spec in "${specs[@]}"; do
-  name="$(basename "$spec" .yaml)"
-  t0=$SECONDS
   # shellcheck disable=SC2086
-  build-gpu/bin/sparge run "$spec" --no-progress --output "$out/$name" ${SPARGE_RUN_ARGS:-} > "$out/$name.log" 2>&1 || { status=1; log "$spec FAILED"; tail -5 "$out/$name.log"; }
-  mv "$out/$name.log" "$out/$name/run.log" 2>/dev/null
-  log "$spec: $((SECONDS - t0)) s"
-  cat "$out/$name/results.md" 2>/dev/null
-  tar -czf "$out/$name.tgz" -C "$out" "$name" && rm -rf "${out:?}/$name"
+  gpu_run_spec "$out" "$spec" ${SPARGE_RUN_ARGS:-} || status=1
 done
 exit "$status"

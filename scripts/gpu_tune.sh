@@ -35,12 +35,7 @@ status=0
 gpu_build "$out" "$py" sparge test_tuned test_tune || exit 1
 [[ "${SPARGE_GPU_TUNE_BUILD_ONLY:-0}" == 1 ]] && exit 0
 
-t0=$SECONDS
-for t in test_tuned test_tune; do
-  echo "===== $t" >> "$out/tests.log"
-  "build-gpu/bin/$t" >> "$out/tests.log" 2>&1 || { status=1; log "$t FAILED"; }
-done
-log "tests: $((SECONDS - t0)) s"
+gpu_run_tests "$out" tests.log test_tuned test_tune || status=1
 grep -E "^\[  (PASSED|FAILED) |GPU|cuda" "$out/tests.log"
 
 for spec in "${tune_specs[@]}"; do
@@ -59,13 +54,6 @@ for spec in "${tune_specs[@]}"; do
 done
 
 for spec in "${run_specs[@]}"; do
-  name="$(basename "$spec" .yaml)"
-  t0=$SECONDS
-  build-gpu/bin/sparge run "$spec" --no-progress --output "$out/$name" > "$out/$name.log" 2>&1 ||
-    { status=1; log "$spec FAILED"; tail -5 "$out/$name.log"; }
-  mv "$out/$name.log" "$out/$name/run.log" 2>/dev/null
-  log "$spec: $((SECONDS - t0)) s"
-  cat "$out/$name/results.md" 2>/dev/null
-  tar -czf "$out/$name.tgz" -C "$out" "$name" && rm -rf "${out:?}/$name"
+  gpu_run_spec "$out" "$spec" || status=1
 done
 exit "$status"
