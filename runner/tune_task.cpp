@@ -390,7 +390,8 @@ TuneSummary tune_spec(const std::string& path, const TuneOptions& options) {
     }
   }
   summary.interrupted = stop_requested() && summary.resumed + summary.tuned < summary.layers;
-  if (todo.empty() && !out.complete) finish(true);  // nothing left: mark the file complete (else leave it as is)
+  if (todo.empty() && !out.complete)
+    finish(true);  // nothing left: mark the file complete (else leave it as is)
   std::signal(SIGINT, prev_handler);
   summary.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return summary;

@@ -418,7 +418,8 @@ TEST(Tune, AttentionTaskInputsCalibrateOneLayer) {
     tune_spec(kSource + "/experiments/tune_cogvideox_layer.yaml", o);
     ADD_FAILURE() << "no error";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("tune.calibration: text windows apply to a model"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("tune.calibration: text windows apply to a model"),
+              std::string::npos)
         << e.what();
   }
   posix::remove_tree(dir);
