@@ -14,7 +14,10 @@
 #include "lm_task.h"
 #include "params.h"
 #include "sparge/error.h"
+#include "sparge/flexprefill.h"
+#include "sparge/minference.h"
 #include "sparge/models/attention_provider.h"
+#include "sparge/xattention.h"
 #if SPARGE_HAVE_CUDA
 #include "sparge/cuda_attention.h"
 #include "sparge/cuda_predict.h"
@@ -110,6 +113,93 @@ class SpargeMethod final : public AttentionMethod {
   bool stage2_ = true;
 };
 
+// Baselines whose prediction yields a BlockMask (XAttention, FlexPrefill): the mask from their reference
+// predictor (LibTorch ops on the tensors' device), the attention by the CUDA kernel on a GPU (the mask
+// refined to its 128 x 64 tiles: the same token pairs) or by the reference block-sparse attention. No
+// stage 2.
+class MaskMethod final : public AttentionMethod {
+ public:
+  using Predict = std::function<BlockMask(const at::Tensor& q, const at::Tensor& k, bool causal)>;
+  MaskMethod(Predict predict, std::string backend)
+      : predict_(std::move(predict)), want_(std::move(backend)) {}
+  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                      int64_t /*layer*/) override {
+    if (q.is_cuda()) torch::cuda::synchronize();
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto mask = predict_(q, k, causal);
+    if (q.is_cuda()) torch::cuda::synchronize();
+    const double predict_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    SpargeConfig c;
+    c.causal = causal;
+    c.pvthreshd = {kNoStage2};
+#if SPARGE_HAVE_CUDA
+    if (want_ != "reference" && q.is_cuda()) {
+      std::string why = "mask blocks " + std::to_string(mask.block_q) + "x" + std::to_string(mask.block_k) +
+                        " are not multiples of the kernel's 128x64";
+      if (mask.block_q % cuda::kBlockQ == 0 && mask.block_k % cuda::kBlockK == 0) {
+        c.block_q = cuda::kBlockQ;
+        c.block_k = cuda::kBlockK;
+        why = cuda::unsupported_reason(q, k, v, c);
+      }
+      if (why.empty()) {
+        last_ = "cuda kernels (mask by the LibTorch predictor)";
+        cuda::KernelOptions opt;
+        opt.collect_stats = true;
+        opt.check_mask = false;
+        auto r = cuda::block_sparse_attention(q, k, v, refine_block_mask(mask, c.block_q, c.block_k), c, opt);
+        r.stats.prediction_ms = predict_ms;
+        return r;
+      }
+      if (want_ == "cuda") throw std::invalid_argument("method backend cuda cannot run this case: " + why);
+    }
+#endif
+    if (want_ == "cuda")
+      throw std::invalid_argument("method backend cuda needs CUDA tensors and a CUDA build");
+    last_ = "reference (LibTorch)";
+    c.block_q = mask.block_q;
+    c.block_k = mask.block_k;
+    auto r = block_sparse_attention(q, k, v, mask, c);
+    r.stats.prediction_ms = predict_ms;
+    return r;
+  }
+  std::string backend() const override {
+    return last_.empty() ? want_ : last_;
+  }
+
+ private:
+  Predict predict_;
+  std::string want_, last_;
+};
+
+// MInference (reference implementation on LibTorch ops, any device): one configuration for every layer, or
+// per-layer configurations from MInference's JSON file (layers beyond the file use its fallback head).
+class MInferenceMethod final : public AttentionMethod {
+ public:
+  MInferenceMethod(MInferenceConfig base, std::vector<MInferenceConfig> layers)
+      : base_(std::move(base)), layers_(std::move(layers)) {}
+  AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
+                      int64_t layer) override {
+    if (!causal)
+      throw std::invalid_argument(
+          "method minference: defined for causal prefill only (the inputs are not causal)");
+    auto c = base_;
+    if (!layers_.empty()) {
+      if (layer >= 0 && layer < static_cast<int64_t>(layers_.size())) {
+        c.heads = layers_[static_cast<size_t>(layer)].heads;
+      } else {
+        c.heads = {minference_fallback_head()};
+      }
+    }
+    return minference_attention(q, k, v, c);
+  }
+  std::string backend() const override { return "reference (LibTorch)"; }
+
+ private:
+  MInferenceConfig base_;
+  std::vector<MInferenceConfig> layers_;
+};
+
 SpargeConfig sparge_config(ParamReader& r, bool dense) {
   SpargeConfig c;
   c.block_q = static_cast<int64_t>(r.number("block_q", 128));
@@ -138,6 +228,12 @@ const std::vector<MethodInfo>& registered_methods() {
       {"sdpa", "torch scaled_dot_product_attention (cuDNN / FlashAttention on a GPU)"},
       {"sparge", "SpargeAttn: block-mask prediction + block-sparse attention with the stage-2 filter"},
       {"sage", "quantized dense attention (SageAttention: INT8 Q.K, FP8 or 16-bit P.V)"},
+      {"xattention",
+       "XAttention baseline: antidiagonal block scoring, threshold selection (sink + diagonal)"},
+      {"flexprefill",
+       "FlexPrefill baseline: per-head query-aware / vertical-slash blocks under a coverage gamma"},
+      {"minference",
+       "MInference baseline: vertical-slash (last-64-query estimate), A-shape or block-sparse heads"},
   };
   return v;
 }
@@ -150,6 +246,75 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
     m = std::make_unique<DenseMethod>();
   } else if (type == "sdpa") {
     m = std::make_unique<SdpaMethod>();
+  } else if (type == "xattention") {
+    XAttentionConfig xc;
+    xc.block = r.integer("block", 128, 1);
+    xc.stride = r.integer("stride", 8, 1);
+    xc.threshold = r.number("threshold", 0.9);
+    if (xc.block % xc.stride != 0)
+      throw std::invalid_argument("method `" + id + "`: parameter `stride` = " + std::to_string(xc.stride) +
+                                  " must divide `block` = " + std::to_string(xc.block));
+    if (!(xc.threshold > 0.0 && xc.threshold <= 1.0))
+      throw std::invalid_argument("method `" + id +
+                                  "`: parameter `threshold`: expected a value in (0, 1], got " +
+                                  std::to_string(xc.threshold));
+    const auto backend = r.text("backend", "auto", {"auto", "reference", "cuda"});
+    m = std::make_unique<MaskMethod>(
+        [xc](const at::Tensor& q, const at::Tensor& k, bool causal) {
+          auto c = xc;
+          c.causal = causal;
+          return xattention_block_mask(q, k, c);
+        },
+        backend);
+  } else if (type == "flexprefill") {
+    // Presets first, then individual parameters over them.
+    auto fc = flexprefill_preset(r.text("preset", "library", {"library", "paper_llama31"}));
+    fc.block = r.integer("block", fc.block, 1);
+    fc.gamma = r.number("gamma", fc.gamma);
+    fc.tau = r.number("tau", fc.tau);
+    fc.min_budget = r.integer("min_budget", fc.min_budget, 0);
+    if (const auto mb = r.integer("max_budget", 0, 0); mb > 0) fc.max_budget = mb;
+    if (!(fc.gamma > 0.0 && fc.gamma <= 1.0))
+      throw std::invalid_argument("method `" + id + "`: parameter `gamma`: expected a value in (0, 1], got " +
+                                  std::to_string(fc.gamma));
+    if (!(fc.tau >= 0.0))
+      throw std::invalid_argument("method `" + id + "`: parameter `tau`: expected a value >= 0, got " +
+                                  std::to_string(fc.tau));
+    const auto backend = r.text("backend", "auto", {"auto", "reference", "cuda"});
+    m = std::make_unique<MaskMethod>(
+        [fc](const at::Tensor& q, const at::Tensor& k, bool causal) {
+          if (!causal || q.size(2) != k.size(2)) {
+            // FlexPrefill is defined for causal prefill of a whole prompt: anything else runs every block.
+            const int64_t nqb = (q.size(2) + fc.block - 1) / fc.block,
+                          nkb = (k.size(2) + fc.block - 1) / fc.block;
+            const auto all =
+                causal_valid_blocks(q.size(2), k.size(2), fc.block, fc.block, causal, q.options())
+                    .expand({q.size(0), q.size(1), nqb, nkb});
+            return BlockMask::from_dense(all.contiguous(), fc.block, fc.block, q.size(2), k.size(2));
+          }
+          return flexprefill_block_mask(q, k, fc).mask;
+        },
+        backend);
+  } else if (type == "minference") {
+    // Default: the Llama-3.1-8B configuration (vertical-slash 512 / 2048 for every head); `config` loads
+    // MInference's per-layer JSON instead; single-pattern parameters override the default head.
+    MInferenceConfig mc = minference_llama31_default();
+    auto head = mc.heads.front();
+    head.pattern = parse_minference_pattern(r.text("pattern", "vertical_slash"));
+    head.vertical_size = r.integer("vertical_size", head.vertical_size, 0);
+    head.slash_size = r.integer("slash_size", head.slash_size, 0);
+    head.n_init = r.integer("n_init", head.n_init, 0);
+    head.n_local = r.integer("n_local", head.n_local, 1);
+    head.top_blocks = r.integer("top_blocks", head.top_blocks, 1);
+    mc.heads = {head};
+    mc.coverage = r.text("coverage", "kernel_tiles", {"kernel_tiles", "exact_tokens"}) == "kernel_tiles"
+                      ? VsCoverage::kKernelTiles
+                      : VsCoverage::kExactTokens;
+    std::vector<MInferenceConfig> layers;
+    const auto config = r.text("config", "");
+    if (!config.empty())
+      layers = load_minference_config(find_path(expand_env(config, "method `" + id + "`.config")));
+    m = std::make_unique<MInferenceMethod>(mc, std::move(layers));
   } else if (type == "sparge" && params.count("tuned") != 0) {
     // Thresholds per layer and head from `sparge tune`; the fixed part of the configuration comes from the
     // file too (the thresholds are only valid with the block sizes and quantization they were tuned for).
@@ -161,7 +326,8 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
         throw std::invalid_argument("method `" + id + "`: parameter `" + key +
                                     "` cannot be combined with `tuned` (the file gives the thresholds and "
                                     "the configuration; allowed with it: backend, stage2)");
-    auto tuned = std::make_shared<const TunedParams>(load_tuned_params(path));
+    // Relative paths name files of the repository (results/tuned/...) from anywhere, like other spec paths.
+    auto tuned = std::make_shared<const TunedParams>(load_tuned_params(find_path(path)));
     if (!tuned->complete)
       throw std::invalid_argument("method `" + id + "`: tuned parameter file " + path +
                                   " is incomplete (a `sparge tune` was interrupted: rerun it to finish)");

@@ -1,25 +1,30 @@
 // Attention methods by name: every way of computing attention that a spec can name, created from YAML
-// parameters.
-//
-//   type        what                                                                  parameters
-//   dense       dense attention, float64 math (the accuracy oracle)                   -
-//   sdpa        torch scaled_dot_product_attention (cuDNN/flash on a GPU)             -
-//   sparge      SpargeAttn: stage-1 prediction + block-sparse attention with stage 2   block_q, block_k,
-//   simthreshd1,
-//               (CUDA kernels on a GPU for fp16/bf16, D 64/128, quant none;            cdfthreshd, topk,
-//               select the LibTorch reference otherwise)                                      (cdf|topk),
-//               pvthreshd,
-//                                                                                      stage2_group_rows,
-//                                                                                      quant
-//                                                                                      (none|int8|int8_fp8),
-//                                                                                      attention_sink,
-//                                                                                      keep_crossing, backend
-//                                                                                      (auto|reference|cuda)
-//   sage        quantized dense attention (SageAttention: all blocks, INT8 Q.K, FP8    block_q, block_k,
-//   quant
-//               or 16-bit P.V), reference emulation
-// q: (B, Hq, Nq, D), k, v: (B, Hkv, Nk, D), HND. Unknown parameters and bad values fail with the method id
-// and key.
+// parameters. Unknown parameters and bad values fail with the method id and key.
+// clang-format off
+//   type        what                                                            parameters (defaults)
+//   dense       dense attention, float64 math (the accuracy oracle)             -
+//   sdpa        torch scaled_dot_product_attention (cuDNN/flash on a GPU)       -
+//   sparge      SpargeAttn: stage-1 prediction + block-sparse attention with    block_q 128, block_k 64, simthreshd1 0.6,
+//               stage 2 (CUDA kernels on a GPU for fp16/bf16, D 64/128, 128x64  cdfthreshd 0.98, topk 0.5, select cdf|topk,
+//               blocks; the LibTorch reference otherwise)                       pvthreshd inf, stage2_group_rows 32,
+//                                                                               quant none|int8|int8_fp8, attention_sink,
+//                                                                               keep_crossing, backend auto|reference|cuda
+//               or with per-layer, per-head thresholds from `sparge tune`:      tuned PATH, backend, stage2 true
+//   sage        quantized dense attention (SageAttention), reference emulation  block_q, block_k, quant
+//   xattention  XAttention: antidiagonal scoring, threshold selection with      block 128, stride 8, threshold 0.9,
+//               forced sink and diagonal blocks (mask on LibTorch ops; the      backend
+//               attention on the CUDA kernel on a GPU)
+//   flexprefill FlexPrefill: per head query-aware (pooled Q.K coverage) or           preset library|paper_llama31 (gamma 0.9 |
+//               vertical-slash (last-block estimate) by a JS-divergence test;   0.95), block 128, gamma, tau 0.1, min_budget
+//               dense under max(256, min_budget) tokens; non-causal or chunked  1024, max_budget (0: none), backend
+//               (Nq != Nk) calls run dense
+//   minference  MInference: vertical-slash heads (last-64-query estimate,       pattern vertical_slash|a_shape|block_sparse,
+//               forced first 30 keys and 100 diagonals), A-shape or block-      vertical_size 512, slash_size 2048 (the
+//               sparse heads; causal only; reference on any device              Llama-3.1-8B default), n_init 128, n_local
+//                                                                               3968, top_blocks 100, coverage kernel_tiles|
+//                                                                               exact_tokens, config (MInference JSON)
+// clang-format on
+// q: (B, Hq, Nq, D), k, v: (B, Hkv, Nk, D), HND.
 #pragma once
 
 #include <ATen/core/Tensor.h>

@@ -253,7 +253,11 @@ void save_tuned_params(const std::string& path, const TunedParams& p) {
 
 TunedParams load_tuned_params(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::invalid_argument("tuned parameter file " + path + ": cannot be read (missing?)");
+  if (!f)
+    throw std::invalid_argument(
+        "tuned parameter file " + path +
+        ": cannot be read (missing? `sparge tune SPEC` writes it, SPEC the tune spec whose "
+        "output it is)");
   std::stringstream ss;
   ss << f.rdbuf();
   json j;

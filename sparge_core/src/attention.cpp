@@ -35,18 +35,7 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// Wall-clock milliseconds of fn(), synchronizing the device first and last when the tensors live on a GPU.
-template <typename Fn>
-double timed_ms(const at::Device& device, Fn&& fn) {
-  auto sync = [&] {
-    if (device.is_cuda()) torch::cuda::synchronize(device.index());
-  };
-  sync();
-  const auto t0 = std::chrono::steady_clock::now();
-  fn();
-  sync();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-}
+using detail::timed_ms;
 
 // The 16-bit type that P and V take for QuantMode::kInt8.
 at::ScalarType pv_dtype_for(at::ScalarType input) {

@@ -76,4 +76,17 @@ BlockMask BlockMask::from_dense(const at::Tensor& dense, int64_t block_q, int64_
   return m;
 }
 
+BlockMask refine_block_mask(const BlockMask& mask, int64_t block_q, int64_t block_k) {
+  SPARGE_CHECK(block_q >= 1 && block_k >= 1 && mask.block_q % block_q == 0 && mask.block_k % block_k == 0,
+               "arguments `block_q`, `block_k`: expected divisors of the mask's blocks ", mask.block_q, "x",
+               mask.block_k, ", got ", block_q, "x", block_k);
+  SPARGE_CHECK(mask.dense.defined() && mask.dense.dim() == 4, "argument `mask`: expected a dense view");
+  const int64_t fq = mask.block_q / block_q, fk = mask.block_k / block_k;
+  const int64_t nqb = (mask.seq_q + block_q - 1) / block_q, nkb = (mask.seq_k + block_k - 1) / block_k;
+  // Each coarse block covers fq x fk fine ones; the last coarse block may cover fine blocks past the end.
+  const auto fine =
+      mask.dense.repeat_interleave(fq, 2).repeat_interleave(fk, 3).slice(2, 0, nqb).slice(3, 0, nkb);
+  return BlockMask::from_dense(fine, block_q, block_k, mask.seq_q, mask.seq_k);
+}
+
 }  // namespace sparge

@@ -2,13 +2,28 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <torch/cuda.h>
 
+#include <chrono>
 #include <cstdint>
 #include <vector>
 
 #include "sparge/config.h"
 
 namespace sparge::detail {
+
+// Wall-clock milliseconds of fn(), synchronizing the device first and last when the tensors live on a GPU.
+template <typename Fn>
+double timed_ms(const at::Device& device, Fn&& fn) {
+  auto sync = [&] {
+    if (device.is_cuda()) torch::cuda::synchronize(device.index());
+  };
+  sync();
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  sync();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
 
 // Sizes of one attention problem after validation.
 struct Problem {

@@ -77,6 +77,24 @@ TEST(BlockMask, CsrMatchesDense) {
       }
 }
 
+// Refining to finer blocks keeps exactly the same token pairs (tails included).
+TEST(BlockMask, RefineKeepsTheTokenPairs) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(test::fresh_seed());
+  for (const bool causal : {false, true}) {
+    const int64_t nq = 300, nk = 300;
+    const auto dense = at::rand({2, 3, 3, 3}, gen) < 0.5;  // 128 x 128 blocks over 300 tokens
+    const auto m = BlockMask::from_dense(dense, 128, 128, nq, nk);
+    const auto f = refine_block_mask(m, 128, 64);
+    EXPECT_EQ(f.block_k, 64);
+    EXPECT_EQ(f.num_k_blocks(), 5);
+    EXPECT_TRUE(at::equal(test::token_mask(f, causal), test::token_mask(m, causal)));
+    const auto g = refine_block_mask(m, 32, 16);
+    EXPECT_TRUE(at::equal(test::token_mask(g, causal), test::token_mask(m, causal)));
+  }
+  const auto m = BlockMask::from_dense(at::ones({1, 1, 1, 1}, at::kBool), 128, 128, 100, 100);
+  EXPECT_THROW(refine_block_mask(m, 128, 48), std::invalid_argument);
+}
+
 TEST(BlockMask, RejectsWrongShape) {
   const auto dense = at::ones({1, 1, 3, 3}, at::kBool);
   EXPECT_THROW(BlockMask::from_dense(dense, 64, 64, 300, 128), Error);  // needs 5 x 2 blocks

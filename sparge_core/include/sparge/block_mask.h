@@ -27,6 +27,11 @@ struct BlockMask {
                               int64_t seq_k);
 };
 
+// The same (query, key) token pairs at finer blocks: every block of `mask` splits into (mask.block_q /
+// block_q) x (mask.block_k / block_k) blocks (both must divide). E.g. a 128 x 128 baseline mask for the CUDA
+// kernel's 128 x 64 tiles. Throws sparge::Error otherwise.
+BlockMask refine_block_mask(const BlockMask& mask, int64_t block_q, int64_t block_k);
+
 // (NQB, NKB) bool: blocks holding at least one causal-allowed (query, key) pair; all true when !causal.
 // Causal is bottom-right aligned: query i sees key j iff j <= i + seq_k - seq_q.
 at::Tensor causal_valid_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
