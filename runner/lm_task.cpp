@@ -33,7 +33,7 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 const std::set<std::string> kTasks = {"perplexity", "niah", "longbench", "infinitebench"};
-const std::set<std::string> kStatsMetrics = {"stage1_sparsity", "stage2_skipped", "pv_density",
+const std::set<std::string> kStatsMetrics = {"stage1_sparsity", "stage2_skipped", "pv_density", "token_sparsity",
                                              "attention_ms",    "attention_tops", "prefill_tokens"};
 
 std::string read_file(const std::string& path, const std::string& what) {
@@ -155,6 +155,7 @@ double stats_metric(const std::string& name, const std::vector<json>& records) {
   if (name == "stage1_sparsity") return total.stage1_sparsity();
   if (name == "stage2_skipped") return total.stage2_skip_fraction();
   if (name == "pv_density") return total.pv_density();
+  if (name == "token_sparsity") return 1.0 - total.token_density();
   return NAN;
 }
 

@@ -21,6 +21,7 @@ const std::vector<MetricInfo>& registered_metrics() {
       {"stage1_sparsity", "1 - computed / causal-valid blocks (stage 1)", true, 1},
       {"stage2_skipped", "skipped / computed (row group, key block) units (stage 2)", true, 1},
       {"pv_density", "causal pairs whose P.V was computed / causal pairs", false, 1},
+      {"token_sparsity", "1 - computed / causal-valid (query, key) pairs (stage 1; any block size)", true, 1},
       {"sim_q", "mean block self-similarity of Q (Sim-q)", true, 1},
       {"sim_k", "mean block self-similarity of K (Sim-k)", true, 1},
       {"time_ms", "wall time of the method, device-synchronized", false, 1},
@@ -67,6 +68,7 @@ double compute_metric(const std::string& name, const MetricInputs& in) {
   if (name == "stage1_sparsity") return in.stats.stage1_sparsity();
   if (name == "stage2_skipped") return in.stats.stage2_skip_fraction();
   if (name == "pv_density") return in.stats.valid_pairs > 0 ? in.stats.pv_density() : 1.0;
+  if (name == "token_sparsity") return in.stats.valid_pairs > 0 ? 1.0 - in.stats.token_density() : 0.0;
   if (name == "sim_q") return mean_block_similarity(in.q, in.block_q);
   if (name == "sim_k") return mean_block_similarity(in.k - in.k.mean(2, true), in.block_k);
   if (name == "time_ms") return in.time_ms;
