@@ -4,7 +4,7 @@
   scripts/plot_results.py RESULTS_DIR [RESULTS_DIR ...]
 
 Writes into each directory, from its results.json:
-  sparsity_vs_error.png/.svg   stage-1 sparsity (or P.V sparsity) vs relative L1, one point per (sweep point, method),
+  sparsity_vs_error.png/.svg   token-level or stage-1 sparsity (or P.V sparsity) vs relative L1, one point per (sweep point, method),
                                with the stderr as error bars, when both metrics were measured;
   throughput.png/.svg          dense-equivalent TOPS per (sweep point, method), when `tops` was measured;
   metrics.png/.svg             otherwise, one bar panel per metric;
@@ -46,18 +46,27 @@ def plot_dir(out_dir):
     names = [m["name"] for m in results["metrics"]]
     title = results["config"]["name"] + (f" ({results['reproduces']})" if results.get("reproduces") else "")
     made = []
-    sparsity = "stage1_sparsity" if "stage1_sparsity" in names else None
+    # Token-level sparsity is comparable across methods with different block sizes: preferred when present.
+    sparsity = next((n for n in ("token_sparsity", "stage1_sparsity") if n in names), None)
     if sparsity is None and "pv_density" in names:
         sparsity = "pv_density"
     if sparsity and "relative_l1" in names:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        # One color per method family (the id before the first "_"), markers telling the settings apart.
+        families = sorted({label.split(" ")[0].split("_")[0] for label, _ in rows(results)})
+        colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
+        markers = "os^Dvp*hX<>"
+        seen = {}
         for label, v in rows(results):
             x = value(v, sparsity)
             if sparsity == "pv_density":
                 x = 1.0 - x
-            ax.errorbar(x, value(v, "relative_l1"), yerr=v.get("relative_l1_stderr") or 0.0, fmt="o", capsize=3,
-                        label=label)
-        ax.set_xlabel("stage-1 sparsity" if sparsity == "stage1_sparsity" else "P.V sparsity (1 - P.V density)")
+            family = label.split(" ")[0].split("_")[0]
+            k = seen[family] = seen.get(family, -1) + 1
+            ax.errorbar(x, value(v, "relative_l1"), yerr=v.get("relative_l1_stderr") or 0.0,
+                        fmt=markers[k % len(markers)], color=colors[family], capsize=3, label=label)
+        ax.set_xlabel({"token_sparsity": "token-level sparsity (1 - computed / causal pairs)",
+                       "stage1_sparsity": "stage-1 sparsity"}.get(sparsity, "P.V sparsity (1 - P.V density)"))
         ax.set_ylabel("relative L1 vs dense (lower is better)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
