@@ -33,8 +33,9 @@ using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 const std::set<std::string> kTasks = {"perplexity", "niah", "longbench", "infinitebench"};
-const std::set<std::string> kStatsMetrics = {"stage1_sparsity", "stage2_skipped", "pv_density", "token_sparsity",
-                                             "attention_ms",    "attention_tops", "prefill_tokens"};
+const std::set<std::string> kStatsMetrics = {"stage1_sparsity", "stage2_skipped", "pv_density",
+                                             "token_sparsity",  "attention_ms",   "attention_tops",
+                                             "prefill_tokens"};
 
 std::string read_file(const std::string& path, const std::string& what) {
   std::ifstream f(path, std::ios::binary);

@@ -200,6 +200,26 @@ class MInferenceMethod final : public AttentionMethod {
   std::vector<MInferenceConfig> layers_;
 };
 
+// Equal-sparsity mode of a mask baseline: bisection (`steps` steps) on its knob in [lo, hi], token sparsity
+// falling as the knob grows (XAttention's threshold, FlexPrefill's gamma); returns the mask whose token
+// sparsity came closest to `target`.
+BlockMask mask_at_sparsity(const std::function<BlockMask(double)>& mask_of, double lo, double hi,
+                           double target, bool causal, int steps = 12) {
+  BlockMask best = mask_of(hi);
+  double best_gap = std::abs(token_sparsity(best, causal) - target);
+  for (int i = 0; i < steps && best_gap > 1e-3; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    auto m = mask_of(mid);
+    const double sp = token_sparsity(m, causal);
+    if (std::abs(sp - target) < best_gap) {
+      best_gap = std::abs(sp - target);
+      best = std::move(m);
+    }
+    (sp > target ? lo : hi) = mid;  // too sparse: keep more (a larger knob)
+  }
+  return best;
+}
+
 SpargeConfig sparge_config(ParamReader& r, bool dense) {
   SpargeConfig c;
   c.block_q = static_cast<int64_t>(r.number("block_q", 128));
@@ -258,12 +278,23 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
       throw std::invalid_argument("method `" + id +
                                   "`: parameter `threshold`: expected a value in (0, 1], got " +
                                   std::to_string(xc.threshold));
+    const double target = r.number("target_sparsity", -1.0);
+    if (r.number("target_sparsity", 0.0) < 0.0 || target >= 1.0)
+      throw std::invalid_argument("method `" + id +
+                                  "`: parameter `target_sparsity`: expected a value in [0, 1), got " +
+                                  std::to_string(target));
     const auto backend = r.text("backend", "auto", {"auto", "reference", "cuda"});
     m = std::make_unique<MaskMethod>(
-        [xc](const at::Tensor& q, const at::Tensor& k, bool causal) {
+        [xc, target](const at::Tensor& q, const at::Tensor& k, bool causal) {
           auto c = xc;
           c.causal = causal;
-          return xattention_block_mask(q, k, c);
+          if (target < 0.0) return xattention_block_mask(q, k, c);
+          return mask_at_sparsity(
+              [&](double threshold) {
+                c.threshold = threshold;
+                return xattention_block_mask(q, k, c);
+              },
+              1e-3, 1.0, target, causal);
         },
         backend);
   } else if (type == "flexprefill") {
@@ -280,9 +311,14 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
     if (!(fc.tau >= 0.0))
       throw std::invalid_argument("method `" + id + "`: parameter `tau`: expected a value >= 0, got " +
                                   std::to_string(fc.tau));
+    const double target = r.number("target_sparsity", -1.0);
+    if (r.number("target_sparsity", 0.0) < 0.0 || target >= 1.0)
+      throw std::invalid_argument("method `" + id +
+                                  "`: parameter `target_sparsity`: expected a value in [0, 1), got " +
+                                  std::to_string(target));
     const auto backend = r.text("backend", "auto", {"auto", "reference", "cuda"});
     m = std::make_unique<MaskMethod>(
-        [fc](const at::Tensor& q, const at::Tensor& k, bool causal) {
+        [fc, target](const at::Tensor& q, const at::Tensor& k, bool causal) {
           if (!causal || q.size(2) != k.size(2)) {
             // FlexPrefill is defined for causal prefill of a whole prompt: anything else runs every block.
             const int64_t nqb = (q.size(2) + fc.block - 1) / fc.block,
@@ -292,7 +328,14 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
                     .expand({q.size(0), q.size(1), nqb, nkb});
             return BlockMask::from_dense(all.contiguous(), fc.block, fc.block, q.size(2), k.size(2));
           }
-          return flexprefill_block_mask(q, k, fc).mask;
+          if (target < 0.0) return flexprefill_block_mask(q, k, fc).mask;
+          auto c = fc;
+          return mask_at_sparsity(
+              [&](double gamma) {
+                c.gamma = gamma;
+                return flexprefill_block_mask(q, k, c).mask;
+              },
+              1e-3, 1.0, target, causal);
         },
         backend);
   } else if (type == "minference") {

@@ -12,12 +12,13 @@
 //               or with per-layer, per-head thresholds from `sparge tune`:      tuned PATH, backend, stage2 true
 //   sage        quantized dense attention (SageAttention), reference emulation  block_q, block_k, quant
 //   xattention  XAttention: antidiagonal scoring, threshold selection with      block 128, stride 8, threshold 0.9,
-//               forced sink and diagonal blocks (mask on LibTorch ops; the      backend
+//               forced sink and diagonal blocks (mask on LibTorch ops; the      backend, target_sparsity (token level:
+//                                                                               the threshold bisected per call)
 //               attention on the CUDA kernel on a GPU)
 //   flexprefill FlexPrefill: per head query-aware (pooled Q.K coverage) or           preset library|paper_llama31 (gamma 0.9 |
 //               vertical-slash (last-block estimate) by a JS-divergence test;   0.95), block 128, gamma, tau 0.1, min_budget
 //               dense under max(256, min_budget) tokens; non-causal or chunked  1024, max_budget (0: none), backend
-//               (Nq != Nk) calls run dense
+//               (Nq != Nk) calls run dense                                      target_sparsity (gamma bisected per call)
 //   minference  MInference: vertical-slash heads (last-64-query estimate,       pattern vertical_slash|a_shape|block_sparse,
 //               forced first 30 keys and 100 diagonals), A-shape or block-      vertical_size 512, slash_size 2048 (the
 //               sparse heads; causal only; reference on any device              Llama-3.1-8B default), n_init 128, n_local

@@ -161,6 +161,37 @@ TEST(Runner, CapturedInputsFromSafetensors) {
   posix::remove_tree(out);
 }
 
+// The baselines run from YAML; the equal-sparsity mode lands on the requested token-level sparsity.
+TEST(Runner, BaselinesRunAndHitTargetSparsity) {
+  const auto out = fresh_dir("baselines");
+  auto o = small(out);
+  o.overrides.push_back(
+      "methods={x: {type: xattention, target_sparsity: 0.5, block: 32}, f: {type: flexprefill, "
+      "target_sparsity: 0.5, "
+      "min_budget: 64, block: 32}, mi: {type: minference, vertical_size: 32, slash_size: 64}, xa: {type: "
+      "xattention, threshold: 0.8, block: 32}}");
+  o.overrides.push_back("metrics=[{name: token_sparsity}, {name: relative_l1}]");
+  o.overrides.push_back("task.params.causal=true");
+  const auto s = run_spec(kSource + "/experiments/quickstart.yaml", o);
+  EXPECT_EQ(s.computed, 3 * 4);
+  std::ifstream f(out + "/results.json");
+  const auto r = nlohmann::json::parse(f).at("results").at("default");
+  EXPECT_NEAR(r.at("x").at("token_sparsity").get<double>(), 0.5, 0.05);
+  EXPECT_NEAR(r.at("f").at("token_sparsity").get<double>(), 0.5, 0.05);
+  for (const char* m : {"mi", "xa"}) {
+    SCOPED_TRACE(m);
+    EXPECT_GT(r.at(m).at("token_sparsity").get<double>(), 0.05);
+    EXPECT_LT(r.at(m).at("relative_l1").get<double>(), 0.5);
+  }
+  posix::remove_tree(out);
+  o.overrides[o.overrides.size() - 3] = "methods={x: {type: xattention, target_sparsity: 1.5}}";
+  EXPECT_THROW(run_spec(kSource + "/experiments/quickstart.yaml", o), std::invalid_argument);
+  o.overrides[o.overrides.size() - 3] = "methods={x: {type: xattention, stride: 7}}";
+  EXPECT_THROW(run_spec(kSource + "/experiments/quickstart.yaml", o), std::invalid_argument);
+  EXPECT_FALSE(posix::exists(out + "/samples.jsonl"));
+  posix::remove_tree(out);
+}
+
 TEST(Runner, BadMethodParametersAreRejectedBeforeRunning) {
   EXPECT_THROW(make_method("m", "sparge", {{"cdfthresh", {{"0.9"}, false}}}), std::invalid_argument);
   EXPECT_THROW(make_method("m", "sparge", {{"cdfthreshd", {{"high"}, false}}}), std::invalid_argument);

@@ -76,6 +76,30 @@ BlockMask BlockMask::from_dense(const at::Tensor& dense, int64_t block_q, int64_
   return m;
 }
 
+at::Tensor block_pair_counts(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
+                             const at::TensorOptions& device) {
+  const auto opt = device.dtype(at::kLong);
+  const int64_t nqb = (seq_q + block_q - 1) / block_q, nkb = (seq_k + block_k - 1) / block_k;
+  const auto r = block_ranges(seq_q, seq_k, block_q, block_k, device);
+  const auto k_width = (r.k_last - r.k_first + 1);  // (1, NKB)
+  if (!causal) return (r.q_last - r.q_first + 1) * k_width;
+  // Row t sees keys <= t + off: inside key block j that is clamp(t + off - k_first + 1, 0, width) keys.
+  const auto rows = at::arange(seq_q, opt) + (seq_k - seq_q);  // (Nq) last visible key
+  const auto per_row = at::clamp(rows.view({-1, 1}) - r.k_first + 1, 0).minimum(k_width);  // (Nq, NKB)
+  const auto padded = at::zeros({nqb * block_q, nkb}, opt);
+  padded.slice(0, 0, seq_q).copy_(per_row);
+  return padded.view({nqb, block_q, nkb}).sum(1);
+}
+
+double token_sparsity(const BlockMask& mask, bool causal) {
+  const auto pairs =
+      block_pair_counts(mask.seq_q, mask.seq_k, mask.block_q, mask.block_k, causal, mask.dense.options());
+  const double computed = (mask.dense.to(at::kLong) * pairs).sum().item<double>();
+  const double valid =
+      pairs.sum().item<double>() * static_cast<double>(mask.dense.size(0) * mask.dense.size(1));
+  return valid > 0 ? 1.0 - computed / valid : 0.0;
+}
+
 BlockMask refine_block_mask(const BlockMask& mask, int64_t block_q, int64_t block_k) {
   SPARGE_CHECK(block_q >= 1 && block_k >= 1 && mask.block_q % block_q == 0 && mask.block_k % block_k == 0,
                "arguments `block_q`, `block_k`: expected divisors of the mask's blocks ", mask.block_q, "x",

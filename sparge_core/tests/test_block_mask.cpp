@@ -3,6 +3,8 @@
 // block geometry matches brute force.
 #include <gtest/gtest.h>
 
+#include <array>
+
 #include "test_util.h"
 
 namespace sparge {
@@ -93,6 +95,22 @@ TEST(BlockMask, RefineKeepsTheTokenPairs) {
   }
   const auto m = BlockMask::from_dense(at::ones({1, 1, 1, 1}, at::kBool), 128, 128, 100, 100);
   EXPECT_THROW(refine_block_mask(m, 128, 48), std::invalid_argument);
+}
+
+// Token-level sparsity from block pair counts equals counting the materialized token mask.
+TEST(BlockMask, TokenSparsityCountsTokenPairs) {
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(test::fresh_seed());
+  for (const bool causal : {false, true})
+    for (const auto& [nq, nk, bq, bk] :
+         std::vector<std::array<int64_t, 4>>{{300, 300, 128, 64}, {113, 300, 32, 48}}) {
+      const auto dense = at::rand({2, 3, (nq + bq - 1) / bq, (nk + bk - 1) / bk}, gen) < 0.5;
+      const auto m = BlockMask::from_dense(dense, bq, bk, nq, nk);
+      const auto tokens = test::token_mask(m, causal).sum().item<double>();
+      const auto all = test::token_mask(BlockMask::from_dense(at::ones_like(dense), bq, bk, nq, nk), causal)
+                           .sum()
+                           .item<double>();
+      EXPECT_NEAR(token_sparsity(m, causal), 1.0 - tokens / all, 1e-12);
+    }
 }
 
 TEST(BlockMask, RejectsWrongShape) {

@@ -32,6 +32,15 @@ struct BlockMask {
 // kernel's 128 x 64 tiles. Throws sparge::Error otherwise.
 BlockMask refine_block_mask(const BlockMask& mask, int64_t block_q, int64_t block_k);
 
+// (NQB, NKB) int64: the causal-allowed (query, key) pairs inside each block (all pairs when !causal), so that
+// (mask.dense * counts).sum() is a mask's computed pairs whatever its block size.
+at::Tensor block_pair_counts(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
+                             const at::TensorOptions& device);
+
+// 1 - computed / causal-valid (query, key) pairs of `mask` over all its (batch, head) rows: the token-level
+// sparsity every method is compared by.
+double token_sparsity(const BlockMask& mask, bool causal);
+
 // (NQB, NKB) bool: blocks holding at least one causal-allowed (query, key) pair; all true when !causal.
 // Causal is bottom-right aligned: query i sees key j iff j <= i + seq_k - seq_q.
 at::Tensor causal_valid_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
