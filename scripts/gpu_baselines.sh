@@ -3,6 +3,7 @@
 # the tests (each has a CUDA-vs-CPU case that runs only here) and the GPU specs.
 #
 #   scripts/gpu_baselines.sh OUTDIR [SPEC...]      SPECs default to experiments/baselines_speed.yaml
+#   SPARGE_GPU_BASELINES_BUILD_ONLY=1             only build
 # OUTDIR gets env.txt, build.log, tests.log and one <spec name>.tgz per spec (its results directory).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,6 +21,7 @@ py="$(gpu_machine_python)" || { log "no Python with torch found (expected /opt/t
 status=0
 tests=(test_xattention test_flexprefill test_minference test_block_mask)
 gpu_build "$out" "$py" sparge "${tests[@]}" || exit 1
+[[ "${SPARGE_GPU_BASELINES_BUILD_ONLY:-0}" == 1 ]] && exit 0
 gpu_run_tests "$out" tests.log "${tests[@]}" || status=1
 grep -E "^\[  (PASSED|FAILED|SKIPPED) |Cuda" "$out/tests.log"
 for spec in "${specs[@]}"; do
