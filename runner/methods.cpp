@@ -26,6 +26,29 @@
 namespace sparge::runner {
 namespace {
 
+// Wall-clock milliseconds of fn(), device-synchronized when `like` lives on a GPU.
+template <typename Fn>
+double timed_ms(const at::Tensor& like, Fn&& fn) {
+  if (like.is_cuda()) torch::cuda::synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  if (like.is_cuda()) torch::cuda::synchronize();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+#if SPARGE_HAVE_CUDA
+// The CUDA block-sparse kernel over a 128 x 64 mask, with its block, token and stage-2 statistics.
+AttentionResult kernel_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const BlockMask& mask, const SpargeConfig& c, double predict_ms) {
+  cuda::KernelOptions opt;
+  opt.collect_stats = true;
+  opt.check_mask = false;
+  auto r = cuda::block_sparse_attention(q, k, v, mask, c, opt);
+  r.stats.prediction_ms = predict_ms;
+  return r;
+}
+#endif
+
 class DenseMethod final : public AttentionMethod {
  public:
   AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
@@ -77,18 +100,9 @@ class SpargeMethod final : public AttentionMethod {
           block_ok ? cuda::unsupported_reason(q, k, v, c) : std::string("block sizes are not 128x64");
       if (why.empty()) {
         last_ = "cuda kernels";
-        cuda::KernelOptions opt;
-        opt.collect_stats = true;
-        opt.check_mask = false;
-        torch::cuda::synchronize();
-        const auto t0 = std::chrono::steady_clock::now();
-        const auto pred = cuda::predict_block_mask(q, k, c);
-        torch::cuda::synchronize();
-        const double predict_ms =
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-        auto r = cuda::block_sparse_attention(q, k, v, pred.mask, c, opt);
-        r.stats.prediction_ms = predict_ms;
-        return r;
+        BlockMask mask;
+        const double predict_ms = timed_ms(q, [&] { mask = cuda::predict_block_mask(q, k, c).mask; });
+        return kernel_attention(q, k, v, mask, c, predict_ms);
       }
       if (want_ == "cuda") throw std::invalid_argument("method backend cuda cannot run this case: " + why);
     }
@@ -124,12 +138,8 @@ class MaskMethod final : public AttentionMethod {
       : predict_(std::move(predict)), want_(std::move(backend)) {}
   AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
                       int64_t /*layer*/) override {
-    if (q.is_cuda()) torch::cuda::synchronize();
-    const auto t0 = std::chrono::steady_clock::now();
-    const auto mask = predict_(q, k, causal);
-    if (q.is_cuda()) torch::cuda::synchronize();
-    const double predict_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    BlockMask mask;
+    const double predict_ms = timed_ms(q, [&] { mask = predict_(q, k, causal); });
     SpargeConfig c;
     c.causal = causal;
     c.pvthreshd = {kNoStage2};
@@ -144,12 +154,7 @@ class MaskMethod final : public AttentionMethod {
       }
       if (why.empty()) {
         last_ = "cuda kernels (mask by the LibTorch predictor)";
-        cuda::KernelOptions opt;
-        opt.collect_stats = true;
-        opt.check_mask = false;
-        auto r = cuda::block_sparse_attention(q, k, v, refine_block_mask(mask, c.block_q, c.block_k), c, opt);
-        r.stats.prediction_ms = predict_ms;
-        return r;
+        return kernel_attention(q, k, v, refine_block_mask(mask, c.block_q, c.block_k), c, predict_ms);
       }
       if (want_ == "cuda") throw std::invalid_argument("method backend cuda cannot run this case: " + why);
     }
