@@ -289,7 +289,7 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
     src << task_key << "|" << id << "|" << canonical_yaml(pt.spec["methods"][id]) << "|" << sample << "|seed "
         << seed << "|spec v" << spec_version << "|device " << device.type();
     for (const auto& [mid, method] : pt.methods)  // a re-tuned file changes the results: key on its content
-      if (mid == id && method->tuned() != nullptr) src << "|tuned " << to_json(*method->tuned())["checksum"];
+      if (mid == id && method->tuned() != nullptr) src << "|tuned " << method->tuned()->checksum;
     for (const auto& m : pt.metrics) src << "|" << m.name << " v" << metric_info(m.name).version;
     char key[17];
     std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(fnv1a64(src.str())));

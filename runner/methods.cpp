@@ -225,6 +225,17 @@ BlockMask mask_at_sparsity(const std::function<BlockMask(double)>& mask_of, doub
   return best;
 }
 
+// The equal-sparsity parameter of the mask baselines: a value in [0, 1), or -1 when not given.
+double target_sparsity(ParamReader& r, const std::string& id) {
+  const double target = r.number("target_sparsity", -1.0);
+  if (target == -1.0) return target;
+  if (!(target >= 0.0 && target < 1.0))
+    throw std::invalid_argument("method `" + id +
+                                "`: parameter `target_sparsity`: expected a value in [0, 1), got " +
+                                std::to_string(target));
+  return target;
+}
+
 SpargeConfig sparge_config(ParamReader& r, bool dense) {
   SpargeConfig c;
   c.block_q = static_cast<int64_t>(r.number("block_q", 128));
@@ -283,11 +294,7 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
       throw std::invalid_argument("method `" + id +
                                   "`: parameter `threshold`: expected a value in (0, 1], got " +
                                   std::to_string(xc.threshold));
-    const double target = r.number("target_sparsity", -1.0);
-    if (r.number("target_sparsity", 0.0) < 0.0 || target >= 1.0)
-      throw std::invalid_argument("method `" + id +
-                                  "`: parameter `target_sparsity`: expected a value in [0, 1), got " +
-                                  std::to_string(target));
+    const double target = target_sparsity(r, id);
     const auto backend = r.text("backend", "auto", {"auto", "reference", "cuda"});
     m = std::make_unique<MaskMethod>(
         [xc, target](const at::Tensor& q, const at::Tensor& k, bool causal) {
@@ -316,11 +323,7 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
     if (!(fc.tau >= 0.0))
       throw std::invalid_argument("method `" + id + "`: parameter `tau`: expected a value >= 0, got " +
                                   std::to_string(fc.tau));
-    const double target = r.number("target_sparsity", -1.0);
-    if (r.number("target_sparsity", 0.0) < 0.0 || target >= 1.0)
-      throw std::invalid_argument("method `" + id +
-                                  "`: parameter `target_sparsity`: expected a value in [0, 1), got " +
-                                  std::to_string(target));
+    const double target = target_sparsity(r, id);
     const auto backend = r.text("backend", "auto", {"auto", "reference", "cuda"});
     m = std::make_unique<MaskMethod>(
         [fc, target](const at::Tensor& q, const at::Tensor& k, bool causal) {

@@ -336,23 +336,18 @@ TuneSummary tune_spec(const std::string& path, const TuneOptions& options) {
                       {"capture_ms_last_run", capture_ms}};
     save_tuned_params(summary.output, out);
   };
-  if (!todo.empty()) {
-    std::string chosen;
-    choose_pass(backend, todo.front(), base, chosen);
-    summary.backend = chosen;
-    if (!out.backend.empty() && out.backend != chosen)
-      out.backend += " + " + chosen;  // a resumed tune finished on another backend: say so
-    else
-      out.backend = chosen;
-  } else {
-    summary.backend = out.backend;
-  }
+  summary.backend = out.backend;  // the file's, when nothing is left to tune
   for (size_t i = 0; i < todo.size() && !stop_requested(); ++i) {
     auto& x = todo[i];
     SpargeConfig c = base;
     c.causal = x.causal;
     std::string chosen;
     const auto pass = choose_pass(backend, x, base, chosen);
+    if (summary.backend != chosen) {
+      summary.backend = chosen;
+      // A resumed tune that finishes on another backend says so in the file.
+      out.backend = out.backend.empty() || out.layers.empty() ? chosen : out.backend + " + " + chosen;
+    }
     const auto r = tune_layer(x.inputs, c, targets, pass);
     x.inputs.clear();  // free this layer's captured tensors
     TunedLayer tl;

@@ -198,9 +198,10 @@ TunedParams tuned_from_json(const json& j, const std::string& path) {
   p.complete = r.boolean(j, "complete", "");
   const auto& layers = r.get(j, "layers", "");
   if (!layers.is_array()) r.fail("layers", "must be a list");
+  p.checksum = checksum_of(layers);
   if (j.contains("checksum")) {
     if (!j["checksum"].is_string()) r.fail("checksum", "must be a string");
-    const auto want = j["checksum"].get<std::string>(), got = checksum_of(layers);
+    const auto want = j["checksum"].get<std::string>(), &got = p.checksum;
     if (want != got)
       r.fail("checksum",
              "is " + want + " but the layers hash to " + got +

@@ -46,6 +46,7 @@ struct TunedParams {
   std::string backend;
   std::vector<TunedLayer> layers;
   bool complete = false;
+  std::string checksum;  // of `layers` as loaded (tuned_from_json); keys run caches on the file's content
 
   const TunedLayer* find(int64_t layer) const;
   // `config` with layer's per-head thresholds (apply_tuned). Throws std::invalid_argument when the layer is

@@ -24,6 +24,20 @@ sparge_build() {
   cmake --build build -j "$jobs"
 }
 
+# Creates OUT, writes OUT/env.txt (nvidia-smi, the torch and, where installed, transformers versions, nvcc) and
+# prints the GPU machine's Python; fails without one.      py="$(gpu_env OUT)" || exit 1
+gpu_env() {
+  local out="$1" py
+  mkdir -p "$out"
+  py="$(gpu_machine_python)" || { log "no Python with torch found (expected /opt/torch/.venv)"; return 1; }
+  { nvidia-smi; "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))
+try:
+    import transformers; print("transformers", transformers.__version__)
+except ImportError:
+    pass'; nvcc --version; } > "$out/env.txt" 2>&1
+  echo "$py"
+}
+
 # Configures build-gpu/ for this machine's GPU (Release, its compute capability; SPARGE_CUDA_ARCH overrides) and
 # builds TARGETS, logging to OUT/build.log. Prints the log's tail and fails when the build does.
 #   gpu_build OUT PYTHON TARGET...

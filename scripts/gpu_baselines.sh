@@ -14,9 +14,7 @@ out="${1:?usage: scripts/gpu_baselines.sh OUTDIR [SPEC...]}"
 shift
 specs=("$@")
 ((${#specs[@]})) || specs=(experiments/baselines_speed.yaml)
-mkdir -p "$out"
-py="$(gpu_machine_python)" || { log "no Python with torch found (expected /opt/torch/.venv)"; exit 1; }
-{ nvidia-smi; "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'; } > "$out/env.txt" 2>&1
+py="$(gpu_env "$out")" || exit 1
 
 status=0
 tests=(test_xattention test_flexprefill test_minference test_block_mask)

@@ -17,14 +17,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/common.sh
 
 out="${1:?usage: scripts/gpu_check.sh OUTDIR}"
-mkdir -p "$out"
-py="$(gpu_machine_python)" || { log "no Python with torch found (expected /opt/torch/.venv)"; exit 1; }
+py="$(gpu_env "$out")" || exit 1
 cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')"
 cc="${cc:-9.0}"
 arch="${SPARGE_CUDA_ARCH:-${cc/./}}"
 jobs="$(nproc)"
-{ nvidia-smi; "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'; nvcc --version; } \
-  > "$out/env.txt" 2>&1
 log "GPU compute capability $cc -> building sm_$arch with $jobs jobs"
 
 status=0

@@ -20,10 +20,7 @@ out="${1:?usage: scripts/gpu_models.sh OUTDIR [SPEC...]}"
 shift
 specs=("$@")
 ((${#specs[@]})) || specs=(experiments/table1_smollm2_gpu.yaml)
-mkdir -p "$out"
-py="$(gpu_machine_python)" || { log "no Python with torch found (expected /opt/torch/.venv)"; exit 1; }
-{ nvidia-smi; "$py" -c 'import torch, transformers; print("torch", torch.__version__, torch.cuda.get_device_name(0));
-print("transformers", transformers.__version__)'; nvcc --version; } > "$out/env.txt" 2>&1
+py="$(gpu_env "$out")" || exit 1
 
 status=0
 gpu_build "$out" "$py" sparge test_llama test_gguf test_tokenizer || exit 1

@@ -26,10 +26,7 @@ done
 ((${#tune_specs[@]})) || tune_specs=(experiments/tune_smollm2_gpu.yaml experiments/tune_smollm2_gpu_l005.yaml
                                      experiments/tune_cogvideox_layer.yaml)
 ((seen_sep)) || run_specs=(experiments/tuned_vs_fixed_gpu.yaml experiments/table1_smollm2_gpu.yaml)
-mkdir -p "$out"
-py="$(gpu_machine_python)" || { log "no Python with torch found (expected /opt/torch/.venv)"; exit 1; }
-{ nvidia-smi; "$py" -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name(0))'; nvcc --version; } \
-  > "$out/env.txt" 2>&1
+py="$(gpu_env "$out")" || exit 1
 
 status=0
 gpu_build "$out" "$py" sparge test_tuned test_tune || exit 1
