@@ -7,12 +7,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <limits>
 #include <numbers>
 #include <sstream>
 
 #include "../src/internal.h"
+#include "hopper/launch_sm90.h"
 #include "launch.h"
 #include "params.h"
 #include "sparge/blocks.h"
@@ -150,6 +152,53 @@ void fill_mask_stats(AttentionStats& st, const BlockMask& mask, const detail::Pr
 }
 
 }  // namespace
+
+std::string_view to_string(KernelPath path) {
+  switch (path) {
+    case KernelPath::kAuto:
+      return "auto";
+    case KernelPath::kPortable:
+      return "portable";
+    case KernelPath::kSm90:
+      return "sm90";
+  }
+  return "?";
+}
+
+KernelPath parse_kernel_path(std::string_view name) {
+  for (KernelPath p : {KernelPath::kAuto, KernelPath::kPortable, KernelPath::kSm90})
+    if (name == to_string(p)) return p;
+  detail::fail(__func__, "kernel path: expected auto, portable or sm90, got '", std::string(name), "'");
+}
+
+bool sm90_supported(const at::Device& device) {
+  if (!device.is_cuda()) return false;
+  const auto* prop = at::cuda::getDeviceProperties(device.index());
+  return prop->major == 9 && prop->minor == 0;
+}
+
+KernelPath resolve_kernel_path(const at::Device& device, QuantMode quant, KernelPath requested) {
+  if (requested == KernelPath::kAuto) {
+    const char* env = std::getenv("SPARGE_KERNEL_PATH");
+    if (env != nullptr && *env != '\0') {
+      try {
+        requested = parse_kernel_path(env);
+      } catch (const Error&) {
+        detail::fail(__func__, "environment variable SPARGE_KERNEL_PATH: expected auto, portable or sm90, got '",
+                     env, "'");
+      }
+    }
+  }
+  const bool sm90_applies = sm90_supported(device) && quant == QuantMode::kNone;
+  if (requested == KernelPath::kSm90) {
+    SPARGE_CHECK(sm90_applies, "argument `options.path`: the sm90 kernel needs a device of compute capability ",
+                 "9.0 and config.quant = none, got device ", device,
+                 sm90_supported(device) ? "" : " (not sm_90)", ", quant ", to_string(quant));
+    return KernelPath::kSm90;
+  }
+  if (requested == KernelPath::kPortable) return KernelPath::kPortable;
+  return sm90_applies ? KernelPath::kSm90 : KernelPath::kPortable;
+}
 
 bool fp8_pv_supported(const at::Device& device) {
   if (!device.is_cuda()) return false;
@@ -326,6 +375,14 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
   }
 
   const bool fp16 = q.scalar_type() == at::kHalf;
+  const KernelPath path = resolve_kernel_path(q.device(), c.quant, options.path);
+  const auto launch_sm90 = [&] {
+    if (p.head_dim == 64)
+      return fp16 ? launch_block_sparse_attention_sm90<DType::kFp16, 64>(prm, stream)
+                  : launch_block_sparse_attention_sm90<DType::kBf16, 64>(prm, stream);
+    return fp16 ? launch_block_sparse_attention_sm90<DType::kFp16, 128>(prm, stream)
+                : launch_block_sparse_attention_sm90<DType::kBf16, 128>(prm, stream);
+  };
   const auto launch_qk = [&]<Precision kQk>() {
     if (p.head_dim == 64)
       return fp16 ? launch_block_sparse_attention<DType::kFp16, 64, kQk>(prm, stream)
@@ -334,6 +391,7 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
                 : launch_block_sparse_attention<DType::kBf16, 128, kQk>(prm, stream);
   };
   const auto launch = [&] {
+    if (path == KernelPath::kSm90) return launch_sm90();
     if (fp8) return launch_qk.template operator()<Precision::kInt8Fp8>();
     return int8 ? launch_qk.template operator()<Precision::kInt8>()
                 : launch_qk.template operator()<Precision::k16Bit>();

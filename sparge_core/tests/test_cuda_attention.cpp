@@ -150,7 +150,17 @@ std::vector<double> stage2_thresholds(int64_t heads) {
   return t;
 }
 
-// Runs one case: kernel vs reference vs oracle. Prints one line; returns the kernel's stage-2 skip count.
+// The kernels that can run a case on this device: the portable one always, the Hopper one on sm_90 for the
+// 16-bit precision.
+std::vector<cuda::KernelPath> kernel_paths(QuantMode quant) {
+  std::vector<cuda::KernelPath> paths = {cuda::KernelPath::kPortable};
+  if (quant == QuantMode::kNone && cuda::sm90_supported(at::Device(at::kCUDA, 0)))
+    paths.push_back(cuda::KernelPath::kSm90);
+  return paths;
+}
+
+// Runs one case on every kernel path (kernel_paths): kernel vs reference vs oracle. Prints one line per path;
+// returns the kernels' stage-2 skip counts, summed.
 int64_t run_case(const Case& c) {
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE(c.name() + " seed " + std::to_string(seed));
@@ -177,7 +187,11 @@ int64_t run_case(const Case& c) {
   SpargeConfig kcfg = cfg;
   kcfg.layout = c.layout;
   const auto q = to_layout(in.q, c.layout), k = to_layout(in.k, c.layout), v = to_layout(in.v, c.layout);
+  int64_t skipped = 0;
+  for (const cuda::KernelPath path : kernel_paths(c.quant)) {
+  SCOPED_TRACE(std::string("kernel path ") + std::string(cuda::to_string(path)));
   cuda::KernelOptions opt;
+  opt.path = path;
   opt.collect_stats = true;
   opt.out = at::empty(q.sizes(), q.options());
   opt.lse = at::empty({c.batch, c.heads_q, c.seq_q}, q.options().dtype(at::kFloat));
@@ -264,9 +278,12 @@ int64_t run_case(const Case& c) {
   }
   std::printf(
       "%-90s err %.2e (torch/vs-emulation %.2e, ref %.2e) lse %.1e units %lld skipped %lld (ref %lld)\n",
-      c.name().c_str(), err_kernel, err_torch, err_ref, lse_err, static_cast<long long>(s.stage2_groups),
-      static_cast<long long>(s.stage2_skipped), static_cast<long long>(ref.stats.stage2_skipped));
-  return s.stage2_skipped;
+      (c.name() + "_" + std::string(cuda::to_string(path))).c_str(), err_kernel, err_torch, err_ref, lse_err,
+      static_cast<long long>(s.stage2_groups), static_cast<long long>(s.stage2_skipped),
+      static_cast<long long>(ref.stats.stage2_skipped));
+  skipped += s.stage2_skipped;
+  }
+  return skipped;
 }
 
 // Shapes x causal x GQA x D x dtype x layout x density, stage 2 off.
@@ -454,7 +471,11 @@ TEST(CudaAttention, StridedAndMisalignedInputs) {
   const auto in = random_qkv(1, 4, 2, 200, 300, 64, seed, at::TensorOptions(at::kHalf).device(at::kCUDA));
   const auto mask = random_mask(1, 4, 200, 300, false, 0.6, seed);
   SpargeConfig cfg;
-  const auto base = cuda::block_sparse_attention(in.q, in.k, in.v, mask, cfg).out;
+  for (const cuda::KernelPath path : kernel_paths(QuantMode::kNone)) {
+  SCOPED_TRACE(std::string("kernel path ") + std::string(cuda::to_string(path)));
+  cuda::KernelOptions opt;
+  opt.path = path;
+  const auto base = cuda::block_sparse_attention(in.q, in.k, in.v, mask, cfg, opt).out;
   auto widen = [](const at::Tensor& x, int64_t offset) {
     auto w = at::zeros({x.size(0), x.size(1), x.size(2), x.size(3) + 16}, x.options());
     w.narrow(3, offset, x.size(3)).copy_(x);
@@ -462,9 +483,11 @@ TEST(CudaAttention, StridedAndMisalignedInputs) {
   };
   for (int64_t offset : {8, 1}) {
     const auto out =
-        cuda::block_sparse_attention(widen(in.q, offset), widen(in.k, offset), widen(in.v, offset), mask, cfg)
+        cuda::block_sparse_attention(widen(in.q, offset), widen(in.k, offset), widen(in.v, offset), mask, cfg,
+                                     opt)
             .out;
     EXPECT_TRUE(at::equal(out, base)) << "offset " << offset;
+  }
   }
 }
 
@@ -483,6 +506,8 @@ TEST(CudaAttention, RejectsBadInputs) {
   SpargeConfig cfg;
   expect_error([&] { cuda::block_sparse_attention(cpu.q, cpu.k, cpu.v, cpu_mask, cfg); }, "argument `q`");
   EXPECT_NE(cuda::unsupported_reason(cpu.q, cpu.k, cpu.v, cfg).find("CUDA"), std::string::npos);
+  expect_error([] { cuda::parse_kernel_path("hopper"); }, "expected auto, portable or sm90");
+  EXPECT_EQ(cuda::parse_kernel_path("sm90"), cuda::KernelPath::kSm90);
   if (!torch::cuda::is_available()) {
     GTEST_SKIP() << "no CUDA device visible to torch: GPU input checks skipped";
   }
@@ -512,6 +537,17 @@ TEST(CudaAttention, RejectsBadInputs) {
   wrong.q_scale = at::ones({1, 2, 2}, in.q.options().dtype(at::kFloat));  // NQB is 1
   expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, gpu_mask, bad, wrong); },
                "argument `options.q_scale`");
+  if (!cuda::sm90_supported(in.q.device())) {
+    cuda::KernelOptions forced;
+    forced.path = cuda::KernelPath::kSm90;
+    expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, gpu_mask, cfg, forced); },
+                 "argument `options.path`");
+  } else {
+    cuda::KernelOptions forced;
+    forced.path = cuda::KernelPath::kSm90;
+    expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, gpu_mask, bad, forced); },
+                 "argument `options.path`");
+  }
   bad.stage2_group_rows = 16;
   expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, gpu_mask, bad); }, "stage2_group_rows");
   BlockMask broken = gpu_mask;

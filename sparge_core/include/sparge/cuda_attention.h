@@ -32,6 +32,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "sparge/block_mask.h"
 #include "sparge/config.h"
@@ -44,7 +45,17 @@ inline constexpr int64_t kBlockQ = 128;
 inline constexpr int64_t kBlockK = 64;
 inline constexpr int64_t kStage2WarpRows = 32;  // rows of one warp: the per-warp stage-2 group
 
+// Which kernel runs. kPortable: the mma.sync kernel (sm_80+, every precision). kSm90: the Hopper kernel
+// (warpgroup MMAs fed by TMA, warp-specialized; devices of compute capability 9.0, QuantMode::kNone). kAuto:
+// the Hopper kernel where it applies, else the portable one. The environment variable
+// SPARGE_KERNEL_PATH=auto|portable|sm90 replaces kAuto (for the torch ops and benchmarks); an explicit
+// choice in KernelOptions wins over it.
+enum class KernelPath { kAuto, kPortable, kSm90 };
+std::string_view to_string(KernelPath path);  // "auto" | "portable" | "sm90"
+KernelPath parse_kernel_path(std::string_view name);  // throws naming the accepted values
+
 struct KernelOptions {
+  KernelPath path = KernelPath::kAuto;
   // Fill AttentionResult::stats (block and token counts from the mask, stage-2 units and skips counted by the
   // kernel, attention_ms); costs a device synchronization. stage2_skipped_pairs is not counted (left 0).
   bool collect_stats = false;
@@ -61,6 +72,13 @@ struct KernelOptions {
   // k_scale (B, Hkv, NKB): float32 contiguous, one per kBlockQ query rows / kBlockK key rows.
   at::Tensor q_int8, q_scale, k_int8, k_scale;
 };
+
+// Whether the Hopper kernel can run on `device` (compute capability 9.0 exactly: its code is sm_90a).
+bool sm90_supported(const at::Device& device);
+// The kernel block_sparse_attention runs for these arguments (kPortable or kSm90): `requested` (kAuto: the
+// environment's choice, then the best that applies). Throws naming `options.path` when kSm90 is requested
+// where it cannot run.
+KernelPath resolve_kernel_path(const at::Device& device, QuantMode quant, KernelPath requested);
 
 // Whether QuantMode::kInt8Fp8 runs its P V in FP8 on `device` (compute capability 8.9 or newer).
 bool fp8_pv_supported(const at::Device& device);

@@ -1,0 +1,38 @@
+// The Hopper kernel's launcher template (included by the instantiation files only).
+#pragma once
+
+#include "kernel_sm90.cuh"
+#include "launch_sm90.h"
+#include "tma_map.h"
+
+namespace sparge::cuda {
+
+template <DType kDtype, int kHeadDim>
+cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStream_t stream) {
+  using Cfg = Sm90Config<kHeadDim>;
+  constexpr bool kBf16 = kDtype == DType::kBf16;
+  Sm90Params prm;
+  prm.p = p;
+  cudaError_t err = sm90::make_map_16bit(&prm.q_map, p.q, kBf16, kHeadDim, p.seq_q, p.heads_q, p.batch,
+                                         p.q_row_stride, p.q_head_stride, p.q_batch_stride, Cfg::kBlockM);
+  if (err == cudaSuccess)
+    err = sm90::make_map_16bit(&prm.k_map, p.k, kBf16, kHeadDim, p.seq_k, p.heads_kv, p.batch, p.k_row_stride,
+                               p.k_head_stride, p.k_batch_stride, Cfg::kBlockN);
+  if (err == cudaSuccess)
+    err = sm90::make_map_16bit(&prm.v_map, p.v, kBf16, kHeadDim, p.seq_k, p.heads_kv, p.batch, p.v_row_stride,
+                               p.v_head_stride, p.v_batch_stride, Cfg::kBlockN);
+  if (err == cudaSuccess)
+    err = sm90::make_map_16bit(&prm.o_map, p.o, kBf16, kHeadDim, p.seq_q, p.heads_q, p.batch, p.o_row_stride,
+                               p.o_head_stride, p.o_batch_stride, 64);
+  if (err != cudaSuccess) return err;
+  const auto kernel = p.stage2_granularity == Stage2Granularity::kCta
+                          ? &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, Stage2Granularity::kCta>
+                          : &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, Stage2Granularity::kWarp>;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  const dim3 grid(p.num_q_blocks, p.heads_q, p.batch);
+  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(prm);
+  return cudaGetLastError();
+}
+
+}  // namespace sparge::cuda
