@@ -7,8 +7,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdlib>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <numbers>
 #include <sstream>
@@ -184,14 +184,16 @@ KernelPath resolve_kernel_path(const at::Device& device, QuantMode quant, Kernel
       try {
         requested = parse_kernel_path(env);
       } catch (const Error&) {
-        detail::fail(__func__, "environment variable SPARGE_KERNEL_PATH: expected auto, portable or sm90, got '",
-                     env, "'");
+        detail::fail(__func__,
+                     "environment variable SPARGE_KERNEL_PATH: expected auto, portable or sm90, got '", env,
+                     "'");
       }
     }
   }
   const bool sm90_applies = sm90_supported(device) && quant == QuantMode::kNone;
   if (requested == KernelPath::kSm90) {
-    SPARGE_CHECK(sm90_applies, "argument `options.path`: the sm90 kernel needs a device of compute capability ",
+    SPARGE_CHECK(sm90_applies,
+                 "argument `options.path`: the sm90 kernel needs a device of compute capability ",
                  "9.0 and config.quant = none, got device ", device,
                  sm90_supported(device) ? "" : " (not sm_90)", ", quant ", to_string(quant));
     return KernelPath::kSm90;

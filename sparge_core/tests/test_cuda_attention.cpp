@@ -189,99 +189,101 @@ int64_t run_case(const Case& c) {
   const auto q = to_layout(in.q, c.layout), k = to_layout(in.k, c.layout), v = to_layout(in.v, c.layout);
   int64_t skipped = 0;
   for (const cuda::KernelPath path : kernel_paths(c.quant)) {
-  SCOPED_TRACE(std::string("kernel path ") + std::string(cuda::to_string(path)));
-  cuda::KernelOptions opt;
-  opt.path = path;
-  opt.collect_stats = true;
-  opt.out = at::empty(q.sizes(), q.options());
-  opt.lse = at::empty({c.batch, c.heads_q, c.seq_q}, q.options().dtype(at::kFloat));
-  EXPECT_EQ(cudaMemset(opt.out.data_ptr(), 0xFF, opt.out.nbytes()), cudaSuccess);
-  EXPECT_EQ(cudaMemset(opt.lse.data_ptr(), 0xFF, opt.lse.nbytes()), cudaSuccess);
-  if (quant && c.pass_int8) {  // HND INT8 operands, as cuda::predict_block_mask(..., quantize = true) gives
-    const auto qi = quantize_int8_blocks(in.q.to(at::kFloat), cuda::kBlockQ);
-    const auto kf = in.k.to(at::kFloat);
-    const auto ki = quantize_int8_blocks(kf - kf.mean(2, /*keepdim=*/true), cuda::kBlockK);
-    opt.q_int8 = qi.values.to(at::kChar).contiguous();
-    opt.q_scale = qi.scale.contiguous();
-    opt.k_int8 = ki.values.to(at::kChar).contiguous();
-    opt.k_scale = ki.scale.contiguous();
-  }
-  const auto r = cuda::block_sparse_attention(q, k, v, mask, kcfg, opt);
-  EXPECT_EQ(r.out.sizes(), q.sizes());
-  EXPECT_EQ(r.out.scalar_type(), c.dtype);
-  EXPECT_FALSE(at::isnan(r.out).any().item<bool>()) << "unwritten (NaN-poisoned) output elements";
-  EXPECT_FALSE(at::isnan(r.lse).any().item<bool>()) << "unwritten (NaN-poisoned) lse elements";
-  const auto out = to_hnd(r.out, c.layout);
-
-  // Judge and same-dtype baseline.
-  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
-  // Long sequences: the float64 oracle would need B * Hq * Nq * Nk doubles (16 GiB at N = 32768, H = 2), so
-  // the float32 reference judges them (to the dtype's output rounding).
-  const bool huge = c.batch * c.heads_q * c.seq_q * c.seq_k > (int64_t{1} << 27);
-  const auto allowed = huge ? at::Tensor() : token_mask(mask, c.causal);
-  const auto judge = c.stage2 == Stage2::kOff && !huge
-                         ? test::masked_attention_f64(in.q, in.k, in.v, allowed, scale)
-                         : ref.out.to(at::kDouble);
-  double err_kernel = 0, err_torch = 0, err_ref = 0;
-  if (judge.abs().max().item<double>() == 0) {  // nothing computed (empty mask): every row must be exactly 0
-    EXPECT_EQ(out.abs().max().item<double>(), 0.0) << "rows with no computed key must be 0";
-  } else if (quant) {
-    err_kernel = relative_l2(out, judge);
-    err_ref = relative_l2(ref.out, judge);
-    if (err_ref > 0) {  // the judge is the float64 oracle (not the emulation itself)
-      EXPECT_LE(err_kernel, 2 * err_ref + 1e-3) << "reference's own quantization error " << err_ref;
+    SCOPED_TRACE(std::string("kernel path ") + std::string(cuda::to_string(path)));
+    cuda::KernelOptions opt;
+    opt.path = path;
+    opt.collect_stats = true;
+    opt.out = at::empty(q.sizes(), q.options());
+    opt.lse = at::empty({c.batch, c.heads_q, c.seq_q}, q.options().dtype(at::kFloat));
+    EXPECT_EQ(cudaMemset(opt.out.data_ptr(), 0xFF, opt.out.nbytes()), cudaSuccess);
+    EXPECT_EQ(cudaMemset(opt.lse.data_ptr(), 0xFF, opt.lse.nbytes()), cudaSuccess);
+    if (quant && c.pass_int8) {  // HND INT8 operands, as cuda::predict_block_mask(..., quantize = true) gives
+      const auto qi = quantize_int8_blocks(in.q.to(at::kFloat), cuda::kBlockQ);
+      const auto kf = in.k.to(at::kFloat);
+      const auto ki = quantize_int8_blocks(kf - kf.mean(2, /*keepdim=*/true), cuda::kBlockK);
+      opt.q_int8 = qi.values.to(at::kChar).contiguous();
+      opt.q_scale = qi.scale.contiguous();
+      opt.k_int8 = ki.values.to(at::kChar).contiguous();
+      opt.k_scale = ki.scale.contiguous();
     }
-    err_torch = relative_l2(out, ref.out);  // printed in the torch column: kernel vs emulation
-    // FP8: a P or V value whose emulated and kernel products straddle an e4m3 rounding boundary moves by a
-    // whole e4m3 step (6%), and the FP8 MMA's internal sums are narrower than float32: measured on an H100
-    // 3e-4 - 3e-3 (the quantization error itself is ~3.6e-2), so the bound is a quarter of that error.
-    const double bound = c.quant == QuantMode::kInt8Fp8 ? 1e-2 : 2 * test::exact_tolerance(c.dtype);
-    EXPECT_LE(err_torch, bound) << "kernel vs the reference emulation";
-  } else if (huge) {
-    err_kernel = relative_l2(out, judge);
-    EXPECT_LE(err_kernel, test::exact_tolerance(c.dtype)) << "kernel vs the float32 reference";
-  } else {
-    err_kernel = relative_l2(out, judge);
-    err_torch = relative_l2(masked_attention_same_dtype(in.q, in.k, in.v, allowed, scale), judge);
-    err_ref = relative_l2(ref.out, judge);
-    EXPECT_LE(err_kernel, 2 * err_torch + 1e-3) << "torch same-dtype error " << err_torch;
-    // With stage 2 on, the dense baseline also carries the skipping error (a loose bound): the kernel must in
-    // addition match the reference to the dtype's output rounding (measured on H100: bf16 2.2e-3, fp16 3e-4).
-    if (c.stage2 != Stage2::kOff) {
-      EXPECT_LE(err_kernel, test::exact_tolerance(c.dtype));
+    const auto r = cuda::block_sparse_attention(q, k, v, mask, kcfg, opt);
+    EXPECT_EQ(r.out.sizes(), q.sizes());
+    EXPECT_EQ(r.out.scalar_type(), c.dtype);
+    EXPECT_FALSE(at::isnan(r.out).any().item<bool>()) << "unwritten (NaN-poisoned) output elements";
+    EXPECT_FALSE(at::isnan(r.lse).any().item<bool>()) << "unwritten (NaN-poisoned) lse elements";
+    const auto out = to_hnd(r.out, c.layout);
+
+    // Judge and same-dtype baseline.
+    const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+    // Long sequences: the float64 oracle would need B * Hq * Nq * Nk doubles (16 GiB at N = 32768, H = 2), so
+    // the float32 reference judges them (to the dtype's output rounding).
+    const bool huge = c.batch * c.heads_q * c.seq_q * c.seq_k > (int64_t{1} << 27);
+    const auto allowed = huge ? at::Tensor() : token_mask(mask, c.causal);
+    const auto judge = c.stage2 == Stage2::kOff && !huge
+                           ? test::masked_attention_f64(in.q, in.k, in.v, allowed, scale)
+                           : ref.out.to(at::kDouble);
+    double err_kernel = 0, err_torch = 0, err_ref = 0;
+    if (judge.abs().max().item<double>() ==
+        0) {  // nothing computed (empty mask): every row must be exactly 0
+      EXPECT_EQ(out.abs().max().item<double>(), 0.0) << "rows with no computed key must be 0";
+    } else if (quant) {
+      err_kernel = relative_l2(out, judge);
+      err_ref = relative_l2(ref.out, judge);
+      if (err_ref > 0) {  // the judge is the float64 oracle (not the emulation itself)
+        EXPECT_LE(err_kernel, 2 * err_ref + 1e-3) << "reference's own quantization error " << err_ref;
+      }
+      err_torch = relative_l2(out, ref.out);  // printed in the torch column: kernel vs emulation
+      // FP8: a P or V value whose emulated and kernel products straddle an e4m3 rounding boundary moves by a
+      // whole e4m3 step (6%), and the FP8 MMA's internal sums are narrower than float32: measured on an H100
+      // 3e-4 - 3e-3 (the quantization error itself is ~3.6e-2), so the bound is a quarter of that error.
+      const double bound = c.quant == QuantMode::kInt8Fp8 ? 1e-2 : 2 * test::exact_tolerance(c.dtype);
+      EXPECT_LE(err_torch, bound) << "kernel vs the reference emulation";
+    } else if (huge) {
+      err_kernel = relative_l2(out, judge);
+      EXPECT_LE(err_kernel, test::exact_tolerance(c.dtype)) << "kernel vs the float32 reference";
+    } else {
+      err_kernel = relative_l2(out, judge);
+      err_torch = relative_l2(masked_attention_same_dtype(in.q, in.k, in.v, allowed, scale), judge);
+      err_ref = relative_l2(ref.out, judge);
+      EXPECT_LE(err_kernel, 2 * err_torch + 1e-3) << "torch same-dtype error " << err_torch;
+      // With stage 2 on, the dense baseline also carries the skipping error (a loose bound): the kernel must
+      // in addition match the reference to the dtype's output rounding (measured on H100: bf16 2.2e-3, fp16
+      // 3e-4).
+      if (c.stage2 != Stage2::kOff) {
+        EXPECT_LE(err_kernel, test::exact_tolerance(c.dtype));
+      }
     }
-  }
 
-  // LSE: -inf exactly where the reference has -inf, else close.
-  const auto lse_ref = ref.lse.to(at::kDouble), lse = r.lse.to(at::kDouble);
-  const auto ref_empty = at::isinf(lse_ref), empty = at::isinf(lse);
-  EXPECT_TRUE(at::equal(ref_empty, empty)) << "rows with no computed key differ";
-  const double lse_err =
-      at::where(ref_empty, at::zeros_like(lse), (lse - lse_ref).abs()).max().item<double>();
-  EXPECT_LT(lse_err, 2e-3);
+    // LSE: -inf exactly where the reference has -inf, else close.
+    const auto lse_ref = ref.lse.to(at::kDouble), lse = r.lse.to(at::kDouble);
+    const auto ref_empty = at::isinf(lse_ref), empty = at::isinf(lse);
+    EXPECT_TRUE(at::equal(ref_empty, empty)) << "rows with no computed key differ";
+    const double lse_err =
+        at::where(ref_empty, at::zeros_like(lse), (lse - lse_ref).abs()).max().item<double>();
+    EXPECT_LT(lse_err, 2e-3);
 
-  // Statistics.
-  const auto& s = r.stats;
-  EXPECT_EQ(s.block_q, ref.stats.block_q);
-  EXPECT_EQ(s.block_k, ref.stats.block_k);
-  EXPECT_EQ(s.stage2_group_rows, ref.stats.stage2_group_rows);
-  EXPECT_EQ(s.valid_blocks, ref.stats.valid_blocks);
-  EXPECT_EQ(s.computed_blocks, ref.stats.computed_blocks);
-  EXPECT_EQ(s.valid_pairs, ref.stats.valid_pairs);
-  EXPECT_EQ(s.computed_pairs, ref.stats.computed_pairs);
-  EXPECT_EQ(s.stage2_groups, ref.stats.stage2_groups);
-  if (c.exact_scores || c.stage2 == Stage2::kOff) {
-    EXPECT_EQ(s.stage2_skipped, ref.stats.stage2_skipped);
-  } else {
-    EXPECT_LE(std::abs(s.stage2_skipped - ref.stats.stage2_skipped),
-              std::max<int64_t>(2, ref.stats.stage2_groups / 200));
-  }
-  std::printf(
-      "%-90s err %.2e (torch/vs-emulation %.2e, ref %.2e) lse %.1e units %lld skipped %lld (ref %lld)\n",
-      (c.name() + "_" + std::string(cuda::to_string(path))).c_str(), err_kernel, err_torch, err_ref, lse_err,
-      static_cast<long long>(s.stage2_groups), static_cast<long long>(s.stage2_skipped),
-      static_cast<long long>(ref.stats.stage2_skipped));
-  skipped += s.stage2_skipped;
+    // Statistics.
+    const auto& s = r.stats;
+    EXPECT_EQ(s.block_q, ref.stats.block_q);
+    EXPECT_EQ(s.block_k, ref.stats.block_k);
+    EXPECT_EQ(s.stage2_group_rows, ref.stats.stage2_group_rows);
+    EXPECT_EQ(s.valid_blocks, ref.stats.valid_blocks);
+    EXPECT_EQ(s.computed_blocks, ref.stats.computed_blocks);
+    EXPECT_EQ(s.valid_pairs, ref.stats.valid_pairs);
+    EXPECT_EQ(s.computed_pairs, ref.stats.computed_pairs);
+    EXPECT_EQ(s.stage2_groups, ref.stats.stage2_groups);
+    if (c.exact_scores || c.stage2 == Stage2::kOff) {
+      EXPECT_EQ(s.stage2_skipped, ref.stats.stage2_skipped);
+    } else {
+      EXPECT_LE(std::abs(s.stage2_skipped - ref.stats.stage2_skipped),
+                std::max<int64_t>(2, ref.stats.stage2_groups / 200));
+    }
+    std::printf(
+        "%-90s err %.2e (torch/vs-emulation %.2e, ref %.2e) lse %.1e units %lld skipped %lld (ref %lld)\n",
+        (c.name() + "_" + std::string(cuda::to_string(path))).c_str(), err_kernel, err_torch, err_ref,
+        lse_err, static_cast<long long>(s.stage2_groups), static_cast<long long>(s.stage2_skipped),
+        static_cast<long long>(ref.stats.stage2_skipped));
+    skipped += s.stage2_skipped;
   }
   return skipped;
 }
@@ -472,22 +474,21 @@ TEST(CudaAttention, StridedAndMisalignedInputs) {
   const auto mask = random_mask(1, 4, 200, 300, false, 0.6, seed);
   SpargeConfig cfg;
   for (const cuda::KernelPath path : kernel_paths(QuantMode::kNone)) {
-  SCOPED_TRACE(std::string("kernel path ") + std::string(cuda::to_string(path)));
-  cuda::KernelOptions opt;
-  opt.path = path;
-  const auto base = cuda::block_sparse_attention(in.q, in.k, in.v, mask, cfg, opt).out;
-  auto widen = [](const at::Tensor& x, int64_t offset) {
-    auto w = at::zeros({x.size(0), x.size(1), x.size(2), x.size(3) + 16}, x.options());
-    w.narrow(3, offset, x.size(3)).copy_(x);
-    return w.narrow(3, offset, x.size(3));
-  };
-  for (int64_t offset : {8, 1}) {
-    const auto out =
-        cuda::block_sparse_attention(widen(in.q, offset), widen(in.k, offset), widen(in.v, offset), mask, cfg,
-                                     opt)
-            .out;
-    EXPECT_TRUE(at::equal(out, base)) << "offset " << offset;
-  }
+    SCOPED_TRACE(std::string("kernel path ") + std::string(cuda::to_string(path)));
+    cuda::KernelOptions opt;
+    opt.path = path;
+    const auto base = cuda::block_sparse_attention(in.q, in.k, in.v, mask, cfg, opt).out;
+    auto widen = [](const at::Tensor& x, int64_t offset) {
+      auto w = at::zeros({x.size(0), x.size(1), x.size(2), x.size(3) + 16}, x.options());
+      w.narrow(3, offset, x.size(3)).copy_(x);
+      return w.narrow(3, offset, x.size(3));
+    };
+    for (int64_t offset : {8, 1}) {
+      const auto out = cuda::block_sparse_attention(widen(in.q, offset), widen(in.k, offset),
+                                                    widen(in.v, offset), mask, cfg, opt)
+                           .out;
+      EXPECT_TRUE(at::equal(out, base)) << "offset " << offset;
+    }
   }
 }
 

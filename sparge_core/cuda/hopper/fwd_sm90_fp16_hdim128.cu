@@ -2,5 +2,6 @@
 #include "launch_sm90.cuh"
 
 namespace sparge::cuda {
-template cudaError_t launch_block_sparse_attention_sm90<DType::kFp16, 128>(const AttentionParams&, cudaStream_t);
+template cudaError_t launch_block_sparse_attention_sm90<DType::kFp16, 128>(const AttentionParams&,
+                                                                           cudaStream_t);
 }  // namespace sparge::cuda

@@ -1,6 +1,8 @@
 // The Hopper kernel's launcher template (included by the instantiation files only).
 #pragma once
 
+#include <cstdlib>
+
 #include "kernel_sm90.cuh"
 #include "launch_sm90.h"
 #include "tma_map.h"
@@ -13,6 +15,8 @@ cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStr
   constexpr bool kBf16 = kDtype == DType::kBf16;
   Sm90Params prm;
   prm.p = p;
+  const char* pingpong = std::getenv("SPARGE_SM90_PINGPONG");  // measurement switch (default on)
+  prm.pingpong = pingpong != nullptr && pingpong[0] == '0' ? 0 : 1;
   cudaError_t err = sm90::make_map_16bit(&prm.q_map, p.q, kBf16, kHeadDim, p.seq_q, p.heads_q, p.batch,
                                          p.q_row_stride, p.q_head_stride, p.q_batch_stride, Cfg::kBlockM);
   if (err == cudaSuccess)

@@ -15,8 +15,9 @@ namespace sparge::cuda {
 template <DType kDtype, int kHeadDim>
 cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStream_t stream);
 
-#define SPARGE_DECLARE_SM90(DTYPE, HDIM) \
-  extern template cudaError_t launch_block_sparse_attention_sm90<DTYPE, HDIM>(const AttentionParams&, cudaStream_t);
+#define SPARGE_DECLARE_SM90(DTYPE, HDIM)                                                              \
+  extern template cudaError_t launch_block_sparse_attention_sm90<DTYPE, HDIM>(const AttentionParams&, \
+                                                                              cudaStream_t);
 SPARGE_DECLARE_SM90(DType::kFp16, 64)
 SPARGE_DECLARE_SM90(DType::kFp16, 128)
 SPARGE_DECLARE_SM90(DType::kBf16, 64)

@@ -14,7 +14,8 @@ PFN_cuTensorMapEncodeTiled_v12000 encoder(cudaError_t& err) {
   std::call_once(once, [] {
     void* ptr = nullptr;
     cudaDriverEntryPointQueryResult found{};
-    status = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &found);
+    status =
+        cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &ptr, 12000, cudaEnableDefault, &found);
     if (status == cudaSuccess && found != cudaDriverEntryPointSuccess) status = cudaErrorSymbolNotFound;
     fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(ptr);
   });

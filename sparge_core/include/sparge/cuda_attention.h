@@ -51,7 +51,7 @@ inline constexpr int64_t kStage2WarpRows = 32;  // rows of one warp: the per-war
 // SPARGE_KERNEL_PATH=auto|portable|sm90 replaces kAuto (for the torch ops and benchmarks); an explicit
 // choice in KernelOptions wins over it.
 enum class KernelPath { kAuto, kPortable, kSm90 };
-std::string_view to_string(KernelPath path);  // "auto" | "portable" | "sm90"
+std::string_view to_string(KernelPath path);          // "auto" | "portable" | "sm90"
 KernelPath parse_kernel_path(std::string_view name);  // throws naming the accepted values
 
 struct KernelOptions {

@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""One launch of our block-sparse attention op on a fixed problem, for a profiler (ncu / nsys) to capture.
+
+usage: profile_kernel.py --lib build-gpu/lib/libsparge_ops.so [--n 32768] [--d 128] [--density 1.0] [--causal]
+                         [--path auto|portable|sm90] [--dtype bf16|fp16] [--reps 1]
+Warm-up launches run before the profiled ones (ncu: --launch-skip them).
+"""
+import argparse
+import os
+
+import torch
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", required=True)
+    ap.add_argument("--n", type=int, default=32768)
+    ap.add_argument("--d", type=int, default=128)
+    ap.add_argument("--density", type=float, default=1.0)
+    ap.add_argument("--causal", action="store_true")
+    ap.add_argument("--path", default="auto")
+    ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--reps", type=int, default=1)
+    args = ap.parse_args()
+    os.environ["SPARGE_KERNEL_PATH"] = args.path
+    torch.ops.load_library(args.lib)
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    h = 16 if args.d == 128 else 32
+    b = max(1, 32768 // args.n)
+    n = args.n
+    q, k, v = (torch.randn(b, h, n, args.d, device="cuda", dtype=dt) for _ in range(3))
+    nqb, nkb = (n + 127) // 128, (n + 63) // 64
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    keep = torch.rand(b, h, nqb, nkb, generator=gen, device="cuda") < args.density
+    if args.causal:
+        qi = torch.arange(nqb, device="cuda").view(-1, 1)
+        kj = torch.arange(nkb, device="cuda").view(1, -1)
+        keep &= kj * 64 <= qi * 128 + 127
+    counts = keep.sum(-1, dtype=torch.int32)
+    order = torch.where(keep, torch.arange(nkb, device="cuda"), nkb).sort(-1).values
+    indices = torch.where(order == nkb, -1, order).to(torch.int32).contiguous()
+    run = lambda: torch.ops.sparge.block_sparse_attention(q, k, v, counts, indices, 128, 64,  # noqa: E731
+                                                           is_causal=args.causal)
+    for _ in range(args.warmup):
+        run()
+    torch.cuda.synchronize()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(args.reps):
+        run()
+    stop.record()
+    stop.synchronize()
+    ms = start.elapsed_time(stop) / args.reps
+    flops = 4.0 * b * h * n * n * args.d * counts.sum().item() / (b * h * nqb * nkb) / (2 if args.causal else 1)
+    print(f"path={args.path} N={n} D={args.d} density={args.density} causal={args.causal}: {ms:.3f} ms "
+          f"{flops / ms / 1e9:.1f} TFLOPS (computed blocks)")
+
+
+if __name__ == "__main__":
+    main()
