@@ -8,6 +8,8 @@
 #   scripts/gpu_check.sh OUTDIR        results go to OUTDIR: env.txt env.json bench.json predict.json flex.json
 #                                      summary.json summary.md, and every log in logs.tgz (8 files)
 #   SPARGE_GPU_CHECK_BENCH=0           skip the benchmarks;  SPARGE_GPU_CHECK_CORE=0  skip the CPU tests
+#   SPARGE_GPU_CHECK_SHAPES=0          skip bench_cuda_attention and bench_mma (the shape table and the mma.sync
+#                                      peaks; the summary's ratios come from bench_flex and bench_predict)
 #   SPARGE_CUDA_ARCH=90                override the architecture
 #
 # Exit status: non-zero if the build or any test failed. Prints a short summary last.
@@ -64,10 +66,12 @@ if [[ "${SPARGE_GPU_CHECK_CORE:-1}" != 0 ]]; then
 fi
 
 if [[ "${SPARGE_GPU_CHECK_BENCH:-1}" != 0 ]]; then
-  build-gpu/bin/bench_mma --json "$out/mma.json" > "$out/bench_mma.log" 2>&1 || status=1
-  t0=$SECONDS
-  build-gpu/bin/bench_cuda_attention --json "$out/bench.json" > "$out/bench.log" 2>&1 || status=1
-  log "benchmark: $((SECONDS - t0)) s"
+  if [[ "${SPARGE_GPU_CHECK_SHAPES:-1}" != 0 ]]; then
+    build-gpu/bin/bench_mma --json "$out/mma.json" > "$out/bench_mma.log" 2>&1 || status=1
+    t0=$SECONDS
+    build-gpu/bin/bench_cuda_attention --json "$out/bench.json" > "$out/bench.log" 2>&1 || status=1
+    log "benchmark: $((SECONDS - t0)) s"
+  fi
   t0=$SECONDS
   build-gpu/bin/bench_predict --json "$out/predict.json" > "$out/bench_predict.log" 2>&1 || status=1
   log "prediction benchmark: $((SECONDS - t0)) s"
