@@ -86,6 +86,9 @@ detail::Problem check_minference(const char* fn, const at::Tensor& q, const at::
   const int cov = static_cast<int>(c.coverage);
   if (cov < 0 || cov > static_cast<int>(VsCoverage::kExactTokens))
     detail::fail(fn, "argument `coverage`: expected kKernelTiles or kExactTokens, got ", cov);
+  if (c.target_sparsity && !(*c.target_sparsity >= 0.0 && *c.target_sparsity < 1.0))
+    detail::fail(fn, "argument `target_sparsity`: expected a value in [0, 1) or none, got ",
+                 *c.target_sparsity);
   return p;
 }
 
@@ -251,16 +254,21 @@ RowMask a_shape_rows(const std::vector<MInferenceHead>& heads, int64_t batch, in
   };
 }
 
-// x (B, H, M), counts per head -> (index lists (B, H, max count) ascending padded with -1, counts (B, H)):
-// the counts[h] largest entries of each row. The stable descending sort breaks ties toward the lower index,
-// so the choice is deterministic on every device (and the forced +inf entries resolve to the first keys and
-// the offsets nearest the diagonal).
-std::pair<at::Tensor, at::Tensor> largest_sorted(const at::Tensor& x, const std::vector<int64_t>& counts) {
-  const int64_t B = x.size(0), H = x.size(1), M = x.size(2);
+// x (B, H, M) -> its entries' indices by descending value (B, H, M). The stable sort breaks ties toward the
+// lower index, so the choice below is deterministic on every device (and the forced +inf entries resolve to
+// the first keys and the offsets nearest the diagonal).
+at::Tensor descending_order(const at::Tensor& x) {
+  return std::get<1>(x.sort(/*stable=*/true, /*dim=*/-1, /*descending=*/true));
+}
+
+// order (B, H, M) from descending_order, counts per head -> (index lists (B, H, max count) ascending padded
+// with -1, counts (B, H)): the counts[h] largest entries of each row.
+std::pair<at::Tensor, at::Tensor> largest_sorted(const at::Tensor& order,
+                                                 const std::vector<int64_t>& counts) {
+  const int64_t B = order.size(0), H = order.size(1), M = order.size(2);
   const int64_t cmax = *std::max_element(counts.begin(), counts.end());
-  const auto lopt = x.options().dtype(at::kLong);
-  const auto cnt = at::tensor(counts, at::kLong).to(x.device());
-  const auto order = std::get<1>(x.sort(/*stable=*/true, /*dim=*/-1, /*descending=*/true));
+  const auto lopt = order.options().dtype(at::kLong);
+  const auto cnt = at::tensor(counts, at::kLong).to(order.device());
   const auto keep =
       (at::arange(M, lopt).view({1, 1, M}) < cnt.view({1, H, 1})).expand({B, H, M}).contiguous();
   const auto chosen = at::zeros({B, H, M}, lopt.dtype(at::kBool)).scatter_(-1, order, keep);
@@ -270,10 +278,16 @@ std::pair<at::Tensor, at::Tensor> largest_sorted(const at::Tensor& x, const std:
   return {list, cnt.view({1, H}).expand({B, H}).contiguous()};
 }
 
-// The estimate of sparge/minference.h. qh (B, H, Nq, D), kh (B, Hkv, Nk, D) in the math dtype, HND; `heads`
-// has H entries.
-VerticalSlash estimate(const at::Tensor& qh, const at::Tensor& kh, const std::vector<MInferenceHead>& heads,
-                       double scale) {
+// The estimate's scores before the budgets: per (b, h) the key and offset orders by descending col / diag
+// (forced entries +inf). Selecting with any budgets re-ranks nothing: the v (s) first entries of an order.
+struct VsScores {
+  int64_t seq_q = 0, seq_k = 0;
+  at::Tensor col_order, diag_order;  // (B, H, Nk) int64
+};
+
+// The estimate of sparge/minference.h up to the budgets. qh (B, H, Nq, D), kh (B, Hkv, Nk, D) in the math
+// dtype, HND.
+VsScores estimate_scores(const at::Tensor& qh, const at::Tensor& kh, double scale) {
   const int64_t B = qh.size(0), H = qh.size(1), Nq = qh.size(2), Nk = kh.size(2), off = Nk - Nq;
   const int64_t L = std::min(kLastQ, Nq);
   const auto lopt = qh.options().dtype(at::kLong);
@@ -290,17 +304,35 @@ VerticalSlash estimate(const at::Tensor& qh, const at::Tensor& kh, const std::ve
   const std::array<int64_t, 4> sz = {B, H, L, Nk};
   auto dg = prob.gather(-1, key_at.clamp_min(0).expand(sz)).masked_fill((key_at < 0).expand(sz), 0.0).sum(2);
   dg.narrow(-1, 0, std::min(kForcedSlash, Nk)).fill_(kInf);
-
-  std::vector<int64_t> nv, ns;
-  for (const auto& h : heads) {
-    nv.push_back(std::min(Nk, std::max(h.vertical_size, kMinVertical)));
-    ns.push_back(std::min(Nk, std::max(h.slash_size, kMinSlash)));
-  }
-  VerticalSlash r;
+  VsScores r;
   r.seq_q = Nq;
   r.seq_k = Nk;
-  std::tie(r.vertical, r.vertical_count) = largest_sorted(col, nv);
-  std::tie(r.slash, r.slash_count) = largest_sorted(dg, ns);
+  r.col_order = descending_order(col);
+  r.diag_order = descending_order(dg);
+  return r;
+}
+
+// A budget scaled by the common ratio (exactly `size` at ratio 1), then floored and capped as the estimate
+// does.
+int64_t scaled_budget(int64_t size, double ratio, int64_t floor, int64_t nk) {
+  const auto scaled = static_cast<int64_t>(std::llround(static_cast<double>(size) * ratio));
+  return std::min(nk, std::max(scaled, floor));
+}
+
+// The selection with every head's budgets scaled by `ratio`; `heads` has H entries.
+VerticalSlash select_budgets(const VsScores& sc, const std::vector<MInferenceHead>& heads, double ratio) {
+  const int64_t Nk = sc.seq_k;
+  std::vector<int64_t> nv, ns;
+  for (const auto& h : heads) {
+    nv.push_back(scaled_budget(h.vertical_size, ratio, kMinVertical, Nk));
+    ns.push_back(scaled_budget(h.slash_size, ratio, kMinSlash, Nk));
+  }
+  VerticalSlash r;
+  r.seq_q = sc.seq_q;
+  r.seq_k = Nk;
+  r.budget_ratio = ratio;
+  std::tie(r.vertical, r.vertical_count) = largest_sorted(sc.col_order, nv);
+  std::tie(r.slash, r.slash_count) = largest_sorted(sc.diag_order, ns);
   return r;
 }
 
@@ -438,6 +470,187 @@ at::Tensor block_token_mask(const BlockMask& m) {
   auto t = m.dense.repeat_interleave(m.block_q, 2).repeat_interleave(m.block_k, 3);
   t = t.narrow(2, 0, m.seq_q).narrow(3, 0, m.seq_k);
   return t & (row_offsets(0, m.seq_q, m.seq_k, m.seq_k - m.seq_q, m.dense.options()) >= 0);
+}
+
+// Sum over i = 0 .. n-1 of max(x + i, 0).
+int64_t sum_positive(int64_t x, int64_t n) {
+  if (n <= 0) return 0;
+  const int64_t last = x + n - 1;
+  if (last <= 0) return 0;
+  return x >= 0 ? n * x + n * (n - 1) / 2 : last * (last + 1) / 2;
+}
+
+// Sum over i = 0 .. n-1 of clamp(a + i, 0, w), w >= 0 (clamp(x, 0, w) = max(x, 0) - max(x - w, 0)).
+int64_t sum_clamped(int64_t a, int64_t n, int64_t w) {
+  return sum_positive(a, n) - sum_positive(a - w, n);
+}
+
+// Host copies (int32, contiguous) of an index after checking its shapes and the contract of
+// sparge/minference.h.
+struct IndexHost {
+  at::Tensor block_count, block_offset, column_count, column_index;
+};
+
+IndexHost check_index(const char* fn, const VerticalSlashIndex& ix) {
+  if (ix.seq_q < 1 || ix.seq_k < ix.seq_q)
+    detail::fail(fn, "argument `index`: expected 1 <= seq_q <= seq_k (causal), got seq_q = ", ix.seq_q,
+                 ", seq_k = ", ix.seq_k);
+  const auto& bc = ix.block_count;
+  const auto& bo = ix.block_offset;
+  const auto& cc = ix.column_count;
+  const auto& ci = ix.column_index;
+  if (!bc.defined() || !bo.defined() || !cc.defined() || !ci.defined() || bc.dim() != 3 || cc.dim() != 3 ||
+      bo.dim() != 4 || ci.dim() != 4)
+    detail::fail(fn,
+                 "argument `index`: expected defined counts (B, Hq, NQB) and lists (B, Hq, NQB, *), as "
+                 "vertical_slash_index returns");
+  const int64_t nqb = ceil_div(ix.seq_q, kBlock);
+  const std::array<int64_t, 3> lead = {bc.size(0), bc.size(1), nqb};
+  for (const auto* t : {&bc, &cc, &bo, &ci})
+    if (t->sizes().slice(0, 3) != at::IntArrayRef(lead))
+      detail::fail(fn, "argument `index`: expected counts and lists to start with (B, Hq, NQB) = (", lead[0],
+                   ", ", lead[1], ", ", nqb, ") (NQB = ceil(seq_q / 64)), got ", t->sizes());
+  const std::array<std::pair<const char*, const at::Tensor*>, 4> named = {
+      {{"block_count", &bc}, {"block_offset", &bo}, {"column_count", &cc}, {"column_index", &ci}}};
+  for (const auto& [name, t] : named) {
+    if (t->scalar_type() != at::kInt)
+      detail::fail(fn, "argument `index.", name, "`: expected dtype int32, got ", t->scalar_type());
+    if (t->device() != bc.device())
+      detail::fail(fn, "argument `index.", name, "`: expected the device of index.block_count (", bc.device(),
+                   "), got ", t->device());
+  }
+  IndexHost h;
+  auto cpu = [](const at::Tensor& t) { return t.to(at::kCPU).contiguous(); };
+  h.block_count = cpu(bc);
+  h.block_offset = cpu(bo);
+  h.column_count = cpu(cc);
+  h.column_index = cpu(ci);
+  const auto nb = h.block_count.accessor<int32_t, 3>(), nc = h.column_count.accessor<int32_t, 3>();
+  const auto tiles = h.block_offset.accessor<int32_t, 4>(), cols = h.column_index.accessor<int32_t, 4>();
+  const int64_t smax = bo.size(3), vmax = ci.size(3), nk = ix.seq_k, off = ix.seq_k - ix.seq_q;
+  for (int64_t b = 0; b < lead[0]; ++b)
+    for (int64_t hh = 0; hh < lead[1]; ++hh)
+      for (int64_t m = 0; m < nqb; ++m) {
+        if (nb[b][hh][m] < 0 || nb[b][hh][m] > smax)
+          detail::fail(fn, "argument `index.block_count`: expected values in [0, ", smax, "], got ",
+                       nb[b][hh][m], " at (b, h, m) = (", b, ", ", hh, ", ", m, ")");
+        if (nc[b][hh][m] < 0 || nc[b][hh][m] > vmax)
+          detail::fail(fn, "argument `index.column_count`: expected values in [0, ", vmax, "], got ",
+                       nc[b][hh][m], " at (b, h, m) = (", b, ", ", hh, ", ", m, ")");
+        for (int64_t t = 0; t < nb[b][hh][m]; ++t)
+          if (tiles[b][hh][m][t] < 0 || tiles[b][hh][m][t] >= nk + kBlock)
+            detail::fail(
+                fn, "argument `index.block_offset`: expected tile starts in [0, seq_k + 64 = ", nk + kBlock,
+                "), got ", tiles[b][hh][m][t], " at (b, h, m) = (", b, ", ", hh, ", ", m, ")");
+        const int64_t first_diag = m * kBlock + off;
+        for (int64_t c = 0; c < nc[b][hh][m]; ++c)
+          if (cols[b][hh][m][c] < 0 || cols[b][hh][m][c] > first_diag)
+            detail::fail(
+                fn,
+                "argument `index.column_index`: expected columns in [0, 64 m + seq_k - seq_q] (at or "
+                "below the block's first diagonal key: loop 2 has no causal mask) = [0, ",
+                first_diag, "], got ", cols[b][hh][m][c], " at (b, h, m) = (", b, ", ", hh, ", ", m, ")");
+      }
+  return h;
+}
+
+// vertical_slash_index_stats: valid counts as base_stats; per 64-row block m (rows r0 .. r1-1 < Nq) each tile
+// [t, t + 64) computes for row r the keys [t, min(t + 64, Nk, diag(r) + 1)) and touches the key blocks of
+// [t, min(t + 64, Nk, diag(r1 - 1) + 1)); each column computes its key for all r1 - r0 rows.
+AttentionStats index_stats(const char* fn, const VerticalSlashIndex& ix) {
+  const auto h = check_index(fn, ix);
+  const int64_t B = h.block_count.size(0), H = h.block_count.size(1), nqb = h.block_count.size(2);
+  const int64_t nq = ix.seq_q, nk = ix.seq_k, off = nk - nq, nkb = ceil_div(nk, kBlock);
+  AttentionStats st = base_stats(B, H, nq, nk);
+  const auto nb = h.block_count.accessor<int32_t, 3>(), nc = h.column_count.accessor<int32_t, 3>();
+  const auto tiles = h.block_offset.accessor<int32_t, 4>(), cols = h.column_index.accessor<int32_t, 4>();
+  std::vector<int64_t> stamp(static_cast<size_t>(nkb), -1);  // the last block id that touched a key block
+  int64_t id = 0;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t hh = 0; hh < H; ++hh)
+      for (int64_t m = 0; m < nqb; ++m, ++id) {
+        const int64_t r0 = m * kBlock, rows = std::min(nq, r0 + kBlock) - r0, last_diag = r0 + rows - 1 + off;
+        auto touch = [&](int64_t kb) {
+          if (stamp[static_cast<size_t>(kb)] != id) {
+            stamp[static_cast<size_t>(kb)] = id;
+            ++st.computed_blocks;
+          }
+        };
+        for (int64_t i = 0; i < nb[b][hh][m]; ++i) {
+          const int64_t lo = tiles[b][hh][m][i], hi = std::min(lo + kBlock, nk);
+          if (hi <= lo) continue;
+          st.computed_pairs += sum_clamped(r0 + off + 1 - lo, rows, hi - lo);
+          const int64_t used_end = std::min(hi, last_diag + 1);
+          for (int64_t kb = lo / kBlock; used_end > lo && kb <= (used_end - 1) / kBlock; ++kb) touch(kb);
+        }
+        for (int64_t i = 0; i < nc[b][hh][m]; ++i) {
+          st.computed_pairs += rows;
+          touch(cols[b][hh][m][i] / kBlock);
+        }
+      }
+  return st;
+}
+
+// Pairs of the kExactTokens pattern, counted from its token mask in chunks of query rows (bounded memory).
+int64_t exact_pairs(const VerticalSlash& vs) {
+  const auto rows_of = exact_rows(vs);
+  const int64_t B = vs.vertical.size(0), H = vs.vertical.size(1), nq = vs.seq_q, nk = vs.seq_k;
+  const int64_t per_row = std::max<int64_t>(1, B * H * nk * 9);  // the bool mask + its int64 gather index
+  const int64_t rows = std::max<int64_t>(1, kChunkBytes / per_row);
+  int64_t pairs = 0;
+  for (int64_t r0 = 0; r0 < nq; r0 += rows)
+    pairs += rows_of(r0, std::min(nq, r0 + rows)).sum().item<int64_t>();
+  return pairs;
+}
+
+// The vertical-slash selection of heads under config: budgets as given, or scaled by the common ratio that
+// brings the token sparsity closest to config.target_sparsity (see MInferenceConfig). `index` is the kernel
+// index of `vs` when the search built it (coverage kKernelTiles with a target), else undefined.
+struct VsChoice {
+  VerticalSlash vs;
+  std::optional<VerticalSlashIndex> index;
+};
+
+constexpr int kRatioSteps = 20;              // bisection steps of the budget ratio
+constexpr double kSparsityTolerance = 1e-3;  // stop once this close to the target
+
+VsChoice choose_vs(const at::Tensor& qh, const at::Tensor& kh, const std::vector<MInferenceHead>& heads,
+                   double scale, const MInferenceConfig& c) {
+  const auto sc = estimate_scores(qh, kh, scale);
+  const bool tiles = c.coverage == VsCoverage::kKernelTiles;
+  auto make = [&](double ratio) {
+    VsChoice ch;
+    ch.vs = select_budgets(sc, heads, ratio);
+    if (c.target_sparsity && tiles) ch.index = vertical_slash_index(ch.vs);
+    return ch;
+  };
+  int64_t smallest = 0;  // the smallest non-zero budget: at r = Nk / smallest every non-zero budget is >= Nk
+  for (const auto& h : heads)
+    for (int64_t size : {h.vertical_size, h.slash_size})
+      if (size > 0 && (smallest == 0 || size < smallest)) smallest = size;
+  if (!c.target_sparsity || smallest == 0) return make(1.0);  // no budget to scale
+
+  const double target = *c.target_sparsity;
+  const double valid = static_cast<double>(qh.size(0) * qh.size(1) * causal_pairs(sc.seq_q, sc.seq_k));
+  auto sparsity = [&](const VsChoice& ch) {
+    const int64_t pairs = tiles ? vertical_slash_index_pairs(*ch.index) : exact_pairs(ch.vs);
+    return 1.0 - static_cast<double>(pairs) / valid;
+  };
+  // Sparsity falls as the ratio grows (longer prefixes of the same orders select supersets).
+  double lo = 0.0, hi = static_cast<double>(sc.seq_k) / static_cast<double>(smallest);
+  VsChoice best = make(hi);
+  double best_gap = std::abs(sparsity(best) - target);
+  for (int i = 0; i < kRatioSteps && best_gap > kSparsityTolerance; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    auto ch = make(mid);
+    const double sp = sparsity(ch);
+    if (std::abs(sp - target) < best_gap) {
+      best_gap = std::abs(sp - target);
+      best = std::move(ch);
+    }
+    (sp > target ? lo : hi) = mid;  // too sparse: larger budgets
+  }
+  return best;
 }
 
 std::optional<Pattern> lookup_pattern(std::string_view name) {
@@ -581,8 +794,9 @@ VerticalSlash minference_vertical_slash(const at::Tensor& q, const at::Tensor& k
                                         const MInferenceConfig& config) {
   const auto p = check_minference(__func__, q, k, at::Tensor(), config);
   const auto dt = detail::math_dtype(q.scalar_type());
-  return estimate(detail::to_hnd(q, config.layout).to(dt), detail::to_hnd(k, config.layout).to(dt),
-                  expand_heads(config.heads, p.heads_q), p.scale);
+  return choose_vs(detail::to_hnd(q, config.layout).to(dt), detail::to_hnd(k, config.layout).to(dt),
+                   expand_heads(config.heads, p.heads_q), p.scale, config)
+      .vs;
 }
 
 VerticalSlashIndex vertical_slash_index(const VerticalSlash& vs) {
@@ -641,6 +855,14 @@ VerticalSlashIndex vertical_slash_index(const VerticalSlash& vs) {
   ix.column_count = column_count.to(dev);
   ix.column_index = column_index.to(dev);
   return ix;
+}
+
+int64_t vertical_slash_index_pairs(const VerticalSlashIndex& index) {
+  return index_stats(__func__, index).computed_pairs;
+}
+
+AttentionStats vertical_slash_index_stats(const VerticalSlashIndex& index) {
+  return index_stats(__func__, index);
 }
 
 at::Tensor vertical_slash_token_mask(const VerticalSlash& vs, VsCoverage coverage) {
@@ -771,9 +993,10 @@ at::Tensor minference_token_mask(const at::Tensor& q, const at::Tensor& k, const
     at::Tensor part;
     switch (static_cast<Pattern>(pat)) {
       case Pattern::kVerticalSlash: {
-        const auto vs = estimate(s.q, s.k, s.heads, p.scale);
-        part = config.coverage == VsCoverage::kKernelTiles ? tile_rows(vertical_slash_index(vs))(0, Nq)
-                                                           : exact_rows(vs)(0, Nq);
+        const auto ch = choose_vs(s.q, s.k, s.heads, p.scale, config);
+        part = config.coverage == VsCoverage::kKernelTiles
+                   ? tile_rows(ch.index ? *ch.index : vertical_slash_index(ch.vs))(0, Nq)
+                   : exact_rows(ch.vs)(0, Nq);
         break;
       }
       case Pattern::kAShape:
@@ -789,7 +1012,8 @@ at::Tensor minference_token_mask(const at::Tensor& q, const at::Tensor& k, const
 }
 
 AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const MInferenceConfig& config) {
+                                     const MInferenceConfig& config,
+                                     const VsIndexAttention& vs_index_attention) {
   SPARGE_CHECK(v.defined(), "argument `v`: expected a defined tensor");
   const auto p = check_minference(__func__, q, k, v, config);
   const int64_t B = p.batch, H = p.heads_q, Nq = p.seq_q, Nk = p.seq_k;
@@ -837,15 +1061,42 @@ AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, c
         st += r.stats;
         continue;
       }
+      const bool vertical_slash = static_cast<Pattern>(pat) == Pattern::kVerticalSlash;
+      if (vertical_slash && vs_index_attention && config.coverage == VsCoverage::kKernelTiles) {
+        // The hook (a kernel) on the index, with the heads' q, k, v in the input dtype.
+        VerticalSlashIndex index;
+        const double predict_ms = timed_ms(q.device(), [&] {
+          auto ch = choose_vs(s.q, s.k, s.heads, p.scale, config);
+          index = ch.index ? std::move(*ch.index) : vertical_slash_index(ch.vs);
+        });
+        const auto raw = subset(detail::to_hnd(q, config.layout), detail::to_hnd(k, config.layout),
+                                detail::to_hnd(v, config.layout), ids[pat], heads, p.group());
+        MInferenceConfig kc = config;
+        kc.heads = s.heads;
+        kc.scale = p.scale;
+        kc.layout = Layout::kHND;
+        kc.return_lse = true;
+        kc.target_sparsity.reset();
+        AttentionResult r;
+        const double attention_ms =
+            timed_ms(q.device(), [&] { r = vs_index_attention(raw.q, raw.k, raw.v, index, kc); });
+        put(s.index, r.out, r.lse);
+        auto part = vertical_slash_index_stats(index);
+        part.prediction_ms = predict_ms;
+        part.attention_ms = attention_ms;
+        st += part;
+        continue;
+      }
       RowMask rows;
       AttentionStats part;
       part.prediction_ms = timed_ms(q.device(), [&] {
-        if (static_cast<Pattern>(pat) == Pattern::kAShape) {
+        if (!vertical_slash) {
           rows = a_shape_rows(s.heads, B, Nq, Nk, opt);
         } else {
-          const auto vs = estimate(s.q, s.k, s.heads, p.scale);
-          rows = config.coverage == VsCoverage::kKernelTiles ? tile_rows(vertical_slash_index(vs))
-                                                             : exact_rows(vs);
+          auto ch = choose_vs(s.q, s.k, s.heads, p.scale, config);
+          rows = config.coverage == VsCoverage::kKernelTiles
+                     ? tile_rows(ch.index ? std::move(*ch.index) : vertical_slash_index(ch.vs))
+                     : exact_rows(ch.vs);
         }
       });
       MaskedOut r;

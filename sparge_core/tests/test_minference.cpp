@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -521,9 +522,123 @@ TEST(MInferenceIndex, IndexFormEqualsMaskForm) {
   }
 }
 
+// 64x64 blocks (query rows from 0) holding at least one true of a (B, H, Nq, Nk) mask.
+int64_t blocks_of(const at::Tensor& mask) {
+  const int64_t B = mask.size(0), H = mask.size(1), nq = mask.size(2), nk = mask.size(3);
+  const int64_t nqb = (nq + kB - 1) / kB, nkb = (nk + kB - 1) / kB;
+  auto padded = at::zeros({B, H, nqb * kB, nkb * kB}, at::kBool);
+  padded.narrow(2, 0, nq).narrow(3, 0, nk).copy_(mask);
+  return padded.view({B, H, nqb, kB, nkb, kB}).any(5).any(3).sum().item<int64_t>();
+}
+
+// The index-form counts (no token mask): pairs equal the kernel-tile mask's count and the statistics equal
+// those of the index attention, over random shapes (Nq < Nk, Nq = 1, tiles running past Nk) and budgets.
+TEST(MInferenceIndex, PairCountsFromTheIndexEqualTheTokenMask) {
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  const std::vector<Shape> shapes = {{2, 4, 2, 300, 300, 8}, {1, 2, 1, 100, 100, 8},  {1, 4, 4, 1, 77, 8},
+                                     {2, 2, 1, 130, 131, 8}, {1, 4, 2, 513, 1000, 8}, {1, 2, 2, 64, 64, 8},
+                                     {1, 3, 1, 700, 700, 8}};
+  for (const auto& sh : shapes) {
+    SCOPED_TRACE("Nq " + std::to_string(sh.nq) + " Nk " + std::to_string(sh.nk));
+    const auto [q, k, v] = random_qkv(sh.b, sh.h, sh.hkv, sh.nq, sh.nk, sh.d, at::kFloat, rng());
+    std::vector<MInferenceHead> heads;
+    for (int64_t h = 0; h < sh.h; ++h)
+      heads.push_back(vs_head(static_cast<int64_t>(rng() % 200), static_cast<int64_t>(rng() % 400)));
+    const auto c = config_of(heads);
+    const auto vs = minference_vertical_slash(q, k, c);
+    const auto ix = vertical_slash_index(vs);
+    const auto mask = vertical_slash_token_mask(vs, VsCoverage::kKernelTiles);
+    EXPECT_EQ(vertical_slash_index_pairs(ix), mask.sum().item<int64_t>());
+    const auto st = vertical_slash_index_stats(ix);
+    const auto ref = vertical_slash_index_attention(q, k, v, ix, c).stats;
+    EXPECT_EQ(st.computed_pairs, ref.computed_pairs);
+    EXPECT_EQ(st.computed_blocks, ref.computed_blocks);
+    EXPECT_EQ(st.computed_blocks, blocks_of(mask));
+    EXPECT_EQ(st.valid_pairs, ref.valid_pairs);
+    EXPECT_EQ(st.valid_blocks, ref.valid_blocks);
+    EXPECT_EQ(st.block_q, 64);
+    EXPECT_EQ(st.block_k, 64);
+  }
+  // A hand-made index: one block with a tile starting past Nk (computes nothing), a tile straddling Nk and
+  // two columns; another block with only columns; Nq = Nk = 100, so block 1 holds rows 64 .. 99.
+  VerticalSlashIndex ix;
+  ix.seq_q = ix.seq_k = 100;
+  const auto i32 = at::TensorOptions(at::kInt);
+  ix.block_count = at::tensor({1, 2}, i32).view({1, 1, 2});
+  ix.block_offset = at::tensor({0, -1, 50, 108}, i32).view({1, 1, 2, 2});
+  ix.column_count = at::tensor({0, 2}, i32).view({1, 1, 2});
+  ix.column_index = at::tensor({-1, -1, 3, 40}, i32).view({1, 1, 2, 2});
+  // Block 0: tile [0, 64), rows 0 .. 63: 64 * 65 / 2 pairs. Block 1: tile [50, 100) for rows 64 .. 99: row r
+  // sees keys 50 .. r, r - 49 of them: sum 15 .. 50 = 36 * 65 / 2; tile [108, 164): none; columns: 2 * 36.
+  EXPECT_EQ(vertical_slash_index_pairs(ix), 64 * 65 / 2 + 36 * 65 / 2 + 2 * 36);
+  // Blocks: (0, 0); (1, 0) by both columns and the tile's keys 50 .. 63, (1, 1) by keys 64 .. 99.
+  EXPECT_EQ(vertical_slash_index_stats(ix).computed_blocks, 3);
+}
+
+// Equal-sparsity mode: one budget ratio for every vertical-slash head, bisected on the token-level sparsity;
+// the selection is the budgets' own at that ratio, the attention is the index attention of that selection,
+// and the sparsity lands on the target (tile coverage in jumps of whole tiles: looser).
+TEST(MInferenceEqualSparsity, BudgetRatioHitsTheTargetSparsity) {
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const int64_t N = 1024;
+  const auto [q, k, v] = random_qkv(2, 4, 2, N, N, 16, at::kFloat, seed);
+  const std::vector<MInferenceHead> heads = {vs_head(64, 128), vs_head(32, 256), vs_head(100, 100),
+                                             vs_head(0, 200)};
+  // The exact-token count is a masked pass over all pairs per bisection step (slow on a CPU): one target.
+  for (const auto& [cov, target] :
+       {std::pair{VsCoverage::kKernelTiles, 0.5}, std::pair{VsCoverage::kKernelTiles, 0.75},
+        std::pair{VsCoverage::kKernelTiles, 0.0}, std::pair{VsCoverage::kExactTokens, 0.7}}) {
+    SCOPED_TRACE(std::string(to_string(cov)) + " target " + std::to_string(target));
+    auto c = config_of(heads, cov);
+    c.target_sparsity = target;
+    const auto vs = minference_vertical_slash(q, k, c);
+    const double ratio = vs.budget_ratio;
+    EXPECT_GT(ratio, 0.0);
+    // The selection equals the plain estimate with every budget scaled by the ratio.
+    std::vector<MInferenceHead> scaled = heads;
+    for (auto& h : scaled) {
+      h.vertical_size = std::llround(static_cast<double>(h.vertical_size) * ratio);
+      h.slash_size = std::llround(static_cast<double>(h.slash_size) * ratio);
+    }
+    const auto plain = minference_vertical_slash(q, k, config_of(scaled, cov));
+    EXPECT_TRUE(at::equal(vs.vertical, plain.vertical));
+    EXPECT_TRUE(at::equal(vs.slash, plain.slash));
+    EXPECT_EQ(plain.budget_ratio, 1.0);
+    const auto r = minference_attention(q, k, v, c);
+    const double sparsity = 1.0 - r.stats.token_density();
+    if (target == 0.0) {
+      EXPECT_EQ(r.stats.computed_pairs, r.stats.valid_pairs);
+    } else {
+      EXPECT_NEAR(sparsity, target, cov == VsCoverage::kKernelTiles ? 0.02 : 0.005);
+    }
+    EXPECT_EQ(r.stats.computed_pairs, minference_token_mask(q, k, c).sum().item<int64_t>());
+    const auto by_budgets = minference_attention(q, k, v, config_of(scaled, cov));
+    EXPECT_TRUE(at::equal(r.out, by_budgets.out));
+    if (cov == VsCoverage::kKernelTiles) {
+      EXPECT_EQ(r.stats.computed_pairs, vertical_slash_index_pairs(vertical_slash_index(vs)));
+    }
+    std::printf("%s target %.2f: ratio %.4f sparsity %.4f\n", std::string(to_string(cov)).c_str(), target,
+                ratio, sparsity);
+  }
+  // Mixed patterns: only the vertical-slash heads are scaled (the A-shape head keeps its window).
+  auto c = config_of({vs_head(64, 128), a_shape_head(16, 100), vs_head(32, 256), vs_head(100, 100)});
+  c.target_sparsity = 0.7;
+  const auto mask = minference_token_mask(q, k, c);
+  const auto want_a = oracle_mask(
+      2, 1, N, N, [&](int64_t, int64_t, int64_t i, int64_t j) { return j <= i && (j < 16 || i - j < 100); });
+  EXPECT_TRUE(at::equal(mask.narrow(1, 1, 1), want_a));
+  const auto vs_heads = at::tensor({0, 2, 3}, at::kLong);
+  const auto vs_pairs = mask.index_select(1, vs_heads).sum().item<double>();
+  const double valid = 2.0 * 3.0 * static_cast<double>(N * (N + 1) / 2);
+  EXPECT_NEAR(1.0 - vs_pairs / valid, 0.7, 0.02);
+}
+
 // Mixed per-head patterns with GQA and batch 2: the attention equals dense attention restricted to
-// minference_token_mask, the A-shape heads of that mask match the rule, the LSE matches, and NHD layout gives
-// the same result.
+// minference_token_mask, the A-shape heads of that mask match the rule, the LSE matches, and NHD layout
+// gives the same result.
 TEST(MInferenceHeads, MixedPatternsEqualMaskedAttention) {
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -752,7 +867,8 @@ TEST(MInferenceErrors, BadArgumentsNameTheArgument) {
     return c;
   };
   const auto vs = minference_vertical_slash(q, k, ok);
-  // Default budgets on 128 keys select every offset 0 .. 127: dropping the first entry removes the diagonal.
+  // Default budgets on 128 keys select every offset 0 .. 127: dropping the first entry removes the
+  // diagonal.
   auto vs_no_diag = vs;
   vs_no_diag.slash = vs.slash.narrow(-1, 1, vs.slash.size(-1) - 1).contiguous();
   vs_no_diag.slash_count = vs.slash_count - 1;
@@ -813,6 +929,30 @@ TEST(MInferenceErrors, BadArgumentsNameTheArgument) {
       {"index_shape", "argument `index`",
        [&] { vertical_slash_index_attention(q.narrow(2, 0, 64), k, v, vertical_slash_index(vs), ok); }},
       {"pattern_name", "argument `name`", [&] { parse_minference_pattern("dense"); }},
+      {"target_sparsity", "argument `target_sparsity`: expected a value in [0, 1)",
+       [&] { minference_attention(q, k, v, with([](auto& c) { c.target_sparsity = 1.0; })); }},
+      {"index_column", "argument `index.column_index`: expected columns in [0, 64 m + seq_k - seq_q]",
+       [&] {
+         auto ix = vertical_slash_index(vs);
+         ix.column_count = ix.column_count.clone();
+         ix.column_index = ix.column_index.clone();
+         ix.column_count.index_put_({0, 0, 0}, 1);
+         ix.column_index.index_put_({0, 0, 0, 0}, 1);  // block 0's first diagonal key is 0
+         vertical_slash_index_pairs(ix);
+       }},
+      {"index_tile", "argument `index.block_offset`: expected tile starts in [0, seq_k + 64 = 192)",
+       [&] {
+         auto ix = vertical_slash_index(vs);
+         ix.block_offset = ix.block_offset.clone();
+         ix.block_offset.index_put_({0, 1, 0, 0}, 192);
+         vertical_slash_index_stats(ix);
+       }},
+      {"index_dtype", "argument `index.block_count`: expected dtype int32",
+       [&] {
+         auto ix = vertical_slash_index(vs);
+         ix.block_count = ix.block_count.to(at::kLong);
+         vertical_slash_index_pairs(ix);
+       }},
   };
   for (const auto& c : cases) {
     try {

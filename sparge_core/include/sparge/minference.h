@@ -57,6 +57,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -82,12 +83,21 @@ enum class VsCoverage { kKernelTiles, kExactTokens };
 
 struct MInferenceConfig {
   // One entry broadcasts to every query head; otherwise one entry per query head (Hq).
-  std::vector<MInferenceHead> heads = {MInferenceHead{}};
+  std::vector<MInferenceHead> heads = std::vector<MInferenceHead>(1);  // one default head
   bool causal = true;           // must be true: MInference is a causal-prefill method
   std::optional<double> scale;  // softmax scale of the estimate and the attention; default 1/sqrt(D)
   Layout layout = Layout::kHND;
   VsCoverage coverage = VsCoverage::kKernelTiles;
   bool return_lse = false;  // minference_attention fills AttentionResult::lse ((B, Hq, Nq) float32, HND)
+  // Equal-sparsity mode (a budget ratio), in [0, 1): every vertical-slash head's vertical_size and slash_size
+  // are scaled by one common ratio r (llround(size * r), then the usual floors 30 / 50 and cap Nk), r
+  // bisected per call in [0, r_max] (r_max: every non-zero budget reaches Nk; at most 20 steps, stopping
+  // within 1e-3) so that the token-level sparsity of the vertical-slash heads, 1 - computed pairs / causal
+  // pairs under `coverage`, comes closest to the target. The estimate runs once: each step re-selects from
+  // its stored column and diagonal scores, builds the index and counts its pairs (vertical_slash_index_pairs;
+  // kExactTokens counts the token mask in row chunks, O(Nq Nk) per step). A-shape and block-sparse heads keep
+  // their budgets. Unset: the budgets as given.
+  std::optional<double> target_sparsity;
 };
 
 // "vertical_slash" | "vertical_and_slash" -> kVerticalSlash; "a_shape" | "stream_llm" -> kAShape;
@@ -121,11 +131,12 @@ struct VerticalSlash {
   at::Tensor vertical_count;  // (B, Hq) int64: v of the head
   at::Tensor slash;           // (B, Hq, Smax) int64: selected offsets (diag(i) - key) ascending, then -1
   at::Tensor slash_count;     // (B, Hq) int64: s of the head
+  double budget_ratio = 1.0;  // the common budget scale r of config.target_sparsity (1 without it)
 };
 
 // The estimate above for every query head (with each head's vertical_size / slash_size, whatever its
-// pattern). Any Nq >= 1 (minference_attention never calls it for decode, Nq == 1, which is dense). Outputs
-// live on q's device.
+// pattern; with config.target_sparsity the ratio is bisected over all these heads). Any Nq >= 1
+// (minference_attention never calls it for decode, Nq == 1, which is dense). Outputs live on q's device.
 VerticalSlash minference_vertical_slash(const at::Tensor& q, const at::Tensor& k,
                                         const MInferenceConfig& config);
 
@@ -152,6 +163,24 @@ struct VerticalSlashIndex {
 };
 VerticalSlashIndex vertical_slash_index(const VerticalSlash& vs);
 
+// The index contract that vertical_slash_index satisfies and the attention kernels rely on (checked by
+// vertical_slash_index_pairs / _stats here and by cuda::vertical_slash_attention on the device):
+//   0 <= block_count <= Smax, 0 <= column_count <= Vmax;
+//   every listed tile start t in [0, Nk + 64) (a tile may reach past Nk: those keys are masked);
+//   every listed column c in [0, 64m + Nk - Nq], i.e. at or below the block's first diagonal key, so that
+//   loop 2 needs no causal mask (vertical_slash_index gives c < 64m + Nk - Nq).
+// Tiles of one block do not overlap and no column lies in a tile (vertical_slash_index guarantees it; the
+// counts below and the attention count a repeated key twice, as the original kernel would compute it twice).
+//
+// Computed (query, key) pairs of the index form without the token mask: per 64-row block, the causal pairs of
+// each tile (a closed form over the block's rows) plus column_count x the block's rows < Nq; O(tiles +
+// columns) on the host (the index is copied there if needed). Equals
+// vertical_slash_token_mask(vs, kKernelTiles).sum() for index = vertical_slash_index(vs).
+int64_t vertical_slash_index_pairs(const VerticalSlashIndex& index);
+// The statistics vertical_slash_index_attention reports (block sizes 64, valid and computed pairs and 64x64
+// blocks; times 0), from the index alone, in the same pass.
+AttentionStats vertical_slash_index_stats(const VerticalSlashIndex& index);
+
 // (B, Hq, Nq, Nk) bool on vs's device: the keys each query row computes under `coverage` (causal applied).
 // For tests and small problems (the attention builds it per chunk of rows).
 at::Tensor vertical_slash_token_mask(const VerticalSlash& vs, VsCoverage coverage);
@@ -173,9 +202,23 @@ BlockMask minference_block_sparse_mask(const at::Tensor& q, const at::Tensor& k,
 // causal keys when Nq == 1). minference_attention equals dense attention restricted to this mask.
 at::Tensor minference_token_mask(const at::Tensor& q, const at::Tensor& k, const MInferenceConfig& config);
 
+// Attention of vertical-slash heads from their index form, e.g. cuda::vertical_slash_attention (the hook by
+// which a kernel library serves minference_attention; sparge_core itself has no CUDA code). Called with
+//   q: (B, Hs, Nq, D), k, v: (B, Hs or Hkv, Nk, D) HND, in the input dtype (Hs: the vertical-slash heads;
+//   GQA kept when every head is vertical-slash), the index of those heads, and a config with layout kHND,
+//   scale resolved, return_lse true;
+// it returns out (B, Hs, Nq, D) HND and lse (B, Hs, Nq) float32 as vertical_slash_index_attention defines
+// them. Its stats are ignored: minference_attention counts from the index and times the call.
+using VsIndexAttention =
+    std::function<AttentionResult(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                  const VerticalSlashIndex& index, const MInferenceConfig& config)>;
+
 // The whole MInference prefill call: per head its pattern; vertical-slash and A-shape heads by a masked
-// softmax over query-row chunks (bounded memory), block-sparse heads by block_sparse_attention.
+// softmax over query-row chunks (bounded memory), block-sparse heads by block_sparse_attention. With
+// `vs_index_attention` (and coverage kKernelTiles) the vertical-slash heads run through it on their index
+// instead (cuda::minference_attention passes the CUDA kernel).
 AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const MInferenceConfig& config);
+                                     const MInferenceConfig& config,
+                                     const VsIndexAttention& vs_index_attention = {});
 
 }  // namespace sparge

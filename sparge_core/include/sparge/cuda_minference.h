@@ -1,0 +1,60 @@
+// MInference vertical-slash attention on the GPU: the mma.sync (sm_80+) kernel that computes the index form
+// (sparge/minference.h: VerticalSlashIndex, 64-row query blocks) exactly as
+// sparge::vertical_slash_index_attention defines it: per 64-row query block, online softmax over loop 1 (the
+// 64-key slash tiles at arbitrary key offsets, bottom-right causal mask, keys >= Nk masked) then loop 2 (the
+// gathered column keys, 64 at a time, the last chunk partial). S and P V in the input's 16-bit type, float32
+// accumulation. Built only when SPARGE_CUDA is on (library sparge_cuda).
+//
+// Shapes (config.layout; NHD swaps the H and N axes, the output included; any strides with a contiguous last
+// dimension, no copies):
+//   q: (B, Hq, Nq, D)   k, v: (B, Hkv, Nk, D)   Hq % Hkv == 0 (query head h reads kv head h / (Hq / Hkv))
+//   Nq <= Nk (causal, bottom-right)   D in {64, 128}   float16 or bfloat16, CUDA
+//   index: of (B, Hq) heads, int32 tensors on q's device, satisfying the contract of sparge/minference.h
+//   out: like q, contiguous in the layout; lse: (B, Hq, Nq) float32 natural log (config.return_lse)
+// Rows that compute no key get out = 0 and lse = -inf. Uses config.causal (must be true), scale, layout and
+// return_lse; the head budgets and the coverage are the index's business (the kernel computes kKernelTiles).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "sparge/minference.h"
+#include "sparge/reference.h"
+
+namespace sparge::cuda {
+
+struct VerticalSlashOptions {
+  // Validate the index on the device (counts in range, tile starts in [0, Nk + 64), columns at or below their
+  // block's first diagonal key); costs a synchronization. The kernel trusts the index otherwise.
+  bool check_index = true;
+  // Fill AttentionResult::stats (vertical_slash_index_stats: a host copy of the index; attention_ms);
+  // synchronizes.
+  bool collect_stats = false;
+  // Optional preallocated outputs (e.g. poisoned by tests): out like q (dtype, device, shape) and contiguous;
+  // lse (B, Hq, Nq) float32 contiguous, used when config.return_lse.
+  at::Tensor out, lse;
+};
+
+// "" when the kernel supports (q, k, v) (CUDA, float16 / bfloat16, rank 4, D 64 / 128, grid limits), else
+// the first failed constraint, naming the argument (callers fall back to the reference).
+std::string vertical_slash_unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              const MInferenceConfig& config);
+
+// Vertical-slash attention from the index; throws sparge::Error naming the argument on bad input.
+AttentionResult vertical_slash_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                         const VerticalSlashIndex& index, const MInferenceConfig& config,
+                                         const VerticalSlashOptions& options = {});
+
+// As vertical_slash_unsupported_reason, plus config.coverage must be kKernelTiles (kExactTokens is computed
+// by the reference only).
+std::string minference_unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                          const MInferenceConfig& config);
+
+// sparge::minference_attention with the vertical-slash heads on the kernel (the estimate, the index, A-shape
+// and block-sparse heads and decode stay on the LibTorch reference, on the GPU). Throws sparge::Error with
+// minference_unsupported_reason when the case does not qualify.
+AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const MInferenceConfig& config);
+
+}  // namespace sparge::cuda
