@@ -20,6 +20,7 @@
 #include "sparge/xattention.h"
 #if SPARGE_HAVE_CUDA
 #include "sparge/cuda_attention.h"
+#include "sparge/cuda_minference.h"
 #include "sparge/cuda_predict.h"
 #endif
 
@@ -177,12 +178,14 @@ class MaskMethod final : public AttentionMethod {
   std::string want_, last_;
 };
 
-// MInference (reference implementation on LibTorch ops, any device): one configuration for every layer, or
-// per-layer configurations from MInference's JSON file (layers beyond the file use its fallback head).
+// MInference: one configuration for every layer, or per-layer configurations from MInference's JSON file
+// (layers beyond the file use its fallback head). The estimate, the index and the A-shape and block-sparse
+// heads run on the LibTorch reference (any device); the vertical-slash heads on the CUDA vertical-slash
+// kernel on a GPU (fp16/bf16, D 64/128, coverage kernel_tiles), else on the reference.
 class MInferenceMethod final : public AttentionMethod {
  public:
-  MInferenceMethod(MInferenceConfig base, std::vector<MInferenceConfig> layers)
-      : base_(std::move(base)), layers_(std::move(layers)) {}
+  MInferenceMethod(MInferenceConfig base, std::vector<MInferenceConfig> layers, std::string backend)
+      : base_(std::move(base)), layers_(std::move(layers)), want_(std::move(backend)) {}
   AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
                       int64_t layer) override {
     if (!causal)
@@ -196,34 +199,30 @@ class MInferenceMethod final : public AttentionMethod {
         c.heads = {minference_fallback_head()};
       }
     }
+#if SPARGE_HAVE_CUDA
+    if (want_ != "reference" && q.is_cuda()) {
+      const auto why = cuda::minference_unsupported_reason(q, k, v, c);
+      if (why.empty()) {
+        last_ = "cuda kernels (vertical-slash heads; estimate and other patterns by LibTorch)";
+        return cuda::minference_attention(q, k, v, c);
+      }
+      if (want_ == "cuda") throw std::invalid_argument("method backend cuda cannot run this case: " + why);
+    }
+#endif
+    if (want_ == "cuda")
+      throw std::invalid_argument("method backend cuda needs CUDA tensors and a CUDA build");
+    last_ = "reference (LibTorch)";
     return minference_attention(q, k, v, c);
   }
-  std::string backend() const override { return "reference (LibTorch)"; }
+  std::string backend() const override {
+    return last_.empty() ? want_ : last_;
+  }
 
  private:
   MInferenceConfig base_;
   std::vector<MInferenceConfig> layers_;
+  std::string want_, last_;
 };
-
-// Equal-sparsity mode of a mask baseline: bisection (`steps` steps) on its knob in [lo, hi], token sparsity
-// falling as the knob grows (XAttention's threshold, FlexPrefill's gamma); returns the mask whose token
-// sparsity came closest to `target`.
-BlockMask mask_at_sparsity(const std::function<BlockMask(double)>& mask_of, double lo, double hi,
-                           double target, bool causal, int steps = 12) {
-  BlockMask best = mask_of(hi);
-  double best_gap = std::abs(token_sparsity(best, causal) - target);
-  for (int i = 0; i < steps && best_gap > 1e-3; ++i) {
-    const double mid = 0.5 * (lo + hi);
-    auto m = mask_of(mid);
-    const double sp = token_sparsity(m, causal);
-    if (std::abs(sp - target) < best_gap) {
-      best_gap = std::abs(sp - target);
-      best = std::move(m);
-    }
-    (sp > target ? lo : hi) = mid;  // too sparse: keep more (a larger knob)
-  }
-  return best;
-}
 
 // The equal-sparsity parameter of the mask baselines: a value in [0, 1), or -1 when not given.
 double target_sparsity(ParamReader& r, const std::string& id) {
@@ -301,12 +300,10 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
           auto c = xc;
           c.causal = causal;
           if (target < 0.0) return xattention_block_mask(q, k, c);
-          return mask_at_sparsity(
-              [&](double threshold) {
-                c.threshold = threshold;
-                return xattention_block_mask(q, k, c);
-              },
-              1e-3, 1.0, target, causal);
+          // Equal sparsity: score once, bisect the threshold over the selection only.
+          const auto scores = xattention_scores(q, k, c);
+          return mask_at_token_sparsity([&](double t) { return xattention_select(scores, t); }, 1e-3, 1.0,
+                                        target, causal);
         },
         backend);
   } else if (type == "flexprefill") {
@@ -337,13 +334,10 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
             return BlockMask::from_dense(all.contiguous(), fc.block, fc.block, q.size(2), k.size(2));
           }
           if (target < 0.0) return flexprefill_block_mask(q, k, fc).mask;
-          auto c = fc;
-          return mask_at_sparsity(
-              [&](double gamma) {
-                c.gamma = gamma;
-                return flexprefill_block_mask(q, k, c).mask;
-              },
-              1e-3, 1.0, target, causal);
+          // Equal sparsity: estimate once, bisect gamma over the selection only.
+          const auto estimate = flexprefill_estimate(q, k, fc);
+          return mask_at_token_sparsity([&](double g) { return flexprefill_select(estimate, g).mask; }, 1e-3,
+                                        1.0, target, causal);
         },
         backend);
   } else if (type == "minference") {
@@ -361,11 +355,14 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
     mc.coverage = r.text("coverage", "kernel_tiles", {"kernel_tiles", "exact_tokens"}) == "kernel_tiles"
                       ? VsCoverage::kKernelTiles
                       : VsCoverage::kExactTokens;
+    // Equal sparsity: one ratio scales every vertical-slash budget, bisected per call on token sparsity.
+    if (const double target = target_sparsity(r, id); target >= 0.0) mc.target_sparsity = target;
+    const auto backend = r.text("backend", "auto", {"auto", "reference", "cuda"});
     std::vector<MInferenceConfig> layers;
     const auto config = r.text("config", "");
     if (!config.empty())
       layers = load_minference_config(find_path(expand_env(config, "method `" + id + "`.config")));
-    m = std::make_unique<MInferenceMethod>(mc, std::move(layers));
+    m = std::make_unique<MInferenceMethod>(mc, std::move(layers), backend);
   } else if (type == "sparge" && params.count("tuned") != 0) {
     // Thresholds per layer and head from `sparge tune`; the fixed part of the configuration comes from the
     // file too (the thresholds are only valid with the block sizes and quantization they were tuned for).

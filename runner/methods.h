@@ -13,17 +13,21 @@
 //   sage        quantized dense attention (SageAttention), reference emulation  block_q, block_k, quant
 //   xattention  XAttention: antidiagonal scoring, threshold selection with      block 128, stride 8, threshold 0.9,
 //               forced sink and diagonal blocks (mask on LibTorch ops; the      backend, target_sparsity (token level:
-//                                                                               the threshold bisected per call)
-//               attention on the CUDA kernel on a GPU)
-//   flexprefill FlexPrefill: per head query-aware (pooled Q.K coverage) or           preset library|paper_llama31 (gamma 0.9 |
+//               attention on the CUDA kernel on a GPU)                          the scores computed once per call, the
+//                                                                               threshold bisected over the selection)
+//   flexprefill FlexPrefill: per head query-aware (pooled Q.K coverage) or      preset library|paper_llama31 (gamma 0.9 |
 //               vertical-slash (last-block estimate) by a JS-divergence test;   0.95), block 128, gamma, tau 0.1, min_budget
 //               dense under max(256, min_budget) tokens; non-causal or chunked  1024, max_budget (0: none), backend
-//               (Nq != Nk) calls run dense                                      target_sparsity (gamma bisected per call)
+//               (Nq != Nk) calls run dense                                      target_sparsity (one estimate per call,
+//                                                                               gamma bisected over the selection)
 //   minference  MInference: vertical-slash heads (last-64-query estimate,       pattern vertical_slash|a_shape|block_sparse,
 //               forced first 30 keys and 100 diagonals), A-shape or block-      vertical_size 512, slash_size 2048 (the
-//               sparse heads; causal only; reference on any device              Llama-3.1-8B default), n_init 128, n_local
-//                                                                               3968, top_blocks 100, coverage kernel_tiles|
-//                                                                               exact_tokens, config (MInference JSON)
+//               sparse heads; causal only; the vertical-slash heads on the      Llama-3.1-8B default), n_init 128, n_local
+//               CUDA vertical-slash kernel on a GPU (fp16/bf16, D 64/128,       3968, top_blocks 100, coverage kernel_tiles|
+//               coverage kernel_tiles), everything else on the LibTorch         exact_tokens, config (MInference JSON),
+//               reference (any device)                                          backend, target_sparsity (token level: one
+//                                                                               ratio scales every vertical_size and
+//                                                                               slash_size, bisected per call)
 // clang-format on
 // q: (B, Hq, Nq, D), k, v: (B, Hkv, Nk, D), HND.
 #pragma once

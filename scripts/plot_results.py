@@ -4,9 +4,11 @@
   scripts/plot_results.py RESULTS_DIR [RESULTS_DIR ...]
 
 Writes into each directory, from its results.json:
-  sparsity_vs_error.png/.svg   token-level or stage-1 sparsity (or P.V sparsity) vs relative L1, one point per (sweep point, method),
-                               with the stderr as error bars, when both metrics were measured;
+  sparsity_vs_error.png/.svg   token-level or stage-1 sparsity (or P.V sparsity) vs relative L1, one point per method and
+                               one panel per sweep point, with the stderr as error bars, when both metrics were measured;
   throughput.png/.svg          dense-equivalent TOPS per (sweep point, method), when `tops` was measured;
+  throughput_vs_sparsity.png/.svg  TOPS against token-level (or stage-1) sparsity, one panel per sweep point, when
+                               both were measured;
   metrics.png/.svg             otherwise, one bar panel per metric;
   niah_heatmaps.png/.svg       needle-in-a-haystack score per (context length, depth), from heatmap_*.json.
 Needs matplotlib (Debian's python3-matplotlib, installed by scripts/setup.sh); no torch.
@@ -40,6 +42,41 @@ def save(fig, out_dir, name):
     return name
 
 
+def family(method):
+    """The method family: the id before the first "_" (sparge_top50 -> sparge)."""
+    return method.split("_")[0]
+
+
+def plot_vs_sparsity(results, out_dir, title, sparsity, metric, ylabel, name):
+    """`metric` against sparsity, one point per method (error bars: stderr), one panel per sweep point; one color per
+    method family, markers telling its settings apart."""
+    points = list(results["results"].items())
+    families = sorted({family(m) for _, by_method in points for m in by_method})
+    colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
+    markers = "os^Dvp*hX<>"
+    fig, axes = plt.subplots(1, len(points), figsize=(6.4 if len(points) == 1 else 5.2 * len(points), 4.2),
+                             squeeze=False, sharey=True)
+    for ax, (point, by_method) in zip(axes[0], points):
+        seen = {}
+        for method, v in by_method.items():
+            x = value(v, sparsity)
+            if sparsity == "pv_density":
+                x = 1.0 - x
+            f = family(method)
+            k = seen[f] = seen.get(f, -1) + 1
+            ax.errorbar(x, value(v, metric), yerr=v.get(f"{metric}_stderr") or 0.0,
+                        fmt=markers[k % len(markers)], color=colors[f], capsize=3, label=method)
+        ax.set_xlabel({"token_sparsity": "token-level sparsity (1 - computed / allowed pairs)",
+                       "stage1_sparsity": "stage-1 sparsity"}.get(sparsity, "P.V sparsity (1 - P.V density)"))
+        ax.set_title(title if len(points) == 1 else point, fontsize=10 if len(points) == 1 else 9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best")
+    axes[0][0].set_ylabel(ylabel)
+    if len(points) > 1:
+        fig.suptitle(title)
+    return save(fig, out_dir, name)
+
+
 def plot_dir(out_dir):
     with open(os.path.join(out_dir, "results.json")) as f:
         results = json.load(f)
@@ -51,27 +88,12 @@ def plot_dir(out_dir):
     if sparsity is None and "pv_density" in names:
         sparsity = "pv_density"
     if sparsity and "relative_l1" in names:
-        fig, ax = plt.subplots(figsize=(6.4, 4.2))
-        # One color per method family (the id before the first "_"), markers telling the settings apart.
-        families = sorted({label.split(" ")[0].split("_")[0] for label, _ in rows(results)})
-        colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
-        markers = "os^Dvp*hX<>"
-        seen = {}
-        for label, v in rows(results):
-            x = value(v, sparsity)
-            if sparsity == "pv_density":
-                x = 1.0 - x
-            family = label.split(" ")[0].split("_")[0]
-            k = seen[family] = seen.get(family, -1) + 1
-            ax.errorbar(x, value(v, "relative_l1"), yerr=v.get("relative_l1_stderr") or 0.0,
-                        fmt=markers[k % len(markers)], color=colors[family], capsize=3, label=label)
-        ax.set_xlabel({"token_sparsity": "token-level sparsity (1 - computed / causal pairs)",
-                       "stage1_sparsity": "stage-1 sparsity"}.get(sparsity, "P.V sparsity (1 - P.V density)"))
-        ax.set_ylabel("relative L1 vs dense (lower is better)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
-        made.append(save(fig, out_dir, "sparsity_vs_error"))
+        made.append(plot_vs_sparsity(results, out_dir, title, sparsity, "relative_l1",
+                                     "relative L1 vs dense (lower is better)", "sparsity_vs_error"))
+    if "tops" in names and sparsity and sparsity != "pv_density":
+        made.append(plot_vs_sparsity(results, out_dir, title, sparsity, "tops",
+                                     "dense-equivalent TOPS, estimation included (higher is better)",
+                                     "throughput_vs_sparsity"))
     if "tops" in names:
         labels, tops = zip(*[(label, value(v, "tops")) for label, v in rows(results)])
         fig, ax = plt.subplots(figsize=(6.4, 0.5 + 0.35 * len(labels)))

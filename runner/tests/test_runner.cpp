@@ -7,7 +7,9 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 
+#include "common.h"
 #include "engine.h"
 #include "methods.h"
 #include "posix_fs.h"
@@ -56,6 +58,30 @@ TEST(Runner, EveryExperimentSpecValidates) {
     ++n;
   }
   EXPECT_GE(n, 5);
+}
+
+// `sparge validate` checks a spec's structure; the method parameters are checked when the methods are made
+// (at the start of `sparge run`). Every method of every spec (GPU-only ones included) is made here, so a spec
+// that would stop at its first run on the GPU machine fails on a CPU. Methods reading a file that is
+// user-given (a tuned file not in the repository) are skipped.
+TEST(Runner, EveryExperimentMethodConstructs) {
+  int made = 0;
+  for (const auto& name : posix::list_dir(kSource + "/experiments", ".yaml")) {
+    const auto spec = load_spec(kSource + "/experiments/" + name);
+    for (const auto& point : expand_sweeps(spec)) {
+      if (!point.spec["methods"]) continue;
+      for (const auto& kv : point.spec["methods"]) {
+        const auto id = kv.first.as<std::string>();
+        SCOPED_TRACE(name + ": method " + id);
+        if (kv.second["tuned"] && !posix::exists(kSource + "/" + kv.second["tuned"].as<std::string>()))
+          continue;
+        std::set<std::string> skip = {"type", "dense_layers"};
+        EXPECT_NO_THROW(make_method(id, kv.second["type"].as<std::string>(), to_params(kv.second, skip)));
+        ++made;
+      }
+    }
+  }
+  EXPECT_GE(made, 50);
 }
 
 TEST(Runner, QuickstartRunsAndWritesResults) {
@@ -169,15 +195,18 @@ TEST(Runner, BaselinesRunAndHitTargetSparsity) {
       "methods={x: {type: xattention, target_sparsity: 0.5, block: 32}, f: {type: flexprefill, "
       "target_sparsity: 0.5, "
       "min_budget: 64, block: 32}, mi: {type: minference, vertical_size: 32, slash_size: 64}, xa: {type: "
-      "xattention, threshold: 0.8, block: 32}}");
+      "xattention, threshold: 0.8, block: 32}, ms: {type: minference, target_sparsity: 0.25, backend: "
+      "auto}}");
   o.overrides.push_back("metrics=[{name: token_sparsity}, {name: relative_l1}]");
   o.overrides.push_back("task.params.causal=true");
   const auto s = run_spec(kSource + "/experiments/quickstart.yaml", o);
-  EXPECT_EQ(s.computed, 3 * 4);
+  EXPECT_EQ(s.computed, 3 * 5);
   std::ifstream f(out + "/results.json");
   const auto r = nlohmann::json::parse(f).at("results").at("default");
   EXPECT_NEAR(r.at("x").at("token_sparsity").get<double>(), 0.5, 0.05);
   EXPECT_NEAR(r.at("f").at("token_sparsity").get<double>(), 0.5, 0.05);
+  // MInference at 256 tokens: its floors (30 columns, 50 diagonals in 64-key tiles) allow at most ~0.4.
+  EXPECT_NEAR(r.at("ms").at("token_sparsity").get<double>(), 0.25, 0.05);
   for (const char* m : {"mi", "xa"}) {
     SCOPED_TRACE(m);
     EXPECT_GT(r.at(m).at("token_sparsity").get<double>(), 0.05);
@@ -187,6 +216,10 @@ TEST(Runner, BaselinesRunAndHitTargetSparsity) {
   o.overrides[o.overrides.size() - 3] = "methods={x: {type: xattention, target_sparsity: 1.5}}";
   EXPECT_THROW(run_spec(kSource + "/experiments/quickstart.yaml", o), std::invalid_argument);
   o.overrides[o.overrides.size() - 3] = "methods={x: {type: xattention, stride: 7}}";
+  EXPECT_THROW(run_spec(kSource + "/experiments/quickstart.yaml", o), std::invalid_argument);
+  o.overrides[o.overrides.size() - 3] = "methods={m: {type: minference, target_sparsity: -0.5}}";
+  EXPECT_THROW(run_spec(kSource + "/experiments/quickstart.yaml", o), std::invalid_argument);
+  o.overrides[o.overrides.size() - 3] = "methods={m: {type: minference, backend: tpu}}";
   EXPECT_THROW(run_spec(kSource + "/experiments/quickstart.yaml", o), std::invalid_argument);
   EXPECT_FALSE(posix::exists(out + "/samples.jsonl"));
   posix::remove_tree(out);
@@ -232,12 +265,13 @@ TEST(Runner, LanguageModelTasksOnSmolLM2) {
   if (!posix::exists(kSmolLM2)) GTEST_SKIP() << kSmolLM2 << " is missing: run scripts/setup.sh";
   const auto out = fresh_dir("lm");
   const auto s = run_spec(kSource + "/experiments/table1_smollm2.yaml", small_lm(out));
-  // ppl: windows [0,64) [48,112) ... [288,320) cover 320 tokens in 7 windows; niah: 1 trial; 4 methods (the
-  // tuned one loads results/tuned/smollm2_l1_0.08.json).
-  EXPECT_EQ(s.computed, (7 + 1) * 4);
+  // ppl: windows [0,64) [48,112) ... [288,320) cover 320 tokens in 7 windows; niah: 1 trial; 8 methods (the
+  // tuned one loads results/tuned/smollm2_l1_0.08.json; XAttention and FlexPrefill at two target sparsities).
+  EXPECT_EQ(s.computed, (7 + 1) * 8);
   std::ifstream f(out + "/results.json");
   const auto r = nlohmann::json::parse(f);
-  for (const char* m : {"full", "sparge", "sparge_fast", "sparge_tuned"}) {
+  for (const char* m : {"full", "sparge", "sparge_fast", "sparge_tuned", "xattention_s50", "xattention_s30",
+                        "flexprefill_s50", "flexprefill_s30"}) {
     SCOPED_TRACE(m);
     const auto& ppl = r.at("results").at("ppl").at(m);
     const double p = ppl.at("perplexity").get<double>();

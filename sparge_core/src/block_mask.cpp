@@ -3,6 +3,9 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+#include <utility>
+
 #include "sparge/error.h"
 
 namespace sparge {
@@ -98,6 +101,26 @@ double token_sparsity(const BlockMask& mask, bool causal) {
   const double valid =
       pairs.sum().item<double>() * static_cast<double>(mask.dense.size(0) * mask.dense.size(1));
   return valid > 0 ? 1.0 - computed / valid : 0.0;
+}
+
+BlockMask mask_at_token_sparsity(const std::function<BlockMask(double)>& mask_of, double lo, double hi,
+                                 double target, bool causal, int steps) {
+  SPARGE_CHECK(lo < hi, "arguments `lo`, `hi`: expected lo < hi, got ", lo, ", ", hi);
+  SPARGE_CHECK(target >= 0.0 && target < 1.0, "argument `target`: expected a value in [0, 1), got ", target);
+  SPARGE_CHECK(steps >= 0, "argument `steps`: expected >= 0, got ", steps);
+  BlockMask best = mask_of(hi);
+  double best_gap = std::abs(token_sparsity(best, causal) - target);
+  for (int i = 0; i < steps && best_gap > 1e-3; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    auto m = mask_of(mid);
+    const double sp = token_sparsity(m, causal);
+    if (std::abs(sp - target) < best_gap) {
+      best_gap = std::abs(sp - target);
+      best = std::move(m);
+    }
+    (sp > target ? lo : hi) = mid;  // too sparse: keep more (a larger knob)
+  }
+  return best;
 }
 
 BlockMask refine_block_mask(const BlockMask& mask, int64_t block_q, int64_t block_k) {

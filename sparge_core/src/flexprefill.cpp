@@ -68,20 +68,23 @@ at::Tensor block_sums(const at::Tensor& x, int64_t block) {
   return padded.view({x.size(0), x.size(1), nb, block}).sum(-1);
 }
 
-// (B, H, N) -> (B, H) int64: how many of the largest entries it takes for the running sum to reach gamma,
-// counted as the original does: the entries whose sorted cumulative sum stays <= gamma, plus one.
-at::Tensor cover_count(const at::Tensor& x, double gamma) {
-  const auto sorted = std::get<0>(x.sort(/*stable=*/false, /*dim=*/-1, /*descending=*/true));
-  return (sorted.cumsum(-1) <= gamma).sum(-1) + 1;
+// (B, H, N) -> (B, H, N): the cumulative sum of the entries sorted descending. The budgets count the largest
+// entries whose running sum stays <= gamma, plus one, as the original does (select_of).
+at::Tensor descending_cumsum(const at::Tensor& x) {
+  return std::get<0>(x.sort(/*stable=*/false, /*dim=*/-1, /*descending=*/true)).cumsum(-1);
 }
 
-// (B, H, M) values, (B, H) counts -> (B, H, M) bool: the `count` largest entries of each row. A stable
-// descending sort breaks ties toward the lower index, so the choice is deterministic on every device (the
-// original's topk leaves ties unspecified).
-at::Tensor largest(const at::Tensor& x, const at::Tensor& count) {
-  const auto order = std::get<1>(x.sort(/*stable=*/true, /*dim=*/-1, /*descending=*/true));
-  const auto rank = at::arange(x.size(-1), x.options().dtype(at::kLong));
-  return at::zeros(x.sizes(), x.options().dtype(at::kBool)).scatter_(-1, order, rank < count.unsqueeze(-1));
+// (B, H, M) values -> (B, H, M) int64: indices by value descending. A stable sort breaks ties toward the
+// lower index, so the choice is deterministic on every device (the original's topk leaves ties unspecified).
+at::Tensor descending_order(const at::Tensor& x) {
+  return std::get<1>(x.sort(/*stable=*/true, /*dim=*/-1, /*descending=*/true));
+}
+
+// (B, H, M) order, (B, H) counts -> (B, H, M) bool: the first `count` entries of each row's order.
+at::Tensor first_of(const at::Tensor& order, const at::Tensor& count) {
+  const auto rank = at::arange(order.size(-1), order.options());
+  return at::zeros(order.sizes(), order.options().dtype(at::kBool))
+      .scatter_(-1, order, rank < count.unsqueeze(-1));
 }
 
 // sum_j p_j log(p_j / m_j) over the last axis with 0 log 0 = 0. m >= p / 2 wherever p > 0, so the log is
@@ -92,18 +95,21 @@ at::Tensor kl_to_mixture(const at::Tensor& p, const at::Tensor& m) {
 
 using detail::timed_ms;
 
-FlexPrefillMask select_blocks(const at::Tensor& q, const at::Tensor& k, const FlexPrefillConfig& c,
-                              const detail::Problem& p) {
+// Everything before the first comparison with gamma.
+FlexPrefillEstimate estimate_of(const at::Tensor& q, const at::Tensor& k, const FlexPrefillConfig& c,
+                                const detail::Problem& p) {
   const int64_t bs = c.block, N = p.seq_q, nb = ceil_div(N, bs);
   const int64_t B = p.batch, H = p.heads_q, Hkv = p.heads_kv, G = p.group(), D = p.head_dim;
   const auto dev = q.options();
-  const auto valid = causal_valid_blocks(N, N, bs, bs, /*causal=*/true, dev);  // (nb, nb) lower triangle
-  FlexPrefillMask r;
+  FlexPrefillEstimate e;
+  e.block = bs;
+  e.seq = N;
+  e.min_blocks = ceil_div(c.min_budget, bs);
+  e.max_blocks = c.max_budget ? std::min(ceil_div(*c.max_budget, bs), nb) : nb;
   if (N <= flexprefill_dense_threshold(c)) {
-    r.dense_fallback = true;
-    r.query_aware = at::zeros({B, H}, dev.dtype(at::kBool));
-    r.mask = BlockMask::from_dense(valid.expand({B, H, nb, nb}).contiguous(), bs, bs, N, N);
-    return r;
+    e.dense_fallback = true;
+    e.query_aware = at::zeros({B, H}, dev.dtype(at::kBool));
+    return e;
   }
 
   const auto dt = detail::math_dtype(q.scalar_type());
@@ -132,17 +138,10 @@ FlexPrefillMask select_blocks(const at::Tensor& q, const at::Tensor& k, const Fl
                         .masked_fill((key_at < 0).expand({B, H, n, N}), 0.0);
   const auto slash_tok = diag.sum(2) / static_cast<double>(n);  // (B, H, N) indexed by offset o
 
-  // Budgets in blocks. Clamp order as the original: the lower bound first, then the upper (which wins if
-  // max_budget < min_budget).
-  const int64_t min_blocks = ceil_div(c.min_budget, bs);
-  const int64_t max_blocks = c.max_budget ? std::min(ceil_div(*c.max_budget, bs), nb) : nb;
-  auto budget = [&](const at::Tensor& tok) {
-    return at::div(cover_count(tok, c.gamma), bs, "floor")
-        .add_(1)
-        .clamp_min_(min_blocks)
-        .clamp_max_(max_blocks);
-  };
-  auto num_v = budget(vert_tok), num_s = budget(slash_tok);
+  // The budgets count the largest entries whose running sum stays <= gamma (select_of): their sorted
+  // cumulative sums.
+  e.vertical_cumsum = descending_cumsum(vert_tok);
+  e.slash_cumsum = descending_cumsum(slash_tok);
 
   // Block scores. slash_blk groups offsets by the key block that the last query (N - 1) sees at that offset,
   // (N - 1 - o) // bs, and numbers the groups from the diagonal: s = nb - 1 - that block. This is the
@@ -161,38 +160,73 @@ FlexPrefillMask select_blocks(const at::Tensor& q, const at::Tensor& k, const Fl
   const auto mix = (est + vd) * 0.5;
   // Rounding can make the sum of the two non-negative KL terms a hair below 0; its square root is 0.
   const auto jsd = at::sqrt((0.5 * kl_to_mixture(est, mix) + 0.5 * kl_to_mixture(vd, mix)).clamp_min(0.0));
-  const auto query_aware = jsd < c.tau;  // (B, H)
-
-  // Query-aware heads keep only the minimum vertical/slash budget (not clamped by max_budget, as in the
-  // original). At least one block each: the first key block and the diagonal (see the header).
-  const auto min_t = at::full({}, min_blocks, lopt);
-  num_v = at::where(query_aware, min_t, num_v).clamp_min(1);
-  num_s = at::where(query_aware, min_t, num_s).clamp_min(1);
+  e.query_aware = jsd < c.tau;  // (B, H)
+  e.jsd = jsd.to(at::kDouble);
 
   // The first key block (sink) and the diagonal always win the ranking.
   vert_blk.select(-1, 0).fill_(kInf);
   slash_blk.select(-1, 0).fill_(kInf);
-  const auto sel_v = largest(vert_blk, num_v);   // (B, H, nb) over key blocks v
-  const auto sel_s = largest(slash_blk, num_s);  // (B, H, nb) over block diagonals s
+  e.vertical_order = descending_order(vert_blk);  // (B, H, nb) over key blocks v
+  e.slash_order = descending_order(slash_blk);    // (B, H, nb) over block diagonals s
+
+  // Query-aware selection, ranked for every head (nb x nb per head is cheap) and applied to the query-aware
+  // ones: pooled Q against pooled K per query block, then GLOBAL coverage over the head's flattened map.
+  const auto bi = at::arange(nb, lopt).view({-1, 1}), bj = at::arange(nb, lopt).view({1, -1});
+  const auto lower = bj <= bi;                         // (nb, nb) block-causal
+  const auto qbar = block_means(qh, bs) * inv_sqrt_d;  // (B, H, nb, D)
+  auto a = at::matmul(qbar.reshape({B, Hkv, G * nb, D}), kbar.transpose(-1, -2)).reshape({B, H, nb, nb});
+  a = at::softmax(a.masked_fill(lower.logical_not(), -kInf), -1).reshape({B, H, nb * nb});
+  const auto [sorted, order] = a.sort(/*stable=*/true, /*dim=*/-1, /*descending=*/true);
+  e.pooled_cumsum = sorted.cumsum(-1);
+  e.pooled_order = order;
+  return e;
+}
+
+// The selection at gamma: budgets, the vertical and slash picks, the query-aware coverage.
+FlexPrefillMask select_of(const FlexPrefillEstimate& e, double gamma) {
+  const int64_t bs = e.block, N = e.seq, nb = ceil_div(N, bs);
+  const int64_t B = e.query_aware.size(0), H = e.query_aware.size(1);
+  const auto dev = e.query_aware.options();
+  const auto lopt = dev.dtype(at::kLong);
+  const auto valid = causal_valid_blocks(N, N, bs, bs, /*causal=*/true, dev);  // (nb, nb) lower triangle
+  FlexPrefillMask r;
+  r.query_aware = e.query_aware;
+  if (e.dense_fallback) {
+    r.dense_fallback = true;
+    r.mask = BlockMask::from_dense(valid.expand({B, H, nb, nb}).contiguous(), bs, bs, N, N);
+    return r;
+  }
+
+  // Budgets in blocks: nV = (tokens covering gamma) // bs + 1, counted as the original does (the entries
+  // whose sorted cumulative sum stays <= gamma, plus one). Clamp order as the original: the lower bound
+  // first, then the upper (which wins if max_budget < min_budget).
+  auto budget = [&](const at::Tensor& cumsum) {
+    return at::div((cumsum <= gamma).sum(-1) + 1, bs, "floor")
+        .add_(1)
+        .clamp_min_(e.min_blocks)
+        .clamp_max_(e.max_blocks);
+  };
+  // Query-aware heads keep only the minimum vertical/slash budget (not clamped by max_budget, as in the
+  // original). At least one block each: the first key block and the diagonal (see the header).
+  const auto min_t = at::full({}, e.min_blocks, lopt);
+  const auto num_v = at::where(e.query_aware, min_t, budget(e.vertical_cumsum)).clamp_min(1);
+  const auto num_s = at::where(e.query_aware, min_t, budget(e.slash_cumsum)).clamp_min(1);
+
+  const auto sel_v = first_of(e.vertical_order, num_v);  // (B, H, nb) over key blocks v
+  const auto sel_s = first_of(e.slash_order, num_s);     // (B, H, nb) over block diagonals s
   const auto bi = at::arange(nb, lopt).view({-1, 1}), bj = at::arange(nb, lopt).view({1, -1});
   const auto lower = bj <= bi;  // (nb, nb) block-causal
   // Block (i, j) lies on diagonal i - j: read sel_s there (clamped where j > i, which `lower` removes).
   const auto on_slash = sel_s.index_select(-1, (bi - bj).clamp_min(0).flatten()).view({B, H, nb, nb});
   auto mask = (sel_v.unsqueeze(2) | on_slash) & lower;
 
-  // Query-aware selection, computed for every head (nb x nb per head is cheap) and kept for the query-aware
-  // ones: pooled Q against pooled K per query block, then GLOBAL coverage over the head's flattened map.
-  const auto qbar = block_means(qh, bs) * inv_sqrt_d;  // (B, H, nb, D)
-  auto a = at::matmul(qbar.reshape({B, Hkv, G * nb, D}), kbar.transpose(-1, -2)).reshape({B, H, nb, nb});
-  a = at::softmax(a.masked_fill(lower.logical_not(), -kInf), -1).reshape({B, H, nb * nb});
-  const auto [sorted, order] = a.sort(/*stable=*/true, /*dim=*/-1, /*descending=*/true);
-  const auto keep = sorted.cumsum(-1) <= c.gamma * static_cast<double>(nb);
-  const auto chosen = at::zeros({B, H, nb * nb}, dev.dtype(at::kBool)).scatter_(-1, order, keep);
-  mask = mask | (chosen.view({B, H, nb, nb}) & query_aware.view({B, H, 1, 1}));
+  // Query-aware heads add the pooled map's entries kept by GLOBAL coverage (crossing entry dropped).
+  const auto keep = e.pooled_cumsum <= gamma * static_cast<double>(nb);
+  const auto chosen = at::zeros({B, H, nb * nb}, dev.dtype(at::kBool)).scatter_(-1, e.pooled_order, keep);
+  mask = mask | (chosen.view({B, H, nb, nb}) & e.query_aware.view({B, H, 1, 1}));
 
   r.mask = BlockMask::from_dense(mask & valid, bs, bs, N, N);
-  r.query_aware = query_aware;
-  r.jsd = jsd.to(at::kDouble);
+  r.jsd = e.jsd;
   r.num_vertical = num_v;
   r.num_slash = num_s;
   return r;
@@ -221,7 +255,23 @@ int64_t flexprefill_dense_threshold(const FlexPrefillConfig& config) {
 FlexPrefillMask flexprefill_block_mask(const at::Tensor& q, const at::Tensor& k,
                                        const FlexPrefillConfig& config) {
   const auto p = check_flex(__func__, q, k, at::Tensor(), config);
-  return select_blocks(q, k, config, p);
+  return select_of(estimate_of(q, k, config, p), config.gamma);
+}
+
+FlexPrefillEstimate flexprefill_estimate(const at::Tensor& q, const at::Tensor& k,
+                                         const FlexPrefillConfig& config) {
+  const auto p = check_flex(__func__, q, k, at::Tensor(), config);
+  return estimate_of(q, k, config, p);
+}
+
+FlexPrefillMask flexprefill_select(const FlexPrefillEstimate& estimate, double gamma) {
+  if (!(gamma > 0.0 && gamma <= 1.0))
+    detail::fail(__func__, "argument `gamma`: expected a value in (0, 1], got ", gamma);
+  if (estimate.block < 1 || !estimate.query_aware.defined() ||
+      (!estimate.dense_fallback && !estimate.pooled_order.defined()))
+    detail::fail(__func__,
+                 "argument `estimate`: expected the result of flexprefill_estimate, got an empty one");
+  return select_of(estimate, gamma);
 }
 
 AttentionResult flexprefill_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -229,7 +279,8 @@ AttentionResult flexprefill_attention(const at::Tensor& q, const at::Tensor& k, 
   SPARGE_CHECK(v.defined(), "argument `v`: expected a defined tensor");
   const auto p = check_flex(__func__, q, k, v, config);
   FlexPrefillMask m;
-  const double predict_ms = timed_ms(q.device(), [&] { m = select_blocks(q, k, config, p); });
+  const double predict_ms =
+      timed_ms(q.device(), [&] { m = select_of(estimate_of(q, k, config, p), config.gamma); });
   SpargeConfig sc;
   sc.block_q = sc.block_k = config.block;
   sc.causal = true;

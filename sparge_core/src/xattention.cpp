@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
+#include <tuple>
 #include <vector>
 
 #include "internal.h"
@@ -100,38 +101,76 @@ at::Tensor block_scores(const at::Tensor& q, const at::Tensor& k, const XAttenti
 
 }  // namespace
 
+namespace {
+
+// xattention_scores after the checks.
+XAttentionScores scores_of(const at::Tensor& q, const at::Tensor& k, const XAttentionConfig& config,
+                           const detail::Problem& p) {
+  const int64_t blk = config.block;
+  XAttentionScores s;
+  s.block = blk;
+  s.seq_q = p.seq_q;
+  s.seq_k = p.seq_k;
+  s.causal = config.causal;
+  s.valid = causal_valid_blocks(p.seq_q, p.seq_k, blk, blk, config.causal, q.options());  // (NQB, NKB)
+  s.score = block_scores(q, k, config, p);                                                // (B, Hq, NQB, NKB)
+  auto forced = causal_diagonal_blocks(p.seq_q, p.seq_k, blk, blk, config.causal, q.options());
+  forced.select(-1, 0).fill_(true);  // the sink
+  s.forced = forced & s.valid;
+  const auto candidate = s.valid & s.forced.logical_not();
+
+  const auto zero = at::zeros({}, s.score.options());
+  s.total = s.score.sum(-1, /*keepdim=*/true);                                            // (B, Hq, NQB, 1)
+  const auto forced_mass = at::where(s.forced, s.score, zero).sum(-1, /*keepdim=*/true);  // (B, Hq, NQB, 1)
+  // Non-candidates get -1 (probability sums are >= 0) so they sort last; stable sort: ties keep ascending
+  // block order.
+  const auto keyed = at::where(candidate, s.score, at::full({}, -1.0, s.score.options()));
+  std::tie(s.sorted, s.order) = keyed.sort(/*stable=*/true, /*dim=*/-1, /*descending=*/true);
+  const auto mass = at::clamp_min(s.sorted, 0.0);
+  // Kept mass before adding the t-th candidate: forced mass + the t candidates before it (exclusive sum).
+  const int64_t nkb = s.score.size(-1);
+  s.before = forced_mass + at::constant_pad_nd(mass.cumsum(-1).narrow(-1, 0, nkb - 1), {1, 0}, 0.0);
+  return s;
+}
+
+// xattention_select after the checks: one comparison per sorted candidate, scattered back to block order.
+BlockMask select_of(const XAttentionScores& scores, double threshold) {
+  const int64_t blk = scores.block;
+  const auto& sc = scores.score;
+  if (threshold >= 1.0) {
+    const auto all = scores.valid.expand({sc.size(0), sc.size(1), sc.size(2), sc.size(3)}).contiguous();
+    return BlockMask::from_dense(all, blk, blk, scores.seq_q, scores.seq_k);
+  }
+  const auto take = (scores.before < threshold * scores.total) & (scores.sorted >= 0.0);
+  const auto selected = at::zeros_like(take).scatter_(-1, scores.order, take);
+  const auto mask = (selected | scores.forced) & scores.valid;
+  return BlockMask::from_dense(mask, blk, blk, scores.seq_q, scores.seq_k);
+}
+
+}  // namespace
+
+XAttentionScores xattention_scores(const at::Tensor& q, const at::Tensor& k, const XAttentionConfig& config) {
+  return scores_of(q, k, config, check_xattention(__func__, q, k, at::Tensor(), config));
+}
+
+BlockMask xattention_select(const XAttentionScores& scores, double threshold) {
+  if (!(threshold > 0.0 && threshold <= 1.0))
+    detail::fail(__func__, "argument `threshold`: expected a value in (0, 1], got ", threshold);
+  if (scores.block < 1 || !scores.score.defined() || !scores.before.defined())
+    detail::fail(__func__, "argument `scores`: expected the result of xattention_scores, got an empty one");
+  return select_of(scores, threshold);
+}
+
 BlockMask xattention_block_mask(const at::Tensor& q, const at::Tensor& k, const XAttentionConfig& config) {
   const auto p = check_xattention(__func__, q, k, at::Tensor(), config);
-  const int64_t blk = config.block;
-  const auto valid =
-      causal_valid_blocks(p.seq_q, p.seq_k, blk, blk, config.causal, q.options());  // (NQB, NKB)
   if (config.threshold >= 1.0) {
+    // Every causal-valid block: no scoring needed.
+    const int64_t blk = config.block;
+    const auto valid = causal_valid_blocks(p.seq_q, p.seq_k, blk, blk, config.causal, q.options());
     const auto all = valid.expand({p.batch, p.heads_q, valid.size(0), valid.size(1)}).contiguous();
     return BlockMask::from_dense(all, blk, blk, p.seq_q, p.seq_k);
   }
-
-  const auto score = block_scores(q, k, config, p);  // (B, Hq, NQB, NKB)
-  auto forced = causal_diagonal_blocks(p.seq_q, p.seq_k, blk, blk, config.causal, q.options());
-  forced.select(-1, 0).fill_(true);  // the sink
-  forced = forced & valid;
-  const auto candidate = valid & forced.logical_not();
-
-  const auto zero = at::zeros({}, score.options());
-  const auto total = score.sum(-1, /*keepdim=*/true);                                 // (B, Hq, NQB, 1)
-  const auto forced_mass = at::where(forced, score, zero).sum(-1, /*keepdim=*/true);  // (B, Hq, NQB, 1)
-  // Non-candidates get -1 (probability sums are >= 0) so they sort last; stable sort: ties keep ascending
-  // block order.
-  const auto keyed = at::where(candidate, score, at::full({}, -1.0, score.options()));
-  const auto [sorted, order] = keyed.sort(/*stable=*/true, /*dim=*/-1, /*descending=*/true);
-  const auto mass = at::clamp_min(sorted, 0.0);
-  // Kept mass before adding the t-th candidate: forced mass + the t candidates before it (exclusive sum).
-  const int64_t nkb = score.size(-1);
-  const auto before = forced_mass + at::constant_pad_nd(mass.cumsum(-1).narrow(-1, 0, nkb - 1), {1, 0}, 0.0);
-  const auto take = (before < config.threshold * total) & (sorted >= 0.0);
-  const auto selected = at::zeros_like(take).scatter_(-1, order, take);
-
-  const auto mask = (selected | forced) & valid;
-  return BlockMask::from_dense(mask, blk, blk, p.seq_q, p.seq_k);
+  return select_of(scores_of(q, k, config, p), config.threshold);
 }
 
 AttentionResult xattention_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -1,9 +1,11 @@
 // FlexPrefill baseline (sparge/flexprefill.h): an independent plain-loop float64 oracle, the dense fallback,
 // full coverage, planted vertical-slash and query-aware heads, layout / GQA / device invariance,
-// low-precision inputs, and bad arguments. Fresh random inputs every run (seeds are printed on failure).
+// low-precision inputs, the split estimate / selection (one estimate, many gammas) against one call per
+// gamma, and bad arguments. Fresh random inputs every run (seeds are printed on failure).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
@@ -12,6 +14,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "sparge/flexprefill.h"
@@ -204,16 +207,36 @@ at::Tensor full_causal(int64_t b, int64_t h, int64_t n, int64_t bs) {
   return test::full_mask(b, h, n, n, bs, bs, true).dense;
 }
 
-TEST(FlexPrefill, MatchesBruteForceOracle) {
-  // Inputs: kStructured = structured_qkv (local attention plus a sink), kRandom = standard normal (diffuse
-  // attention), kMixed = batch entry 0 structured, entry 1 random (both head kinds in one call).
-  enum Kind { kStructured, kRandom, kMixed };
-  struct Case {
-    int64_t n;
-    FlexPrefillConfig cfg;
-    Kind kind;
-  };
-  const std::vector<Case> cases = {
+// Inputs: kStructured = structured_qkv (local attention plus a sink), kRandom = standard normal (diffuse
+// attention), kMixed = batch entry 0 structured, entry 1 random (both head kinds in one call). B 2, Hq 4, Hkv
+// 2, D 64, float64.
+enum Kind { kStructured, kRandom, kMixed };
+
+QKV inputs_of(Kind kind, int64_t n, uint64_t seed) {
+  const auto f64 = at::TensorOptions(at::kDouble);
+  StructuredSpec spec;
+  spec.batch = 2;
+  spec.heads_q = 4;
+  spec.heads_kv = 2;
+  spec.seq_q = spec.seq_k = n;
+  QKV in = kind == kRandom ? random_qkv(2, 4, 2, n, n, 64, seed, f64) : structured_qkv(spec, seed, f64);
+  if (kind == kMixed) {
+    const auto rnd = random_qkv(2, 4, 2, n, n, 64, seed + 1, f64);
+    in.q[1].copy_(rnd.q[1]);
+    in.k[1].copy_(rnd.k[1]);
+    in.v[1].copy_(rnd.v[1]);
+  }
+  return in;
+}
+
+struct OracleCase {
+  int64_t n;
+  FlexPrefillConfig cfg;
+  Kind kind;
+};
+
+const std::vector<OracleCase>& oracle_cases() {
+  static const std::vector<OracleCase> cases = {
       {1000, make_config(0.9, 0.1, 256, std::nullopt), kStructured},
       {1300, make_config(0.9, 0.1, 256, std::nullopt), kMixed},
       {2048, make_config(0.9, 0.1, 256, std::nullopt), kMixed},
@@ -224,26 +247,21 @@ TEST(FlexPrefill, MatchesBruteForceOracle) {
       {1000, make_config(0.9, 0.1, 128, std::nullopt, 64), kMixed},  // another block size, tail of 40
       {1300, make_config(0.5, 0.2, 256, 256), kStructured},          // max_budget == min_budget
   };
+  return cases;
+}
+
+std::string describe(const OracleCase& tc) {
+  return "N " + std::to_string(tc.n) + " gamma " + std::to_string(tc.cfg.gamma) + " tau " +
+         std::to_string(tc.cfg.tau) + " block " + std::to_string(tc.cfg.block) + " kind " +
+         std::to_string(static_cast<int>(tc.kind));
+}
+
+TEST(FlexPrefill, MatchesBruteForceOracle) {
   int64_t vs_heads = 0, qa_heads = 0;
-  for (const auto& tc : cases) {
+  for (const auto& tc : oracle_cases()) {
     const uint64_t seed = test::fresh_seed();
-    SCOPED_TRACE("seed " + std::to_string(seed) + " N " + std::to_string(tc.n) + " gamma " +
-                 std::to_string(tc.cfg.gamma) + " tau " + std::to_string(tc.cfg.tau) + " block " +
-                 std::to_string(tc.cfg.block));
-    const auto f64 = at::TensorOptions(at::kDouble);
-    StructuredSpec spec;
-    spec.batch = 2;
-    spec.heads_q = 4;
-    spec.heads_kv = 2;
-    spec.seq_q = spec.seq_k = tc.n;
-    QKV in =
-        tc.kind == kRandom ? random_qkv(2, 4, 2, tc.n, tc.n, 64, seed, f64) : structured_qkv(spec, seed, f64);
-    if (tc.kind == kMixed) {
-      const auto rnd = random_qkv(2, 4, 2, tc.n, tc.n, 64, seed + 1, f64);
-      in.q[1].copy_(rnd.q[1]);
-      in.k[1].copy_(rnd.k[1]);
-      in.v[1].copy_(rnd.v[1]);
-    }
+    SCOPED_TRACE("seed " + std::to_string(seed) + " " + describe(tc));
+    const auto in = inputs_of(tc.kind, tc.n, seed);
     const auto got = flexprefill_block_mask(in.q, in.k, tc.cfg);
     const auto want = oracle(in.q, in.k, tc.cfg);
     ASSERT_FALSE(want.fallback);
@@ -520,6 +538,143 @@ TEST(FlexPrefill, Presets) {
   EXPECT_EQ(flexprefill_dense_threshold(lib), 1024);
 }
 
+// Two FlexPrefill results are the same bit for bit: the mask (dense, counts, indices) and every per-head
+// field.
+void expect_identical(const FlexPrefillMask& a, const FlexPrefillMask& b, const std::string& what) {
+  SCOPED_TRACE(what);
+  EXPECT_EQ(a.dense_fallback, b.dense_fallback);
+  EXPECT_EQ(a.mask.block_q, b.mask.block_q);
+  EXPECT_EQ(a.mask.seq_q, b.mask.seq_q);
+  ASSERT_EQ(a.mask.dense.sizes(), b.mask.dense.sizes());
+  EXPECT_TRUE(a.mask.dense.equal(b.mask.dense))
+      << (a.mask.dense != b.mask.dense).sum().item<int64_t>() << " blocks differ";
+  EXPECT_TRUE(a.mask.counts.equal(b.mask.counts));
+  EXPECT_TRUE(a.mask.indices.equal(b.mask.indices));
+  EXPECT_TRUE(a.query_aware.equal(b.query_aware));
+  for (const auto& [x, y, name] :
+       {std::tuple{a.jsd, b.jsd, "jsd"}, std::tuple{a.num_vertical, b.num_vertical, "num_vertical"},
+        std::tuple{a.num_slash, b.num_slash, "num_slash"}}) {
+    ASSERT_EQ(x.defined(), y.defined()) << name;
+    if (x.defined()) {
+      EXPECT_TRUE(x.equal(y)) << name << "\n" << x << "\n" << y;
+    }
+  }
+}
+
+// Gammas visited out of order and repeated: a selection that changed the shared estimate would show.
+const std::vector<double> kGammas = {0.9, 0.3, 1.0, 0.05, 0.8, 0.3};
+
+// The split path (one flexprefill_estimate, many flexprefill_select) against the one-call path (a fresh
+// flexprefill_block_mask per gamma, estimating again each time): bit-identical results on the oracle cases'
+// inputs (random, structured, mixed heads; other blocks, budgets and tau), the dense fallback and the planted
+// vertical-slash / query-aware heads.
+TEST(FlexPrefill, SplitPathEqualsOneCallPathBitForBit) {
+  struct Input {
+    std::string name;
+    at::Tensor q, k;
+    FlexPrefillConfig cfg;
+  };
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<Input> inputs;
+  uint64_t i = 0;
+  for (const auto& tc : oracle_cases()) {
+    const auto in = inputs_of(tc.kind, tc.n, seed + i++);
+    inputs.push_back({describe(tc), in.q, in.k, tc.cfg});
+  }
+  const auto p = planted(seed);
+  inputs.push_back({"planted, min_budget 512", p.q, p.k, make_config(0.9, 0.1, 512, std::nullopt)});
+  inputs.push_back({"planted, min_budget 128", p.q, p.k, make_config(0.9, 0.1, 128, std::nullopt)});
+  StructuredSpec spec;  // float32 math path: 1 x 8 query heads (2 kv) x 2048 tokens
+  spec.heads_q = 8;
+  spec.heads_kv = 2;
+  spec.seq_q = spec.seq_k = 2048;
+  const auto f32 = structured_qkv(spec, seed, at::TensorOptions(at::kFloat));
+  inputs.push_back({"float32 structured", f32.q, f32.k, make_config(0.9, 0.1, 256, std::nullopt)});
+  const auto short_in = inputs_of(kRandom, 900, seed);
+  inputs.push_back({"dense fallback", short_in.q, short_in.k, flexprefill_preset("library")});
+  int64_t qa_heads = 0, vs_heads = 0;
+  for (const auto& [name, q, k, cfg] : inputs) {
+    SCOPED_TRACE(name);
+    const auto estimate = flexprefill_estimate(q, k, cfg);
+    std::vector<int64_t> kept;
+    for (double g : kGammas) {
+      auto one = cfg;
+      one.gamma = g;
+      const auto split = flexprefill_select(estimate, g);
+      expect_identical(split, flexprefill_block_mask(q, k, one), "gamma " + std::to_string(g));
+      kept.push_back(split.mask.dense.sum().item<int64_t>());
+    }
+    if (estimate.dense_fallback) {
+      EXPECT_EQ(name, "dense fallback");
+      continue;
+    }
+    qa_heads += estimate.query_aware.sum().item<int64_t>();
+    vs_heads += estimate.query_aware.logical_not().sum().item<int64_t>();
+    // The gammas must give different masks for the comparison to mean something (unless the budgets are
+    // pinned by max_budget <= min_budget).
+    if (!cfg.max_budget || *cfg.max_budget > cfg.min_budget) {
+      EXPECT_LT(*std::min_element(kept.begin(), kept.end()), *std::max_element(kept.begin(), kept.end()));
+    }
+  }
+  EXPECT_GT(qa_heads, 0) << "query-aware heads exercised";
+  EXPECT_GT(vs_heads, 0) << "vertical-slash heads exercised";
+}
+
+// The runner's equal-sparsity mode: the bisection over selections from one estimate visits the same gammas
+// and returns the same mask as the bisection over fresh flexprefill_block_mask calls (the search as it ran
+// before the split), on structured, mixed and planted inputs.
+TEST(FlexPrefill, EqualSparsitySearchEstimatesOnce) {
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  struct Input {
+    std::string name;
+    at::Tensor q, k;
+    FlexPrefillConfig cfg;
+  };
+  const auto structured = inputs_of(kStructured, 2048, seed), mixed = inputs_of(kMixed, 2048, seed + 1);
+  const auto p = planted(seed + 2);
+  const std::vector<Input> inputs = {
+      {"structured", structured.q, structured.k, make_config(0.9, 0.1, 128, std::nullopt)},
+      {"mixed", mixed.q, mixed.k, make_config(0.9, 0.1, 128, std::nullopt)},
+      {"planted", p.q, p.k, make_config(0.9, 0.1, 128, std::nullopt)},
+  };
+  for (const auto& [name, q, k, cfg] : inputs)
+    for (double target : name == "structured" ? std::vector<double>{0.3, 0.7} : std::vector<double>{0.5}) {
+      SCOPED_TRACE(name + " target " + std::to_string(target));
+      std::vector<double> old_knobs, new_knobs;
+      auto fresh = cfg;
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto old_mask = mask_at_token_sparsity(
+          [&](double g) {
+            old_knobs.push_back(g);
+            fresh.gamma = g;
+            return flexprefill_block_mask(q, k, fresh).mask;
+          },
+          1e-3, 1.0, target, true);
+      const auto t1 = std::chrono::steady_clock::now();
+      const auto estimate = flexprefill_estimate(q, k, cfg);
+      const auto t2 = std::chrono::steady_clock::now();
+      const auto new_mask = mask_at_token_sparsity(
+          [&](double g) {
+            new_knobs.push_back(g);
+            return flexprefill_select(estimate, g).mask;
+          },
+          1e-3, 1.0, target, true);
+      const auto t3 = std::chrono::steady_clock::now();
+      const auto ms = [](auto a, auto b) { return std::chrono::duration<double, std::milli>(b - a).count(); };
+      EXPECT_EQ(old_knobs, new_knobs) << "the searches visit the same gammas";
+      EXPECT_GT(new_knobs.size(), 2u);
+      EXPECT_TRUE(old_mask.dense.equal(new_mask.dense));
+      EXPECT_TRUE(old_mask.indices.equal(new_mask.indices));
+      std::printf(
+          "%s target %.1f: token sparsity %.3f after %zu selections; search %.1f ms re-estimating, %.1f ms "
+          "estimate + %.1f ms selections\n",
+          name.c_str(), target, token_sparsity(new_mask, true), new_knobs.size(), ms(t0, t1), ms(t1, t2),
+          ms(t2, t3));
+    }
+}
+
 TEST(FlexPrefill, CudaMatchesCpu) {
   if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device on this machine: the FlexPrefill GPU check runs on the GPU machine";
@@ -589,6 +744,18 @@ TEST(FlexPrefill, BadArgumentsThrow) {
        [&] { flexprefill_attention(q, k, v.narrow(2, 0, 100), ok); }},
       {"argument `v`: expected a defined tensor", [&] { flexprefill_attention(q, k, at::Tensor(), ok); }},
       {"argument `name`: expected \"library\" or \"paper_llama31\"", [] { flexprefill_preset("paper"); }},
+      {"flexprefill_estimate: argument `tau`: expected a value >= 0",
+       [&] { flexprefill_estimate(q, k, with([](auto& c) { c.tau = -1.0; })); }},
+      {"flexprefill_estimate: arguments `q`, `k`: expected equal sequence lengths",
+       [&] { flexprefill_estimate(q.narrow(2, 0, 200), k, ok); }},
+      {"flexprefill_select: argument `gamma`: expected a value in (0, 1], got 0",
+       [&] { flexprefill_select(flexprefill_estimate(q, k, ok), 0.0); }},
+      {"flexprefill_select: argument `gamma`: expected a value in (0, 1], got 1.5",
+       [&] { flexprefill_select(flexprefill_estimate(q, k, ok), 1.5); }},
+      {"flexprefill_select: argument `gamma`",
+       [&] { flexprefill_select(flexprefill_estimate(q, k, ok), std::nan("")); }},
+      {"flexprefill_select: argument `estimate`: expected the result of flexprefill_estimate",
+       [&] { flexprefill_select(FlexPrefillEstimate{}, 0.9); }},
   };
   for (const auto& bc : cases) {
     SCOPED_TRACE(bc.expect);

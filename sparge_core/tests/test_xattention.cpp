@@ -1,5 +1,6 @@
 // XAttention baseline: the vectorized mask against a brute-force float64 oracle written with loops, threshold
-// 1 against dense attention, a planted vertical + local pattern, the forced blocks, and bad arguments.
+// 1 against dense attention, a planted vertical + local pattern, the forced blocks, the split estimate /
+// selection (one scoring, many thresholds) against one call per threshold, and bad arguments.
 #include "sparge/xattention.h"
 
 #include <gtest/gtest.h>
@@ -251,11 +252,10 @@ TEST(XAttention, AttentionMatchesMaskedDenseAndReportsSparsity) {
 // that key's column once, so its block carries a large share of every row's mass. Head 1 shows the local
 // structure alone: with a window longer than a block, the block left of the diagonal carries a good part of
 // every row's mass and is selected.
-TEST(XAttention, FindsPlantedVerticalAndLocalStructure) {
-  constexpr int64_t kN = 2048, kBlock = 128, kVertical = 700;  // key block 5
-  const int64_t vb = kVertical / kBlock, nb = kN / kBlock;
-  const uint64_t seed = test::fresh_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
+constexpr int64_t kPlantedN = 2048, kPlantedVertical = 700;  // key block 5 at block 128
+
+QKV planted_vertical(uint64_t seed) {
+  constexpr int64_t kN = kPlantedN, kVertical = kPlantedVertical;
   StructuredSpec spec;
   spec.heads_q = spec.heads_kv = 2;
   spec.seq_q = spec.seq_k = kN;
@@ -269,6 +269,15 @@ TEST(XAttention, FindsPlantedVerticalAndLocalStructure) {
   in.q.select(-1, 63).fill_(4.0);
   in.k.select(-1, 63).zero_();
   in.k[0][0][kVertical][63].fill_(224.0);
+  return in;
+}
+
+TEST(XAttention, FindsPlantedVerticalAndLocalStructure) {
+  constexpr int64_t kBlock = 128;
+  const int64_t vb = kPlantedVertical / kBlock, nb = kPlantedN / kBlock;
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const auto in = planted_vertical(seed);
   XAttentionConfig cfg;  // block 128, stride 8, threshold 0.9, causal
   const auto m = xattention_block_mask(in.q, in.k, cfg);
   const auto d = m.dense.accessor<bool, 4>();
@@ -308,6 +317,101 @@ TEST(XAttention, SinkAndDiagonalBlocksAreAlwaysKept) {
     EXPECT_TRUE(test::token_mask(m, c.causal).any(-1).all().item<bool>()) << "every query row computes a key";
     expect_consistent(m);
   }
+}
+
+// Two masks are the same bit for bit: geometry, dense view, counts and indices.
+void expect_identical(const BlockMask& a, const BlockMask& b, const std::string& what) {
+  EXPECT_EQ(a.block_q, b.block_q) << what;
+  EXPECT_EQ(a.block_k, b.block_k) << what;
+  EXPECT_EQ(a.seq_q, b.seq_q) << what;
+  EXPECT_EQ(a.seq_k, b.seq_k) << what;
+  ASSERT_EQ(a.dense.sizes(), b.dense.sizes()) << what;
+  EXPECT_TRUE(a.dense.equal(b.dense))
+      << what << ": " << (a.dense != b.dense).sum().item<int64_t>() << " blocks differ";
+  EXPECT_TRUE(a.counts.equal(b.counts)) << what << ": counts";
+  EXPECT_TRUE(a.indices.equal(b.indices)) << what << ": indices";
+}
+
+// Thresholds visited out of order and repeated: a selection that changed the shared scores would show.
+const std::vector<double> kThresholds = {0.9, 0.3, 1.0, 0.5, 0.05, 0.8, 0.999, 0.3};
+
+// The split path (one xattention_scores, many xattention_select) against the one-call path (a fresh
+// xattention_block_mask per threshold, scoring again each time): bit-identical masks, on random inputs of
+// every oracle case in float64 and float32 and on the planted vertical + local input.
+TEST(XAttention, SplitPathEqualsOneCallPathBitForBit) {
+  struct Input {
+    std::string name;
+    QKV in;
+    XAttentionConfig cfg;
+  };
+  std::vector<Input> inputs;
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  uint64_t i = 0;
+  for (const auto& c : oracle_cases())
+    for (auto dtype : {at::kDouble, at::kFloat})
+      inputs.push_back(
+          {describe(c) + " " + test::dtype_name(dtype), peaked_random(c, seed + i++, dtype), config_of(c)});
+  inputs.push_back({"planted vertical", planted_vertical(seed), XAttentionConfig{}});
+  for (const auto& [name, in, cfg] : inputs) {
+    SCOPED_TRACE(name);
+    const auto scores = xattention_scores(in.q, in.k, cfg);
+    EXPECT_EQ(scores.score.dim(), 4);
+    std::vector<int64_t> kept;
+    for (double t : kThresholds) {
+      auto one = cfg;
+      one.threshold = t;
+      const auto split = xattention_select(scores, t);
+      expect_identical(split, xattention_block_mask(in.q, in.k, one), "threshold " + std::to_string(t));
+      kept.push_back(split.dense.sum().item<int64_t>());
+    }
+    // The thresholds must give different masks for the comparison to mean something.
+    EXPECT_LT(*std::min_element(kept.begin(), kept.end()), *std::max_element(kept.begin(), kept.end()));
+  }
+}
+
+// The runner's equal-sparsity mode: the bisection over selections from one set of scores visits the same
+// thresholds and returns the same mask as the bisection over fresh xattention_block_mask calls (the search as
+// it ran before the split), on random (causal and not) and planted inputs, and lands near the target.
+TEST(XAttention, EqualSparsitySearchScoresOnce) {
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  struct Input {
+    std::string name;
+    QKV in;
+    XAttentionConfig cfg;
+  };
+  const Case causal{1, 4, 2, 2048, 2048, 64, 8, true, 0.9},
+      bidirectional{1, 2, 2, 1500, 1500, 64, 16, false, 0.9};
+  const std::vector<Input> inputs = {
+      {describe(causal), peaked_random(causal, seed, at::kFloat), config_of(causal)},
+      {describe(bidirectional), peaked_random(bidirectional, seed + 1, at::kFloat), config_of(bidirectional)},
+      {"planted vertical", planted_vertical(seed + 2), XAttentionConfig{}},
+  };
+  for (const auto& [name, in, cfg] : inputs)
+    for (double target : {0.3, 0.5, 0.7}) {
+      SCOPED_TRACE(name + " target " + std::to_string(target));
+      std::vector<double> old_knobs, new_knobs;
+      auto fresh = cfg;
+      const auto old_mask = mask_at_token_sparsity(
+          [&](double t) {
+            old_knobs.push_back(t);
+            fresh.threshold = t;
+            return xattention_block_mask(in.q, in.k, fresh);
+          },
+          1e-3, 1.0, target, cfg.causal);
+      const auto scores = xattention_scores(in.q, in.k, cfg);
+      const auto new_mask = mask_at_token_sparsity(
+          [&](double t) {
+            new_knobs.push_back(t);
+            return xattention_select(scores, t);
+          },
+          1e-3, 1.0, target, cfg.causal);
+      EXPECT_EQ(old_knobs, new_knobs) << "the searches visit the same thresholds";
+      EXPECT_GT(new_knobs.size(), 2u);
+      expect_identical(old_mask, new_mask, "searched mask");
+      EXPECT_NEAR(token_sparsity(new_mask, cfg.causal), target, 0.1);
+    }
 }
 
 TEST(XAttention, CudaMatchesCpu) {
@@ -371,6 +475,28 @@ TEST(XAttention, BadArgumentsNameTheArgument) {
        }},
       {"attention_stride", "xattention_attention: argument `stride`",
        [=] { xattention_attention(q, k, v, with([](auto& c) { c.stride = 3; })); }},
+      {"scores_stride", "xattention_scores: argument `stride`: expected a divisor of block (128) >= 1, got 3",
+       [=] { xattention_scores(q, k, with([](auto& c) { c.stride = 3; })); }},
+      {"scores_rank", "xattention_scores: argument `q`: expected rank 4",
+       [=] { xattention_scores(q[0], k, ok); }},
+      {"select_threshold_zero", "xattention_select: argument `threshold`: expected a value in (0, 1], got 0",
+       [=] { xattention_select(xattention_scores(q, k, ok), 0.0); }},
+      {"select_threshold_big", "xattention_select: argument `threshold`: expected a value in (0, 1], got 2",
+       [=] { xattention_select(xattention_scores(q, k, ok), 2.0); }},
+      {"select_threshold_nan", "xattention_select: argument `threshold`",
+       [=] { xattention_select(xattention_scores(q, k, ok), std::nan("")); }},
+      {"select_empty", "xattention_select: argument `scores`: expected the result of xattention_scores",
+       [=] { xattention_select(XAttentionScores{}, 0.9); }},
+      {"search_target", "mask_at_token_sparsity: argument `target`: expected a value in [0, 1), got 1",
+       [=] {
+         mask_at_token_sparsity([&](double t) { return xattention_select(xattention_scores(q, k, ok), t); },
+                                1e-3, 1.0, 1.0, true);
+       }},
+      {"search_range", "mask_at_token_sparsity: arguments `lo`, `hi`: expected lo < hi, got 1, 0.5",
+       [=] {
+         mask_at_token_sparsity([&](double t) { return xattention_select(xattention_scores(q, k, ok), t); },
+                                1.0, 0.5, 0.5, true);
+       }},
   };
   for (const auto& c : cases) {
     try {

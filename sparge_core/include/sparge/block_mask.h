@@ -11,6 +11,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <functional>
 
 namespace sparge {
 
@@ -40,6 +41,14 @@ at::Tensor block_pair_counts(int64_t seq_q, int64_t seq_k, int64_t block_q, int6
 // 1 - computed / causal-valid (query, key) pairs of `mask` over all its (batch, head) rows: the token-level
 // sparsity every method is compared by.
 double token_sparsity(const BlockMask& mask, bool causal);
+
+// Equal-sparsity search of a method with one monotone knob (XAttention's threshold, FlexPrefill's gamma):
+// token sparsity falls as the knob grows in [lo, hi]. Evaluates mask_of(hi), then bisects `steps` times
+// (stopping early once within 1e-3 of `target`) and returns the mask whose token_sparsity came closest to
+// `target` (the first such mask on ties). mask_of is called at most steps + 1 times; estimate-once methods
+// pass a selection over a precomputed estimate (xattention_select, flexprefill_select).
+BlockMask mask_at_token_sparsity(const std::function<BlockMask(double)>& mask_of, double lo, double hi,
+                                 double target, bool causal, int steps = 12);
 
 // (NQB, NKB) bool: blocks holding at least one causal-allowed (query, key) pair; all true when !causal.
 // Causal is bottom-right aligned: query i sees key j iff j <= i + seq_k - seq_q.

@@ -87,6 +87,34 @@ struct FlexPrefillMask {
 FlexPrefillMask flexprefill_block_mask(const at::Tensor& q, const at::Tensor& k,
                                        const FlexPrefillConfig& config);
 
+// The estimate split from the selection, so that a search over gamma (the runner's equal-sparsity mode) runs
+// the last-block attention, the JS-divergence test and the pooled map once and selects many times. Everything
+// here is gamma-independent: the head classification, the descending-sorted cumulative sums the budgets and
+// the global coverage compare with gamma, and the vertical / slash rankings. Tensors live on q's device;
+// float ones in the math dtype (float32; float64 for float64 inputs). Under the dense fallback only
+// `query_aware` is set.
+struct FlexPrefillEstimate {
+  int64_t block = 0, seq = 0;              // bs, N
+  int64_t min_blocks = 0, max_blocks = 0;  // the budget clamps in blocks
+  bool dense_fallback = false;
+  at::Tensor query_aware;      // (B, Hq) bool
+  at::Tensor jsd;              // (B, Hq) float64
+  at::Tensor vertical_cumsum;  // (B, Hq, N) cumulative sum of vert_tok sorted descending
+  at::Tensor slash_cumsum;     // (B, Hq, N) likewise of slash_tok
+  at::Tensor vertical_order;   // (B, Hq, nb) int64: key blocks by vert_blk descending (block 0 first)
+  at::Tensor slash_order;      // (B, Hq, nb) int64: block diagonals by slash_blk descending (diagonal first)
+  at::Tensor pooled_cumsum;    // (B, Hq, nb * nb) cumulative sum of the pooled map sorted descending
+  at::Tensor pooled_order;     // (B, Hq, nb * nb) int64: the flat (i * nb + j) entry of each sorted value
+};
+
+// Everything of flexprefill_block_mask that does not depend on gamma (config.gamma is validated, not used).
+FlexPrefillEstimate flexprefill_estimate(const at::Tensor& q, const at::Tensor& k,
+                                         const FlexPrefillConfig& config);
+
+// The selection at coverage `gamma` in (0, 1] from an estimate: bit-identical to flexprefill_block_mask with
+// the estimate's configuration and that gamma. `estimate` is not modified (it may be selected from again).
+FlexPrefillMask flexprefill_select(const FlexPrefillEstimate& estimate, double gamma);
+
 // flexprefill_block_mask + sparge::block_sparse_attention over that mask (causal, no stage 2, no
 // quantization). stats: the block-sparse attention's (blocks bs x bs), prediction_ms = the mask's time.
 AttentionResult flexprefill_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -51,8 +51,33 @@ struct XAttentionConfig {
   Layout layout = Layout::kHND;
 };
 
-// The XAttention block mask (block_q = block_k = config.block) of q against k.
+// The XAttention block mask (block_q = block_k = config.block) of q against k. Equals
+// xattention_select(xattention_scores(q, k, config), config.threshold) (threshold >= 1 skips the scoring).
 BlockMask xattention_block_mask(const at::Tensor& q, const at::Tensor& k, const XAttentionConfig& config);
+
+// The estimate split from the selection, so that a search over the threshold (the runner's equal-sparsity
+// mode) scores once and selects many times. Everything here is threshold-independent: steps 1-4 and the
+// ordering of step 5; xattention_select only compares the cumulative masses with threshold * total. Tensors
+// live on q's device, in the math dtype (float32; float64 for float64 inputs).
+struct XAttentionScores {
+  int64_t block = 0, seq_q = 0, seq_k = 0;
+  bool causal = true;
+  at::Tensor score;   // (B, Hq, NQB, NKB) block scores: summed reduced softmax probabilities (step 4)
+  at::Tensor valid;   // (NQB, NKB) bool: causal-valid blocks
+  at::Tensor forced;  // (NQB, NKB) bool: sink and (causal) diagonal blocks, valid ones only
+  at::Tensor total;   // (B, Hq, NQB, 1) row totals of `score`
+  at::Tensor sorted;  // (B, Hq, NQB, NKB) candidate scores sorted descending (stable), non-candidates -1
+  at::Tensor order;   // (B, Hq, NQB, NKB) int64: the key block of each sorted entry
+  at::Tensor before;  // (B, Hq, NQB, NKB) kept mass before the t-th sorted candidate (forced mass included)
+};
+
+// Steps 1-4 of the algorithm plus the threshold-independent part of step 5 (config.threshold is validated
+// but not used).
+XAttentionScores xattention_scores(const at::Tensor& q, const at::Tensor& k, const XAttentionConfig& config);
+
+// Step 5 at `threshold` in (0, 1] over precomputed scores: bit-identical to xattention_block_mask with the
+// same configuration and that threshold. `scores` is not modified (it may be selected from again).
+BlockMask xattention_select(const XAttentionScores& scores, double threshold);
 
 // Prediction + attention: the mask above applied by block_sparse_attention (reference float math, stage 2
 // off). stats: block counts and sparsity of the mask (stage 1), prediction and attention times.
