@@ -11,9 +11,9 @@
 #include <cstdlib>
 #include <limits>
 #include <numbers>
-#include <sstream>
 
 #include "../src/internal.h"
+#include "api_common.h"
 #include "hopper/launch_sm90.h"
 #include "launch.h"
 #include "params.h"
@@ -25,27 +25,13 @@
 namespace sparge::cuda {
 namespace {
 
+using api::cat;
+using api::kernel_operand;
+using api::kMaxGridYZ;
+using api::set_strides;
+
 static_assert(kBlockQ == kKernelBlockQ && kBlockK == kKernelBlockK && kStage2WarpRows == kKernelWarpRows,
               "cuda_attention.h mirrors tile_config.h");
-
-constexpr int64_t kMaxGridYZ = 65535;
-
-template <typename... Args>
-std::string cat(const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
-  return os.str();
-}
-
-// The tensor as a kernel operand in logical HND order: a view when the last dimension is contiguous, the
-// other strides are multiples of 8 elements and the data is 16-byte aligned (16-byte cp.async), else a
-// contiguous copy.
-at::Tensor kernel_operand(const at::Tensor& hnd) {
-  bool ok = hnd.stride(3) == 1 && reinterpret_cast<uintptr_t>(hnd.data_ptr()) % 16 == 0;
-  for (int d = 0; d < 3; ++d) ok = ok && (hnd.size(d) == 1 || hnd.stride(d) % 8 == 0);
-  if (ok) return hnd;
-  return hnd.is_contiguous() ? hnd.clone() : hnd.contiguous();
-}
 
 void check_mask_tensors(const BlockMask& mask, const detail::Problem& p, const at::Tensor& q) {
   const int64_t nqb = mask.num_q_blocks(), nkb = mask.num_k_blocks();
@@ -88,12 +74,6 @@ void check_mask_contents(const at::Tensor& counts, const at::Tensor& indices, in
                ")");
   SPARGE_CHECK(v[2],
                "argument `mask.indices`: expected the listed key blocks of each row strictly ascending");
-}
-
-void set_strides(const at::Tensor& hnd, int64_t& batch, int64_t& head, int64_t& row) {
-  batch = hnd.stride(0);
-  head = hnd.stride(1);
-  row = hnd.stride(2);
 }
 
 // One INT8 operand of QuantMode::kInt8 (options.q_int8 / k_int8 with their scales): shapes (B, H, N, D) and

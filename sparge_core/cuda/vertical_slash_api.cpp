@@ -10,11 +10,11 @@
 #include <cstdint>
 #include <limits>
 #include <numbers>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "../src/internal.h"
+#include "api_common.h"
 #include "sparge/cuda_minference.h"
 #include "sparge/error.h"
 #include "vertical_slash_params.h"
@@ -22,37 +22,17 @@
 namespace sparge::cuda {
 namespace {
 
+using api::cat;
+using api::kernel_operand;
+using api::kMaxGridYZ;
+using api::set_strides;
+
 constexpr int64_t kBlock = VerticalSlashIndex::kBlockM;
 static_assert(VerticalSlashIndex::kBlockM == VsTileConfig<64>::kBlockM &&
                   VerticalSlashIndex::kBlockN == VsTileConfig<64>::kBlockN &&
                   VsTileConfig<64>::kBlockM == VsTileConfig<128>::kBlockM &&
                   VsTileConfig<64>::kBlockN == VsTileConfig<128>::kBlockN,
               "one CTA per 64-row block of the index, 64-key tiles");
-constexpr int64_t kMaxGridYZ = 65535;
-
-template <typename... Args>
-std::string cat(const Args&... args) {
-  std::ostringstream os;
-  (os << ... << args);
-  return os.str();
-}
-
-// The tensor as a kernel operand in logical HND order: a view when the last dimension is contiguous, the
-// other strides are multiples of 8 elements and the data is 16-byte aligned (16-byte cp.async), else a
-// contiguous copy.
-at::Tensor kernel_operand(const at::Tensor& hnd) {
-  bool ok = hnd.stride(3) == 1 && reinterpret_cast<uintptr_t>(hnd.data_ptr()) % 16 == 0;
-  for (int d = 0; d < 3; ++d) ok = ok && (hnd.size(d) == 1 || hnd.stride(d) % 8 == 0);
-  if (ok) return hnd;
-  return hnd.is_contiguous() ? hnd.clone() : hnd.contiguous();
-}
-
-void set_strides(const at::Tensor& hnd, int64_t& batch, int64_t& head, int64_t& row) {
-  batch = hnd.stride(0);
-  head = hnd.stride(1);
-  row = hnd.stride(2);
-}
-
 // Shapes, dtypes and devices of the index against the problem.
 void check_index_tensors(const VerticalSlashIndex& ix, const detail::Problem& p, const at::Device& device) {
   SPARGE_CHECK(ix.seq_q == p.seq_q && ix.seq_k == p.seq_k, "argument `index`: expected Nq = ", p.seq_q,
