@@ -78,7 +78,9 @@ struct Sm90Config {
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
 };
 
-template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity>
+// kStage2: some head has a finite pvthreshd (p.pvthreshd != nullptr). Without it the step needs no votes and
+// no per-block skip state: blocks without an allowed key are masked to -inf like any other masked score.
+template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity, bool kStage2>
 __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
     sm90_block_sparse_attention_kernel(const __grid_constant__ Sm90Params prm) {
 #if defined(SPARGE_SM90_ENABLED)
@@ -169,8 +171,8 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
   const int wg_row0 = q0 + 64 * wg;                  // first row of the warpgroup
   const int row_a = wg_row0 + 16 * warp + lane / 4;  // the thread's rows: row_a, row_a + 8
   const int causal_offset = p.seq_k - p.seq_q;
-  const float pvthreshd = p.pvthreshd != nullptr ? p.pvthreshd[head] : __builtin_huge_valf();
-  const bool stage2_on = pvthreshd != __builtin_huge_valf();
+  const float pvthreshd = kStage2 ? p.pvthreshd[head] : __builtin_huge_valf();
+  const bool stage2_on = kStage2 && pvthreshd != __builtin_huge_valf();
   const float scale_log2 = p.scale_log2;
 
   float o[kDTiles * 4];
@@ -353,54 +355,61 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         // Four independent chains (the loop is latency-bound: few warps per scheduler).
-        float x[4] = {tile::kNegInf, tile::kNegInf, tile::kNegInf, tile::kNegInf};
+        static_assert(kHalfTiles % 4 == 0);
+        float x[4];
 #pragma unroll
         for (int jj = 0; jj < kHalfTiles; ++jj) {
           const int t = b * kHalfTiles + jj;
-          x[jj % 4] = fmaxf(x[jj % 4], fmaxf(sc[4 * t + 2 * h], sc[4 * t + 2 * h + 1]));
+          const float pair = fmaxf(sc[4 * t + 2 * h], sc[4 * t + 2 * h + 1]);
+          x[jj % 4] = jj < 4 ? pair : fmaxf(x[jj % 4], pair);
         }
         m_blk[b][h] = tile::quad_max(fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3])));
       }
     }
 
     // Stage 2, per key block in order (block 1 is judged against the maximum after block 0): structural "has
-    // an allowed key", then the vote where stage 2 is on.
-    bool skip[2], wg_skip[2];
+    // an allowed key", then the vote where stage 2 is on. A skipped block gets P = 0 and leaves m and l
+    // unchanged. Without stage 2 only the unit count needs the structure (masking already zeroed P).
+    bool skip[2] = {false, false}, wg_skip[2];
     float m_run[2] = {m[0], m[1]};
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
-      bool group_has, other_has;
-      if (key0[b] < 0) {
-        group_has = other_has = false;
-      } else if constexpr (kGranularity == Stage2Granularity::kCta) {
-        group_has = other_has = rows_have_key(q0, Cfg::kBlockM, key0[b]);
-      } else {
-        group_has = rows_have_key(q0 + 32 * group, 32, key0[b]);
-        other_has = rows_have_key(q0 + 32 * (group ^ 1), 32, key0[b]);
-      }
-      bool group_skips = !group_has, other_skips = !other_has;
-      if (stage2_on) {
-        bool negligible = true;
+      if (kStage2 || (counting && p.stage2_units != nullptr)) {
+        bool group_has, other_has;
+        if (key0[b] < 0) {
+          group_has = other_has = false;
+        } else if constexpr (kGranularity == Stage2Granularity::kCta) {
+          group_has = other_has = rows_have_key(q0, Cfg::kBlockM, key0[b]);
+        } else {
+          group_has = rows_have_key(q0 + 32 * group, 32, key0[b]);
+          other_has = rows_have_key(q0 + 32 * (group ^ 1), 32, key0[b]);
+        }
+        bool group_skips = !group_has, other_skips = !other_has;
+        if (stage2_on) {
+          bool negligible = true;
 #pragma unroll
-        for (int h = 0; h < 2; ++h)
-          negligible &= m_blk[b][h] == tile::kNegInf || (m_blk[b][h] * scale_log2 - m_run[h] < -pvthreshd);
-        exchange(negligible, 2 * (j % 2) + b, group_skips, other_skips);
+          for (int h = 0; h < 2; ++h)
+            negligible &=
+                m_blk[b][h] == tile::kNegInf || (m_blk[b][h] * scale_log2 - m_run[h] < -pvthreshd);
+          exchange(negligible, 2 * (j % 2) + b, group_skips, other_skips);
+        }
+        if (counting && group_has) {
+          ++units;
+          skipped += group_skips;
+        }
+        wg_skip[b] = kGranularity == Stage2Granularity::kCta ? group_skips : (group_skips && other_skips);
+        skip[b] = group_skips;
+        if (kStage2 && group_skips) continue;
       }
-      if (counting && group_has) {
-        ++units;
-        skipped += group_skips;
-      }
-      skip[b] = group_skips;
-      wg_skip[b] = kGranularity == Stage2Granularity::kCta ? group_skips : (group_skips && other_skips);
-      if (!group_skips)
+      if (!kStage2) wg_skip[b] = !blk_has[b];
 #pragma unroll
-        for (int h = 0; h < 2; ++h) m_run[h] = fmaxf(m_run[h], m_blk[b][h] * scale_log2);
+      for (int h = 0; h < 2; ++h) m_run[h] = fmaxf(m_run[h], m_blk[b][h] * scale_log2);
     }
     const bool compute = __all_sync(tile::kFullWarp, !(wg_skip[0] && wg_skip[1]));
 
-    // Online softmax of the thread's two rows over the step's blocks (a skipped block keeps m, l and O: P =
-    // 0). P = exp2(S * scale - m') with m' the maximum after both blocks (the portable kernel rescales block
-    // 0's P by exp2(m_0 - m') after the fact instead: equal up to rounding).
+    // Online softmax of the thread's two rows over the step's blocks. P = exp2(S * scale - m') with m' the
+    // maximum after both blocks (the portable kernel rescales block 0's P by exp2(m_0 - m') after the fact
+    // instead: equal up to rounding); masked scores are -inf, so their P is exactly 0.
     float alpha[2] = {1.f, 1.f};
     bool rescale = false;
     if (compute) {
@@ -417,7 +426,11 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             float& x = sc[4 * t + 2 * h + e];
-            x = skip[t / kHalfTiles] ? 0.f : tile::exp2_approx(fmaf(x, scale_log2, -m_use));
+            if constexpr (kStage2) {
+              x = skip[t / kHalfTiles] ? 0.f : tile::exp2_approx(fmaf(x, scale_log2, -m_use));
+            } else {
+              x = tile::exp2_approx(fmaf(x, scale_log2, -m_use));
+            }
             sum[t % 4] += x;
           }
         l[h] = l[h] * alpha[h] + ((sum[0] + sum[1]) + (sum[2] + sum[3]));

@@ -29,9 +29,12 @@ cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStr
     err = sm90::make_map_16bit(&prm.o_map, p.o, kBf16, kHeadDim, p.seq_q, p.heads_q, p.batch, p.o_row_stride,
                                p.o_head_stride, p.o_batch_stride, 64);
   if (err != cudaSuccess) return err;
-  const auto kernel = p.stage2_granularity == Stage2Granularity::kCta
-                          ? &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, Stage2Granularity::kCta>
-                          : &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, Stage2Granularity::kWarp>;
+  constexpr auto kCta = Stage2Granularity::kCta, kWarp = Stage2Granularity::kWarp;
+  const bool cta = p.stage2_granularity == kCta, stage2 = p.pvthreshd != nullptr;
+  const auto kernel = cta ? (stage2 ? &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kCta, true>
+                                    : &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kCta, false>)
+                          : (stage2 ? &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kWarp, true>
+                                    : &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kWarp, false>);
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
   const dim3 grid(p.num_q_blocks, p.heads_q, p.batch);
