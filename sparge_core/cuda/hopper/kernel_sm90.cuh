@@ -389,8 +389,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
           bool negligible = true;
 #pragma unroll
           for (int h = 0; h < 2; ++h)
-            negligible &=
-                m_blk[b][h] == tile::kNegInf || (m_blk[b][h] * scale_log2 - m_run[h] < -pvthreshd);
+            negligible &= m_blk[b][h] == tile::kNegInf || (m_blk[b][h] * scale_log2 - m_run[h] < -pvthreshd);
           exchange(negligible, 2 * (j % 2) + b, group_skips, other_skips);
         }
         if (counting && group_has) {
