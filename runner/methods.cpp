@@ -131,16 +131,20 @@ class SpargeMethod final : public AttentionMethod {
 // Baselines whose prediction yields a BlockMask (XAttention, FlexPrefill): the mask from their reference
 // predictor (LibTorch ops on the tensors' device), the attention by the CUDA kernel on a GPU (the mask
 // refined to its 128 x 64 tiles: the same token pairs) or by the reference block-sparse attention. No
-// stage 2.
+// stage 2. Equal sparsity: `calibrate` (untimed) searches the knob on the call's inputs and returns the
+// predictor with that knob fixed; the timed prediction is that predictor, as the method runs when deployed
+// with the knob (the search is the harness's, not the method's).
 class MaskMethod final : public AttentionMethod {
  public:
   using Predict = std::function<BlockMask(const at::Tensor& q, const at::Tensor& k, bool causal)>;
-  MaskMethod(Predict predict, std::string backend)
-      : predict_(std::move(predict)), want_(std::move(backend)) {}
+  using Calibrate = std::function<Predict(const at::Tensor& q, const at::Tensor& k, bool causal)>;
+  MaskMethod(Predict predict, Calibrate calibrate, std::string backend)
+      : predict_(std::move(predict)), calibrate_(std::move(calibrate)), want_(std::move(backend)) {}
   AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
                       int64_t /*layer*/) override {
+    const Predict predict = calibrate_ ? calibrate_(q, k, causal) : predict_;
     BlockMask mask;
-    const double predict_ms = timed_ms(q, [&] { mask = predict_(q, k, causal); });
+    const double predict_ms = timed_ms(q, [&] { mask = predict(q, k, causal); });
     SpargeConfig c;
     c.causal = causal;
     c.pvthreshd = {kNoStage2};
@@ -175,6 +179,7 @@ class MaskMethod final : public AttentionMethod {
 
  private:
   Predict predict_;
+  Calibrate calibrate_;
   std::string want_, last_;
 };
 
@@ -198,6 +203,12 @@ class MInferenceMethod final : public AttentionMethod {
       } else {
         c.heads = {minference_fallback_head()};
       }
+    }
+    if (c.target_sparsity) {
+      // Equal sparsity: the budget ratio searched on this call's inputs (untimed), then the method with that
+      // ratio fixed (the timed call; MaskMethod does the same for the knobs of the mask baselines).
+      c.budget_ratio = minference_budget_ratio(q, k, c);
+      c.target_sparsity.reset();
     }
 #if SPARGE_HAVE_CUDA
     if (want_ != "reference" && q.is_cuda()) {
@@ -295,17 +306,26 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
                                   std::to_string(xc.threshold));
     const double target = target_sparsity(r, id);
     const auto backend = r.text("backend", "auto", {"auto", "reference", "cuda"});
-    m = std::make_unique<MaskMethod>(
-        [xc, target](const at::Tensor& q, const at::Tensor& k, bool causal) {
-          auto c = xc;
-          c.causal = causal;
-          if (target < 0.0) return xattention_block_mask(q, k, c);
-          // Equal sparsity: score once, bisect the threshold over the selection only.
-          const auto scores = xattention_scores(q, k, c);
-          return mask_at_token_sparsity([&](double t) { return xattention_select(scores, t); }, 1e-3, 1.0,
-                                        target, causal);
-        },
-        backend);
+    auto predict = [xc](const at::Tensor& q, const at::Tensor& k, bool causal) {
+      auto c = xc;
+      c.causal = causal;
+      return xattention_block_mask(q, k, c);
+    };
+    MaskMethod::Calibrate calibrate;
+    if (target >= 0.0)
+      // Equal sparsity: score once, bisect the threshold over the selection only; then the fixed threshold.
+      calibrate = [xc, target](const at::Tensor& q, const at::Tensor& k, bool causal) {
+        auto c = xc;
+        c.causal = causal;
+        const auto scores = xattention_scores(q, k, c);
+        c.threshold = knob_at_token_sparsity([&](double t) { return xattention_select(scores, t); }, 1e-3,
+                                             1.0, target, causal)
+                          .knob;
+        return MaskMethod::Predict([c](const at::Tensor& q2, const at::Tensor& k2, bool) {
+          return xattention_block_mask(q2, k2, c);
+        });
+      };
+    m = std::make_unique<MaskMethod>(predict, calibrate, backend);
   } else if (type == "flexprefill") {
     // Presets first, then individual parameters over them.
     auto fc = flexprefill_preset(r.text("preset", "library", {"library", "paper_llama31"}));
@@ -322,24 +342,34 @@ std::unique_ptr<AttentionMethod> make_method(const std::string& id, const std::s
                                   std::to_string(fc.tau));
     const double target = target_sparsity(r, id);
     const auto backend = r.text("backend", "auto", {"auto", "reference", "cuda"});
-    m = std::make_unique<MaskMethod>(
-        [fc, target](const at::Tensor& q, const at::Tensor& k, bool causal) {
-          if (!causal || q.size(2) != k.size(2)) {
-            // FlexPrefill is defined for causal prefill of a whole prompt: anything else runs every block.
-            const int64_t nqb = (q.size(2) + fc.block - 1) / fc.block,
-                          nkb = (k.size(2) + fc.block - 1) / fc.block;
-            const auto all =
-                causal_valid_blocks(q.size(2), k.size(2), fc.block, fc.block, causal, q.options())
-                    .expand({q.size(0), q.size(1), nqb, nkb});
-            return BlockMask::from_dense(all.contiguous(), fc.block, fc.block, q.size(2), k.size(2));
-          }
-          if (target < 0.0) return flexprefill_block_mask(q, k, fc).mask;
-          // Equal sparsity: estimate once, bisect gamma over the selection only.
-          const auto estimate = flexprefill_estimate(q, k, fc);
-          return mask_at_token_sparsity([&](double g) { return flexprefill_select(estimate, g).mask; }, 1e-3,
-                                        1.0, target, causal);
-        },
-        backend);
+    auto predict_with = [](const FlexPrefillConfig& chosen) {
+      return [chosen](const at::Tensor& q, const at::Tensor& k, bool causal) {
+        if (!causal || q.size(2) != k.size(2)) {
+          // FlexPrefill is defined for causal prefill of a whole prompt: anything else runs every block.
+          const int64_t nqb = (q.size(2) + chosen.block - 1) / chosen.block,
+                        nkb = (k.size(2) + chosen.block - 1) / chosen.block;
+          const auto all =
+              causal_valid_blocks(q.size(2), k.size(2), chosen.block, chosen.block, causal, q.options())
+                  .expand({q.size(0), q.size(1), nqb, nkb});
+          return BlockMask::from_dense(all.contiguous(), chosen.block, chosen.block, q.size(2), k.size(2));
+        }
+        return flexprefill_block_mask(q, k, chosen).mask;
+      };
+    };
+    MaskMethod::Calibrate calibrate;
+    if (target >= 0.0)
+      // Equal sparsity: estimate once, bisect gamma over the selection only; then the fixed gamma.
+      calibrate = [fc, target, predict_with](const at::Tensor& q, const at::Tensor& k, bool causal) {
+        auto c = fc;
+        if (causal && q.size(2) == k.size(2)) {
+          const auto estimate = flexprefill_estimate(q, k, c);
+          c.gamma = knob_at_token_sparsity([&](double g) { return flexprefill_select(estimate, g).mask; },
+                                           1e-3, 1.0, target, causal)
+                        .knob;
+        }
+        return MaskMethod::Predict(predict_with(c));
+      };
+    m = std::make_unique<MaskMethod>(predict_with(fc), calibrate, backend);
   } else if (type == "minference") {
     // Default: the Llama-3.1-8B configuration (vertical-slash 512 / 2048 for every head); `config` loads
     // MInference's per-layer JSON instead; single-pattern parameters override the default head.

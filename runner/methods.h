@@ -14,12 +14,12 @@
 //   xattention  XAttention: antidiagonal scoring, threshold selection with      block 128, stride 8, threshold 0.9,
 //               forced sink and diagonal blocks (mask on LibTorch ops; the      backend, target_sparsity (token level:
 //               attention on the CUDA kernel on a GPU)                          the scores computed once per call, the
-//                                                                               threshold bisected over the selection)
+//                                                                               threshold bisected over the selection)*
 //   flexprefill FlexPrefill: per head query-aware (pooled Q.K coverage) or      preset library|paper_llama31 (gamma 0.9 |
 //               vertical-slash (last-block estimate) by a JS-divergence test;   0.95), block 128, gamma, tau 0.1, min_budget
 //               dense under max(256, min_budget) tokens; non-causal or chunked  1024, max_budget (0: none), backend
 //               (Nq != Nk) calls run dense                                      target_sparsity (one estimate per call,
-//                                                                               gamma bisected over the selection)
+//                                                                               gamma bisected over the selection)*
 //   minference  MInference: vertical-slash heads (last-64-query estimate,       pattern vertical_slash|a_shape|block_sparse,
 //               forced first 30 keys and 100 diagonals), A-shape or block-      vertical_size 512, slash_size 2048 (the
 //               sparse heads; causal only; the vertical-slash heads on the      Llama-3.1-8B default), n_init 128, n_local
@@ -27,8 +27,10 @@
 //               coverage kernel_tiles), everything else on the LibTorch         exact_tokens, config (MInference JSON),
 //               reference (any device)                                          backend, target_sparsity (token level: one
 //                                                                               ratio scales every vertical_size and
-//                                                                               slash_size, bisected per call)
+//                                                                               slash_size, searched per call)*
 // clang-format on
+// *Equal sparsity: the knob is searched on each call's inputs before the call, untimed; the call (its timed
+// prediction and attention) is the method with that knob fixed, as it runs when deployed with a chosen knob.
 // q: (B, Hq, Nq, D), k, v: (B, Hkv, Nk, D), HND.
 #pragma once
 

@@ -1,7 +1,8 @@
 // The API of the MInference vertical-slash kernel (sparge/cuda_minference.h): checks every input (messages
 // name the argument, the expected and the actual value), fills VerticalSlashParams, dispatches (dtype, head
 // dim) to the instantiations, and serves sparge::minference_attention's vertical-slash heads through its
-// VsIndexAttention hook. The only file of this kernel that sees torch.
+// VsIndexAttention hook; also builds the kernel's index on the device (vertical_slash_index.cu), served
+// through the VsIndexBuilder hook. The only file of these kernels that sees torch.
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -220,19 +221,85 @@ AttentionResult vertical_slash_attention(const at::Tensor& q, const at::Tensor& 
   return r;
 }
 
+VerticalSlashIndex vertical_slash_index(const VerticalSlash& vs) {
+  SPARGE_CHECK(vs.seq_q >= 1 && vs.seq_k >= vs.seq_q,
+               "argument `vs`: expected 1 <= seq_q <= seq_k (causal), got seq_q = ", vs.seq_q,
+               ", seq_k = ", vs.seq_k);
+  const int64_t max_seq = std::numeric_limits<int32_t>::max() - 2 * kBlock;  // tile starts < Nk + 64 in int32
+  SPARGE_CHECK(vs.seq_k <= max_seq, "argument `vs.seq_k`: expected <= ", max_seq, " (int32 index), got ",
+               vs.seq_k);
+  const std::pair<const char*, const at::Tensor*> named[] = {{"vertical", &vs.vertical},
+                                                             {"vertical_count", &vs.vertical_count},
+                                                             {"slash", &vs.slash},
+                                                             {"slash_count", &vs.slash_count}};
+  for (const auto& [name, t] : named)
+    SPARGE_CHECK(t->defined(), "argument `vs.", name,
+                 "`: expected a defined tensor (of minference_vertical_slash)");
+  for (const auto& [name, t] : named) {
+    const bool count = name == std::string("vertical_count") || name == std::string("slash_count");
+    SPARGE_CHECK(t->is_cuda(), "argument `vs.", name, "`: expected a CUDA tensor, got device ", t->device());
+    SPARGE_CHECK(t->device() == vs.vertical.device(), "argument `vs.", name, "`: expected device ",
+                 vs.vertical.device(), " (of vs.vertical), got ", t->device());
+    SPARGE_CHECK(t->scalar_type() == at::kLong || t->scalar_type() == at::kInt, "argument `vs.", name,
+                 "`: expected dtype int64 (or int32), got ", t->scalar_type());
+    SPARGE_CHECK(t->dim() == (count ? 2 : 3), "argument `vs.", name, "`: expected shape ",
+                 count ? "(B, H)" : "(B, H, C)", ", got ", t->sizes());
+    SPARGE_CHECK(t->size(0) == vs.vertical.size(0) && t->size(1) == vs.vertical.size(1), "argument `vs.",
+                 name, "`: expected (B, H) = (", vs.vertical.size(0), ", ", vs.vertical.size(1),
+                 ") (of vs.vertical) first, got ", t->sizes());
+  }
+  const c10::cuda::CUDAGuard guard(vs.vertical.device());
+  // Device-side conversions only (no-ops for the estimate's contiguous int64 tensors).
+  auto operand = [](const at::Tensor& t) { return t.to(at::kLong).contiguous(); };
+  const auto vertical = operand(vs.vertical), vertical_count = operand(vs.vertical_count),
+             slash = operand(vs.slash), slash_count = operand(vs.slash_count);
+  const int64_t B = vertical.size(0), H = vertical.size(1), nqb = (vs.seq_q + kBlock - 1) / kBlock;
+  const int64_t vmax = vertical.size(2), smax = slash.size(2);
+  const auto iopt = vertical.options().dtype(at::kInt);
+  VerticalSlashIndex ix;
+  ix.seq_q = vs.seq_q;
+  ix.seq_k = vs.seq_k;
+  ix.block_count = at::empty({B, H, nqb}, iopt);  // every entry written by the kernel
+  ix.column_count = at::empty({B, H, nqb}, iopt);
+  ix.block_offset = at::full({B, H, nqb, smax}, -1, iopt);  // the kernel writes the listed entries
+  ix.column_index = at::full({B, H, nqb, vmax}, -1, iopt);
+
+  VerticalSlashIndexParams prm;
+  prm.vertical = vertical.data_ptr<int64_t>();
+  prm.vertical_count = vertical_count.data_ptr<int64_t>();
+  prm.slash = slash.data_ptr<int64_t>();
+  prm.slash_count = slash_count.data_ptr<int64_t>();
+  prm.block_count = ix.block_count.data_ptr<int32_t>();
+  prm.block_offset = ix.block_offset.data_ptr<int32_t>();
+  prm.column_count = ix.column_count.data_ptr<int32_t>();
+  prm.column_index = ix.column_index.data_ptr<int32_t>();
+  prm.batch = B;
+  prm.heads = H;
+  prm.num_q_blocks = nqb;
+  prm.vmax = vmax;
+  prm.smax = smax;
+  prm.seq_q = vs.seq_q;
+  prm.seq_k = vs.seq_k;
+  const auto stream = at::cuda::getCurrentCUDAStream(vs.vertical.device().index()).stream();
+  const cudaError_t err = launch_vertical_slash_index(prm, stream);
+  SPARGE_CHECK(err == cudaSuccess, "index kernel launch failed: ", cudaGetErrorString(err));
+  return ix;
+}
+
 AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const MInferenceConfig& config) {
   const std::string why = minference_unsupported_reason(q, k, v, config);
   SPARGE_CHECK(why.empty(), why);
-  // The index is vertical_slash_index's (valid by construction): no device check; the reference counts the
-  // statistics from it and times the call.
+  // The index is built on the device by cuda::vertical_slash_index (valid by construction for the estimate's
+  // lists): no device check; the reference counts the statistics from it and times the call.
   const VsIndexAttention kernel = [](const at::Tensor& qs, const at::Tensor& ks, const at::Tensor& vs,
                                      const VerticalSlashIndex& index, const MInferenceConfig& c) {
     VerticalSlashOptions opt;
     opt.check_index = false;
     return vertical_slash_attention(qs, ks, vs, index, c, opt);
   };
-  return sparge::minference_attention(q, k, v, config, kernel);
+  const VsIndexBuilder builder = [](const VerticalSlash& vs) { return cuda::vertical_slash_index(vs); };
+  return sparge::minference_attention(q, k, v, config, kernel, builder);
 }
 
 }  // namespace sparge::cuda

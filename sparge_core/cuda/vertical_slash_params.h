@@ -95,4 +95,26 @@ SPARGE_DECLARE_VS_LAUNCH(DType::kBf16, 64)
 SPARGE_DECLARE_VS_LAUNCH(DType::kBf16, 128)
 #undef SPARGE_DECLARE_VS_LAUNCH
 
+// The index builder (vertical_slash_index.cu): sparge::vertical_slash_index (sparge/minference.h) on the
+// device, one thread per (b, h, query block m). Inputs int64 contiguous: vertical (B, H, vmax) and slash
+// (B, H, smax) ascending then -1, their counts (B, H). Outputs int32 contiguous, filled with -1 by the caller
+// (the kernel writes only the listed entries and the counts): block_count, column_count (B, H, NQB),
+// block_offset (B, H, NQB, smax), column_index (B, H, NQB, vmax). The contents are trusted (the API checks
+// shapes and dtypes only); counts are clamped to [0, width], so every read and write stays in bounds.
+struct VerticalSlashIndexParams {
+  const int64_t* vertical = nullptr;
+  const int64_t* vertical_count = nullptr;
+  const int64_t* slash = nullptr;
+  const int64_t* slash_count = nullptr;
+  int32_t* block_count = nullptr;
+  int32_t* block_offset = nullptr;
+  int32_t* column_count = nullptr;
+  int32_t* column_index = nullptr;
+  int64_t batch = 0, heads = 0, num_q_blocks = 0, vmax = 0, smax = 0;
+  int64_t seq_q = 0, seq_k = 0;
+};
+
+// Launches the index builder for p on `stream`; returns the launch error, if any (none for an empty grid).
+cudaError_t launch_vertical_slash_index(const VerticalSlashIndexParams& p, cudaStream_t stream);
+
 }  // namespace sparge::cuda

@@ -103,24 +103,45 @@ double token_sparsity(const BlockMask& mask, bool causal) {
   return valid > 0 ? 1.0 - computed / valid : 0.0;
 }
 
-BlockMask mask_at_token_sparsity(const std::function<BlockMask(double)>& mask_of, double lo, double hi,
-                                 double target, bool causal, int steps) {
-  SPARGE_CHECK(lo < hi, "arguments `lo`, `hi`: expected lo < hi, got ", lo, ", ", hi);
-  SPARGE_CHECK(target >= 0.0 && target < 1.0, "argument `target`: expected a value in [0, 1), got ", target);
-  SPARGE_CHECK(steps >= 0, "argument `steps`: expected >= 0, got ", steps);
-  BlockMask best = mask_of(hi);
-  double best_gap = std::abs(token_sparsity(best, causal) - target);
+namespace {
+
+// The knob search's arguments, errors naming the public function `fn`.
+void check_knob_search(const char* fn, double lo, double hi, double target, int steps) {
+  if (!(lo < hi)) detail::fail(fn, "arguments `lo`, `hi`: expected lo < hi, got ", lo, ", ", hi);
+  if (!(target >= 0.0 && target < 1.0))
+    detail::fail(fn, "argument `target`: expected a value in [0, 1), got ", target);
+  if (steps < 0) detail::fail(fn, "argument `steps`: expected >= 0, got ", steps);
+}
+
+KnobSearch knob_search(const std::function<BlockMask(double)>& mask_of, double lo, double hi, double target,
+                       bool causal, int steps) {
+  KnobSearch best{mask_of(hi), hi};
+  double best_gap = std::abs(token_sparsity(best.mask, causal) - target);
   for (int i = 0; i < steps && best_gap > 1e-3; ++i) {
     const double mid = 0.5 * (lo + hi);
     auto m = mask_of(mid);
     const double sp = token_sparsity(m, causal);
     if (std::abs(sp - target) < best_gap) {
       best_gap = std::abs(sp - target);
-      best = std::move(m);
+      best = {std::move(m), mid};
     }
     (sp > target ? lo : hi) = mid;  // too sparse: keep more (a larger knob)
   }
   return best;
+}
+
+}  // namespace
+
+KnobSearch knob_at_token_sparsity(const std::function<BlockMask(double)>& mask_of, double lo, double hi,
+                                  double target, bool causal, int steps) {
+  check_knob_search(__func__, lo, hi, target, steps);
+  return knob_search(mask_of, lo, hi, target, causal, steps);
+}
+
+BlockMask mask_at_token_sparsity(const std::function<BlockMask(double)>& mask_of, double lo, double hi,
+                                 double target, bool causal, int steps) {
+  check_knob_search(__func__, lo, hi, target, steps);
+  return knob_search(mask_of, lo, hi, target, causal, steps).mask;
 }
 
 BlockMask refine_block_mask(const BlockMask& mask, int64_t block_q, int64_t block_k) {

@@ -86,6 +86,8 @@ detail::Problem check_minference(const char* fn, const at::Tensor& q, const at::
   const int cov = static_cast<int>(c.coverage);
   if (cov < 0 || cov > static_cast<int>(VsCoverage::kExactTokens))
     detail::fail(fn, "argument `coverage`: expected kKernelTiles or kExactTokens, got ", cov);
+  if (!(c.budget_ratio > 0.0 && std::isfinite(c.budget_ratio)))
+    detail::fail(fn, "argument `budget_ratio`: expected a finite value > 0, got ", c.budget_ratio);
   if (c.target_sparsity && !(*c.target_sparsity >= 0.0 && *c.target_sparsity < 1.0))
     detail::fail(fn, "argument `target_sparsity`: expected a value in [0, 1) or none, got ",
                  *c.target_sparsity);
@@ -612,6 +614,7 @@ struct VsChoice {
 };
 
 constexpr int kRatioSteps = 20;              // bisection steps of the budget ratio
+constexpr int kBracketSteps = 40;            // doublings / halvings that bracket the target
 constexpr double kSparsityTolerance = 1e-3;  // stop once this close to the target
 
 VsChoice choose_vs(const at::Tensor& qh, const at::Tensor& kh, const std::vector<MInferenceHead>& heads,
@@ -624,31 +627,50 @@ VsChoice choose_vs(const at::Tensor& qh, const at::Tensor& kh, const std::vector
     if (c.target_sparsity && tiles) ch.index = vertical_slash_index(ch.vs);
     return ch;
   };
-  int64_t smallest = 0;  // the smallest non-zero budget: at r = Nk / smallest every non-zero budget is >= Nk
+  int64_t smallest = 0, largest = 0;  // non-zero budgets: at r = Nk / smallest every one is >= Nk
   for (const auto& h : heads)
     for (int64_t size : {h.vertical_size, h.slash_size})
-      if (size > 0 && (smallest == 0 || size < smallest)) smallest = size;
-  if (!c.target_sparsity || smallest == 0) return make(1.0);  // no budget to scale
+      if (size > 0) {
+        if (smallest == 0 || size < smallest) smallest = size;
+        largest = std::max(largest, size);
+      }
+  if (!c.target_sparsity || smallest == 0) return make(c.budget_ratio);  // no search
 
   const double target = *c.target_sparsity;
   const double valid = static_cast<double>(qh.size(0) * qh.size(1) * causal_pairs(sc.seq_q, sc.seq_k));
-  auto sparsity = [&](const VsChoice& ch) {
+  VsChoice best;
+  double best_gap = kInf;
+  // The sparsity at `ratio`, keeping the choice closest to the target (the first one on ties).
+  auto probe = [&](double ratio) {
+    auto ch = make(ratio);
     const int64_t pairs = tiles ? vertical_slash_index_pairs(*ch.index) : exact_pairs(ch.vs);
-    return 1.0 - static_cast<double>(pairs) / valid;
-  };
-  // Sparsity falls as the ratio grows (longer prefixes of the same orders select supersets).
-  double lo = 0.0, hi = static_cast<double>(sc.seq_k) / static_cast<double>(smallest);
-  VsChoice best = make(hi);
-  double best_gap = std::abs(sparsity(best) - target);
-  for (int i = 0; i < kRatioSteps && best_gap > kSparsityTolerance; ++i) {
-    const double mid = 0.5 * (lo + hi);
-    auto ch = make(mid);
-    const double sp = sparsity(ch);
+    const double sp = 1.0 - static_cast<double>(pairs) / valid;
     if (std::abs(sp - target) < best_gap) {
       best_gap = std::abs(sp - target);
       best = std::move(ch);
     }
-    (sp > target ? lo : hi) = mid;  // too sparse: larger budgets
+    return sp;
+  };
+  // Sparsity falls as the ratio grows (longer prefixes of the same orders select supersets). A step builds
+  // budgets proportional to the ratio, so the bracket grows from the configured ratio, not down from r_max.
+  const double r_max = static_cast<double>(sc.seq_k) / static_cast<double>(smallest);
+  if (target == 0.0) return make(r_max);  // every budget at Nk: every causal pair, exactly
+  // Below r_min every budget rounds to 0 and sits at its floor: the sparsity no longer changes.
+  const double r_min = 0.5 / static_cast<double>(largest);
+  double lo = 0.0, hi = r_max, r = std::clamp(c.budget_ratio, r_min, r_max);
+  const bool grow = probe(r) > target;  // too sparse: larger budgets
+  (grow ? lo : hi) = r;
+  for (int i = 0; i < kBracketSteps && best_gap > kSparsityTolerance; ++i) {
+    if (grow ? r >= r_max : r <= r_min) break;
+    r = grow ? std::min(2.0 * r, r_max) : std::max(0.5 * r, r_min);
+    const bool sparse = probe(r) > target;
+    (sparse ? lo : hi) = r;
+    if (sparse != grow) break;  // bracketed
+  }
+  if (hi <= r_min) lo = hi;  // every budget at its floor: nothing left to search
+  for (int i = 0; i < kRatioSteps && best_gap > kSparsityTolerance && lo < hi; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (probe(mid) > target ? lo : hi) = mid;
   }
   return best;
 }
@@ -797,6 +819,17 @@ VerticalSlash minference_vertical_slash(const at::Tensor& q, const at::Tensor& k
   return choose_vs(detail::to_hnd(q, config.layout).to(dt), detail::to_hnd(k, config.layout).to(dt),
                    expand_heads(config.heads, p.heads_q), p.scale, config)
       .vs;
+}
+
+double minference_budget_ratio(const at::Tensor& q, const at::Tensor& k, const MInferenceConfig& config) {
+  const auto p = check_minference(__func__, q, k, at::Tensor(), config);
+  const auto heads = expand_heads(config.heads, p.heads_q);
+  const auto ids = heads_by_pattern(heads)[static_cast<size_t>(Pattern::kVerticalSlash)];
+  if (!config.target_sparsity || p.seq_q == 1 || ids.empty()) return config.budget_ratio;
+  const auto dt = detail::math_dtype(q.scalar_type());
+  const auto s = subset(detail::to_hnd(q, config.layout).to(dt), detail::to_hnd(k, config.layout).to(dt),
+                        at::Tensor(), ids, heads, p.group());
+  return choose_vs(s.q, s.k, s.heads, p.scale, config).vs.budget_ratio;
 }
 
 VerticalSlashIndex vertical_slash_index(const VerticalSlash& vs) {
@@ -1013,7 +1046,8 @@ at::Tensor minference_token_mask(const at::Tensor& q, const at::Tensor& k, const
 
 AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const MInferenceConfig& config,
-                                     const VsIndexAttention& vs_index_attention) {
+                                     const VsIndexAttention& vs_index_attention,
+                                     const VsIndexBuilder& vs_index_builder) {
   SPARGE_CHECK(v.defined(), "argument `v`: expected a defined tensor");
   const auto p = check_minference(__func__, q, k, v, config);
   const int64_t B = p.batch, H = p.heads_q, Nq = p.seq_q, Nk = p.seq_k;
@@ -1067,7 +1101,10 @@ AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, c
         VerticalSlashIndex index;
         const double predict_ms = timed_ms(q.device(), [&] {
           auto ch = choose_vs(s.q, s.k, s.heads, p.scale, config);
-          index = ch.index ? std::move(*ch.index) : vertical_slash_index(ch.vs);
+          if (ch.index)
+            index = std::move(*ch.index);  // built by the equal-sparsity search
+          else
+            index = vs_index_builder ? vs_index_builder(ch.vs) : vertical_slash_index(ch.vs);
         });
         const auto raw = subset(detail::to_hnd(q, config.layout), detail::to_hnd(k, config.layout),
                                 detail::to_hnd(v, config.layout), ids[pat], heads, p.group());

@@ -11,20 +11,28 @@
 // Inputs are fresh random N(0, 1) draws, or planted ones (strong key columns and one strong diagonal that the
 // estimate must find).
 //
+// The index builder cuda::vertical_slash_index must equal the host sparge::vertical_slash_index exactly (all
+// four tensors) on estimates of random inputs with random budgets and on a hand-built estimate that exercises
+// every rule of the index.
+//
 // To add a case: append a Case to cases(); name() is printed with every failure.
 // Without a CUDA device every GPU test skips with the reason; the CPU part of the input checks runs
 // everywhere.
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -327,6 +335,212 @@ TEST(CudaMInference, MinferenceAttentionRunsVerticalSlashHeadsOnTheKernel) {
     }
 }
 
+// ---- cuda::vertical_slash_index: the index built on the device equals the host one exactly.
+
+// All four tensors of the device index equal the host index's: values, shapes, dtype int32, device.
+void expect_same_index(const VerticalSlashIndex& dev, const VerticalSlashIndex& host,
+                       const at::Device& where) {
+  EXPECT_EQ(dev.seq_q, host.seq_q);
+  EXPECT_EQ(dev.seq_k, host.seq_k);
+  const std::pair<const char*, std::pair<const at::Tensor*, const at::Tensor*>> named[] = {
+      {"block_count", {&dev.block_count, &host.block_count}},
+      {"block_offset", {&dev.block_offset, &host.block_offset}},
+      {"column_count", {&dev.column_count, &host.column_count}},
+      {"column_index", {&dev.column_index, &host.column_index}}};
+  for (const auto& [name, pair] : named) {
+    const auto& [d, h] = pair;
+    SCOPED_TRACE(name);
+    ASSERT_TRUE(d->defined());
+    EXPECT_EQ(d->device(), where);
+    EXPECT_EQ(h->device(), where);
+    EXPECT_EQ(d->scalar_type(), at::kInt);
+    ASSERT_EQ(d->sizes(), h->sizes());
+    const auto dc = d->cpu().flatten(), hc = h->cpu().flatten();
+    if (!at::equal(dc, hc)) {
+      const auto bad = (dc != hc).nonzero().flatten();
+      const int64_t i = bad[0].item<int64_t>(), width = d->dim() == 4 ? d->size(3) : 1;
+      ADD_FAILURE() << bad.numel() << " entries differ; the first in row (b, h, m) = " << i / width
+                    << " (flattened), position " << i % width << ": device " << dc[i].item<int32_t>()
+                    << ", host " << hc[i].item<int32_t>();
+    }
+  }
+}
+
+// Milliseconds of fn on the GPU (synchronized before and after).
+double gpu_ms(const std::function<void()>& fn) {
+  torch::cuda::synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  fn();
+  torch::cuda::synchronize();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+struct IndexCase {
+  int64_t batch, heads_q, heads_kv, seq_q, seq_k;
+};
+
+// Estimates on CUDA tensors (random inputs, random per-head budgets: small ones below the floors 30 / 50,
+// middle ones, and ones at or past the cap Nk), then compares the device index with the host one. Odd
+// lengths (not multiples of 64), Nq < Nk, batch and GQA; the last case is MInference's working size (one
+// layer at N = 32K, 16 heads, the default budgets 1000 / 6096), printed with both build times.
+TEST(CudaMInference, DeviceIndexEqualsHostIndex) {
+  SPARGE_REQUIRE_GPU();
+  const std::vector<IndexCase> shapes = {
+      {1, 1, 1, 1000, 1000},        {2, 3, 3, 1000, 1000}, {1, 4, 2, 1000, 4100},
+      {2, 2, 1, 4100, 4100},        {1, 2, 2, 64, 64},     {1, 2, 1, 1, 77},
+      {2, 4, 4, 777, 1500},         {1, 3, 1, 4100, 4165}, {1, 2, 2, 130, 4100},
+      {1, 2, 1, 16384, 16384 + 33},
+  };
+  for (const auto& c : shapes) {
+    const uint64_t seed = test::fresh_seed();
+    std::ostringstream name;
+    name << "B" << c.batch << "_H" << c.heads_q << "_Hkv" << c.heads_kv << "_Nq" << c.seq_q << "_Nk"
+         << c.seq_k << " seed " << seed;
+    SCOPED_TRACE(name.str());
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    const auto f = at::TensorOptions(at::kFloat);
+    const auto q = at::randn({c.batch, c.heads_q, c.seq_q, 64}, gen, f).cuda();
+    const auto k = at::randn({c.batch, c.heads_kv, c.seq_k, 64}, gen, f).cuda();
+    std::mt19937_64 rng(seed);
+    // Per head: small (below the floors), anywhere up to Nk, or at / past the cap.
+    auto budget = [&](int64_t cap) -> int64_t {
+      switch (rng() % 4) {
+        case 0:
+          return static_cast<int64_t>(rng() % 60);
+        case 1:
+          return cap + static_cast<int64_t>(rng() % 3) * 500;
+        default:
+          return static_cast<int64_t>(rng() % static_cast<uint64_t>(cap + 1));
+      }
+    };
+    MInferenceConfig cfg;
+    cfg.heads.clear();
+    for (int64_t h = 0; h < c.heads_q; ++h) {
+      MInferenceHead head;
+      head.vertical_size = budget(c.seq_k);
+      head.slash_size = budget(c.seq_k);
+      cfg.heads.push_back(head);
+    }
+    if (c.seq_q > 1) {  // the first head at the cap for both lists: every offset, every key
+      cfg.heads[0].vertical_size = c.seq_k;
+      cfg.heads[0].slash_size = c.seq_k;
+    }
+    const auto vs = minference_vertical_slash(q, k, cfg);
+    const auto host = vertical_slash_index(vs);
+    const auto dev = cuda::vertical_slash_index(vs);
+    expect_same_index(dev, host, q.device());
+    // int32 lists (converted on the device) give the same index.
+    VerticalSlash vs32 = vs;
+    vs32.vertical = vs.vertical.to(at::kInt);
+    vs32.vertical_count = vs.vertical_count.to(at::kInt);
+    vs32.slash = vs.slash.to(at::kInt);
+    vs32.slash_count = vs.slash_count.to(at::kInt);
+    expect_same_index(cuda::vertical_slash_index(vs32), host, q.device());
+  }
+
+  // On a side stream: the builder enqueues on the current stream (synchronized before reading).
+  {
+    const auto q = at::randn({1, 2, 1000, 64}, at::TensorOptions(at::kFloat).device(at::kCUDA));
+    const auto k = at::randn({1, 2, 1100, 64}, q.options());
+    MInferenceConfig cfg;
+    cfg.heads[0].vertical_size = 200;
+    cfg.heads[0].slash_size = 300;
+    const auto vs = minference_vertical_slash(q, k, cfg);
+    const auto host = vertical_slash_index(vs);
+    torch::cuda::synchronize();
+    auto side = c10::cuda::getStreamFromPool();
+    VerticalSlashIndex dev;
+    {
+      const c10::cuda::CUDAStreamGuard guard(side);
+      dev = cuda::vertical_slash_index(vs);
+    }
+    side.synchronize();
+    expect_same_index(dev, host, q.device());
+  }
+
+  // MInference's size: one layer, N = 32K, 16 heads, budgets (1000, 6096); times of both builders.
+  {
+    const int64_t n = 32768, heads = 16;
+    const auto q = at::randn({1, heads, n, 64}, at::TensorOptions(at::kHalf).device(at::kCUDA));
+    const auto k = at::randn({1, heads, n, 64}, q.options());
+    MInferenceConfig cfg;  // the fallback head (1000, 6096) for every head
+    const auto vs = minference_vertical_slash(q, k, cfg);
+    VerticalSlashIndex host, dev;
+    const double host_ms = gpu_ms([&] { host = vertical_slash_index(vs); });
+    cuda::vertical_slash_index(vs);  // warm-up (module load)
+    const double dev_ms = gpu_ms([&] { dev = cuda::vertical_slash_index(vs); });
+    expect_same_index(dev, host, q.device());
+    std::printf(
+        "vertical_slash_index N = %lld, H = %lld, budgets (1000, 6096): host %.2f ms, device %.3f ms\n",
+        static_cast<long long>(n), static_cast<long long>(heads), host_ms, dev_ms);
+  }
+}
+
+// A hand-built estimate (B 1, H 2, Nq 200, Nk 330: bottom-right offset 130, four query blocks, the last of 8
+// rows) exercising every rule of the index, checked against the host index and, for two blocks, by hand.
+TEST(CudaMInference, DeviceIndexHandBuiltRules) {
+  SPARGE_REQUIRE_GPU();
+  const auto lopt = at::TensorOptions(at::kLong);
+  VerticalSlash vs;
+  vs.seq_q = 200;
+  vs.seq_k = 330;
+  // Head 0, block 0 (E = 0 + 64 + 130 = 194), offsets from the largest: 329, 300, 260, 200 >= E are
+  // skipped; 150 gives e = 44, clamped to [0, 64); 130 gives e = 64 (inside it); 65 -> e = 129 > 64 + 64
+  // opens [65, 129); 64 -> e = 130 grows it by one tile to 193 (not to 130); 1 -> e = 193 is inside; 0 -> e
+  // = 194 grows it to 257. Tiles 0, 65, 129, 193. Verticals: 0, 3 in [0, 64) and 100, 200, 256 in [65,
+  // 257) are dropped, 64 lies between the ranges (a column), 257 and 300 are at or past the last range's end
+  // (dropped).
+  // Head 1 (adjacent tiles 0, 64, 128, 192 apart), block 3 (rows 192 .. 199, E = 386): 192 -> e = 194 opens
+  // [130, 194); 128 -> 258, 64 -> 322, 0 -> 386 each grow it by one tile: [130, 386) (keys >= Nk masked by
+  // the kernel). Verticals 5, 129 are columns, 130 and 329 inside. Block 0 (E = 194): [0, 256) after the
+  // clamp of 192 (e = 2 -> 64) and three growths; every vertical inside or past it: no column.
+  const int64_t slash_width = 11, vertical_width = 10;
+  vs.slash = at::full({1, 2, slash_width}, -1, lopt);
+  vs.vertical = at::full({1, 2, vertical_width}, -1, lopt);
+  const std::vector<int64_t> slash0 = {0, 1, 64, 65, 130, 150, 200, 260, 300, 329},
+                             slash1 = {0, 64, 128, 192};
+  const std::vector<int64_t> vert0 = {0, 3, 64, 100, 200, 256, 257, 300}, vert1 = {5, 129, 130, 329};
+  auto fill = [&](at::Tensor& list, int64_t h, const std::vector<int64_t>& values) {
+    list[0][h]
+        .narrow(0, 0, static_cast<int64_t>(values.size()))
+        .copy_(at::tensor(at::ArrayRef<int64_t>(values), lopt));
+  };
+  fill(vs.slash, 0, slash0);
+  fill(vs.slash, 1, slash1);
+  fill(vs.vertical, 0, vert0);
+  fill(vs.vertical, 1, vert1);
+  vs.slash_count =
+      at::tensor({static_cast<int64_t>(slash0.size()), static_cast<int64_t>(slash1.size())}, lopt)
+          .view({1, 2});
+  vs.vertical_count =
+      at::tensor({static_cast<int64_t>(vert0.size()), static_cast<int64_t>(vert1.size())}, lopt).view({1, 2});
+  vs.slash = vs.slash.cuda();
+  vs.vertical = vs.vertical.cuda();
+  vs.slash_count = vs.slash_count.cuda();
+  vs.vertical_count = vs.vertical_count.cuda();
+
+  const auto host = vertical_slash_index(vs);
+  const auto dev = cuda::vertical_slash_index(vs);
+  expect_same_index(dev, host, vs.slash.device());
+  auto row = [](const at::Tensor& t, int64_t h, int64_t m) {
+    const auto r = t[0][h][m].cpu();
+    return std::vector<int32_t>(r.data_ptr<int32_t>(), r.data_ptr<int32_t>() + r.numel());
+  };
+  auto padded = [](std::vector<int32_t> v, int64_t width) {
+    v.resize(static_cast<size_t>(width), -1);
+    return v;
+  };
+  EXPECT_EQ(dev.block_count[0][0][0].item<int32_t>(), 4);
+  EXPECT_EQ(row(dev.block_offset, 0, 0), padded({0, 65, 129, 193}, slash_width));
+  EXPECT_EQ(dev.column_count[0][0][0].item<int32_t>(), 1);
+  EXPECT_EQ(row(dev.column_index, 0, 0), padded({64}, vertical_width));
+  EXPECT_EQ(dev.block_count[0][1][3].item<int32_t>(), 4);
+  EXPECT_EQ(row(dev.block_offset, 1, 3), padded({130, 194, 258, 322}, slash_width));
+  EXPECT_EQ(row(dev.column_index, 1, 3), padded({5, 129}, vertical_width));
+  EXPECT_EQ(row(dev.block_offset, 1, 0), padded({0, 64, 128, 192}, slash_width));
+  EXPECT_EQ(dev.column_count[0][1][0].item<int32_t>(), 0);
+}
+
 // Input checks name the argument; CPU tensors are rejected before any device work, so this runs everywhere.
 TEST(CudaMInference, RejectsBadInputs) {
   auto expect_error = [](const std::function<void()>& fn, const std::string& needle) {
@@ -352,6 +566,14 @@ TEST(CudaMInference, RejectsBadInputs) {
   auto exact = cfg;
   exact.coverage = VsCoverage::kExactTokens;
   expect_error([&] { cuda::minference_attention(q, k, v, exact); }, "argument `config.coverage`");
+  const auto vs_cpu = minference_vertical_slash(q.to(at::kFloat), k.to(at::kFloat), cfg);
+  expect_error([&] { cuda::vertical_slash_index(vs_cpu); }, "argument `vs.vertical`: expected a CUDA tensor");
+  auto vs_bad = vs_cpu;
+  vs_bad.seq_q = 131;
+  expect_error([&] { cuda::vertical_slash_index(vs_bad); }, "argument `vs`: expected 1 <= seq_q <= seq_k");
+  vs_bad = vs_cpu;
+  vs_bad.slash = at::Tensor();
+  expect_error([&] { cuda::vertical_slash_index(vs_bad); }, "argument `vs.slash`: expected a defined tensor");
   if (!torch::cuda::is_available()) {
     GTEST_SKIP() << "no CUDA device visible to torch: GPU input checks skipped";
   }
@@ -450,6 +672,21 @@ TEST(CudaMInference, RejectsBadInputs) {
   with_lse.return_lse = true;
   expect_error([&] { cuda::vertical_slash_attention(qg, kg, vg, ix, with_lse, opt); },
                "argument `options.lse`");
+  // cuda::vertical_slash_index: devices, dtypes, shapes.
+  const auto vs_gpu = minference_vertical_slash(qg, kg, cfg);
+  auto vs_edit = vs_gpu;
+  vs_edit.slash_count = vs_gpu.slash_count.cpu();
+  expect_error([&] { cuda::vertical_slash_index(vs_edit); },
+               "argument `vs.slash_count`: expected a CUDA tensor");
+  vs_edit = vs_gpu;
+  vs_edit.vertical = vs_gpu.vertical.to(at::kFloat);
+  expect_error([&] { cuda::vertical_slash_index(vs_edit); }, "argument `vs.vertical`: expected dtype int64");
+  vs_edit = vs_gpu;
+  vs_edit.slash = vs_gpu.slash[0];
+  expect_error([&] { cuda::vertical_slash_index(vs_edit); }, "argument `vs.slash`: expected shape (B, H, C)");
+  vs_edit = vs_gpu;
+  vs_edit.vertical_count = vs_gpu.vertical_count.expand({2, 2});
+  expect_error([&] { cuda::vertical_slash_index(vs_edit); }, "argument `vs.vertical_count`: expected (B, H)");
   // A valid call after all of that.
   const auto ok = cuda::vertical_slash_attention(qg, kg, vg, ix, with_lse);
   EXPECT_TRUE(at::isfinite(ok.out).all().item<bool>());

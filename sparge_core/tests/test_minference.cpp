@@ -609,6 +609,14 @@ TEST(MInferenceEqualSparsity, BudgetRatioHitsTheTargetSparsity) {
     EXPECT_EQ(plain.budget_ratio, 1.0);
     const auto r = minference_attention(q, k, v, c);
     const double sparsity = 1.0 - r.stats.token_density();
+    // The ratio alone (no search) reproduces the call: how the runner calibrates once, then times the call.
+    EXPECT_EQ(minference_budget_ratio(q, k, c), ratio);
+    auto fixed = c;
+    fixed.target_sparsity.reset();
+    fixed.budget_ratio = ratio;
+    const auto by_ratio = minference_attention(q, k, v, fixed);
+    EXPECT_TRUE(at::equal(r.out, by_ratio.out));
+    EXPECT_EQ(r.stats.computed_pairs, by_ratio.stats.computed_pairs);
     if (target == 0.0) {
       EXPECT_EQ(r.stats.computed_pairs, r.stats.valid_pairs);
     } else {
@@ -634,6 +642,12 @@ TEST(MInferenceEqualSparsity, BudgetRatioHitsTheTargetSparsity) {
   const auto vs_pairs = mask.index_select(1, vs_heads).sum().item<double>();
   const double valid = 2.0 * 3.0 * static_cast<double>(N * (N + 1) / 2);
   EXPECT_NEAR(1.0 - vs_pairs / valid, 0.7, 0.02);
+  // The ratio of the mixed config is searched over its vertical-slash heads only, as the attention does.
+  auto fixed = c;
+  fixed.target_sparsity.reset();
+  fixed.budget_ratio = minference_budget_ratio(q, k, c);
+  EXPECT_NE(fixed.budget_ratio, 1.0);
+  EXPECT_TRUE(at::equal(minference_token_mask(q, k, fixed), mask));
 }
 
 // Mixed per-head patterns with GQA and batch 2: the attention equals dense attention restricted to
@@ -931,6 +945,8 @@ TEST(MInferenceErrors, BadArgumentsNameTheArgument) {
       {"pattern_name", "argument `name`", [&] { parse_minference_pattern("dense"); }},
       {"target_sparsity", "argument `target_sparsity`: expected a value in [0, 1)",
        [&] { minference_attention(q, k, v, with([](auto& c) { c.target_sparsity = 1.0; })); }},
+      {"budget_ratio", "argument `budget_ratio`: expected a finite value > 0, got 0",
+       [&] { minference_budget_ratio(q, k, with([](auto& c) { c.budget_ratio = 0.0; })); }},
       {"index_column", "argument `index.column_index`: expected columns in [0, 64 m + seq_k - seq_q]",
        [&] {
          auto ix = vertical_slash_index(vs);

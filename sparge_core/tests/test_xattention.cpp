@@ -410,6 +410,12 @@ TEST(XAttention, EqualSparsitySearchScoresOnce) {
       EXPECT_EQ(old_knobs, new_knobs) << "the searches visit the same thresholds";
       EXPECT_GT(new_knobs.size(), 2u);
       expect_identical(old_mask, new_mask, "searched mask");
+      // The knob the search returns reproduces its mask through the plain method (calibrate once, run fixed).
+      const auto found = knob_at_token_sparsity([&](double t) { return xattention_select(scores, t); }, 1e-3,
+                                                1.0, target, cfg.causal);
+      expect_identical(found.mask, new_mask, "knob search mask");
+      fresh.threshold = found.knob;
+      expect_identical(xattention_block_mask(in.q, in.k, fresh), new_mask, "mask at the returned threshold");
       EXPECT_NEAR(token_sparsity(new_mask, cfg.causal), target, 0.1);
     }
 }

@@ -9,19 +9,27 @@
 // so that a group's K is read once from DRAM: its second read (Kstats, 2 L groups of K later, ~kKReuseBytes
 // of traffic) hits L2. The CTA finishing the last K-sum item of a part of g adds that part in float64 (a
 // ticket counter finds it); the one finishing the last part adds the parts, writes the mean and releases the
-// group's ready flag; Kstats items of g issue their loads, then spin (acquire) on that flag.
+// group's ready flag; Kstats items of g, their rows already loaded, spin (acquire) on that flag.
+// Pipelining: each CTA stages the rows of an item (up to kChunkRows) in shared memory with 16-byte cp.async
+// copies. As soon as item i's rows are moved from the stage into registers, the copies of item i + 1 are
+// issued into it, so they are in flight during item i's arithmetic, epilogue and any K-stats wait (the
+// memory system does not idle while a CTA computes). Each warp copies exactly the rows it reads, so
+// cp.async.wait_all + __syncwarp order the stage's accesses; no CTA barrier guards it. Blocks of more than
+// kChunkRows rows (any block size is valid) copy their later chunks and wait for them at once (slow path).
 // Deadlock freedom: items are dequeued in increasing order and an item only waits on items with smaller
 // indices that never wait themselves (K-sum items and the mean work done by the CTA finishing them); a CTA
 // that holds an item is running, so by induction on the index every item completes, whatever the number of
-// CTAs resident. (Each CTA reserves its next item before processing the current one; the reserved item is
-// larger than the current one, so the argument is unchanged.)
+// CTAs resident. (A CTA holds up to three items: the one it processes, the next one, whose copies are in
+// flight, and the one after, reserved. Both are larger than the current one, are processed in order, and
+// their copies wait on nothing, so the argument is unchanged.)
 //
 // Bit-exactness: the per-block arithmetic is the legacy block_stats_kernel's (predict_legacy.cu): 4 warps,
 // warp w accumulates rows 4w + 16s + u (s = 0, 1, ..., u < 4) in that order into per-lane column sums, the
 // per-row squared norm reduces in the butterfly pairing xor 16, 8, 4, 2, 1 (here with 6 shuffles for 4 rows,
 // then one sqrtf and one division per lane instead of 4, broadcast), the warps combine in order w = 0..3,
 // the mean of K sums the block sums in the legacy mean kernel's order. So statistics, masks and INT8 values
-// are bit-identical to the legacy predictor's; the GPU test checks it.
+// are bit-identical to the legacy predictor's; the GPU test checks it. (The stage only moves bits: the
+// registers hold the same words as direct global loads would, zeros for the rows past a tail block's end.)
 #pragma once
 
 #include <cuda/atomic>
@@ -36,14 +44,18 @@ namespace sparge::cuda::predict {
 constexpr int kStatsThreads = 128;  // 4 warps: the legacy per-block warp structure (fixes the sum order)
 constexpr int kStatsWarps = kStatsThreads / 32;
 constexpr int kRowsPerStep = 4;  // rows a warp reduces together (one transposed norm reduction)
-constexpr int kChunkSteps = 8;   // steps held in registers: 8 x 16 = 128 rows, a whole 128-row Q block
+// Steps held in registers (and rows of the shared-memory stage): 8 x 16 = 128 rows, a whole 128-row Q block.
+constexpr int kChunkSteps = 8;
 constexpr int kChunkRows = kChunkSteps * kStatsWarps * kRowsPerStep;
-// <= 128 registers per thread; 4 CTAs x 16-32 KiB of loads in flight per SM is ~2-4x what DRAM latency x
-// bandwidth needs, so that the CTAs in their arithmetic phase do not starve the memory system.
+// <= 128 registers per thread and ~37 KiB of shared memory per CTA at D = 128 (the 32 KiB stage; ~18 KiB at
+// D = 64): 4 CTAs per SM on sm_80 / sm_90 (2 on sm_89 at D = 128: 100 KiB per SM). Each CTA keeps its next
+// item's 16-32 KiB of copies in flight nearly all the time: 64-128 KiB per SM, several times DRAM latency x
+// bandwidth per SM.
 constexpr int kStatsCtasPerSm = 4;
-// Queue bytes between a group's K-sum and K-stats items: long enough that the K-sum items in flight (~8 MB at
-// 4 CTAs/SM) and the mean (a few L2 round trips) finish before the K-stats items are dequeued (no spinning),
-// short enough that the group's K is still in the 50 MB L2 (footprint ~ this + one group's K).
+// Queue bytes between a group's K-sum and K-stats items: long enough that the K-sum items being processed
+// (~8 MB of 16 KiB blocks at 4 CTAs/SM, plus one item each whose copies are in flight) and the mean (a few
+// L2 round trips) finish before the K-stats items are processed (no spinning), short enough that the group's
+// K is still in the 50 MB L2 (footprint ~ this + one group's K).
 constexpr int64_t kKReuseBytes = int64_t{20} << 20;
 constexpr int kMeanUnroll = 16;       // float64 part sums: loads in flight per thread
 constexpr int kMaxSpinSleepNs = 256;  // back-off cap of the K-stats wait
@@ -86,6 +98,46 @@ __device__ __forceinline__ Item decode_item(const StatsParams& p, int item) {
   return it;
 }
 
+// 16-byte asynchronous global -> shared copies (cp.async.cg: cached in L2 only), sm_80+; a synchronous copy
+// on older architectures (not built by default).
+__device__ __forceinline__ uint64_t evict_first_policy() {
+  uint64_t policy = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+#endif
+  return policy;
+}
+// dst: a shared-memory address (__cvta_generic_to_shared), 16-byte aligned; src 16-byte aligned.
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+#else
+  const uint4 v = __ldg(static_cast<const uint4*>(src));
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+#endif
+}
+// The same with an L2 cache policy (evict_first_policy: data read for the last time).
+__device__ __forceinline__ void cp_async_16_hint(uint32_t dst, const void* src, uint64_t policy) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+               "l"(policy)
+               : "memory");
+#else
+  (void)policy;
+  const uint4 v = __ldcs(static_cast<const uint4*>(src));
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};" ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w)
+               : "memory");
+#endif
+}
+// Waits until this thread's copies are complete (visible to this thread; __syncwarp / __syncthreads share
+// them).
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
 // sq: this lane's partial sums of squares of 4 rows. Reduces them over the warp with the legacy butterfly's
 // pairing (lanes xor 16, then 8, 4, 2, 1; float addition is commutative, so each partial sum is the same
 // value) in 6 shuffles instead of 20: at xor 16 each lane keeps 2 of the rows and sends the other 2, at xor 8
@@ -104,8 +156,8 @@ __device__ __forceinline__ float inverse_row_norm(const float (&sq)[kRowsPerStep
   return norm > 0.f ? 1.f / norm : -1.f;
 }
 
-// One block of rows of one CTA item: raw 16-bit values of up to kChunkRows rows in registers (loads issued
-// together), the per-lane column sums, unit-row sums and max|x| of this warp's rows.
+// One block of rows of one CTA item: raw 16-bit values of up to kChunkRows rows in registers (filled from the
+// shared-memory stage), the per-lane column sums, unit-row sums and max|x| of this warp's rows.
 template <DType kDtype, int kD>
 struct BlockWorker {
   static constexpr int kVec = kD / 32;     // elements per lane and row
@@ -121,24 +173,55 @@ struct BlockWorker {
     return c0 + s * (kStatsWarps * kRowsPerStep) + warp * kRowsPerStep + u;
   }
 
-  // Issues the loads of the chunk's rows (streaming: evict-first in L2, for data read for the last time).
-  __device__ __forceinline__ void load(const T* base, int64_t row_stride, int rows, int c0, int warp,
-                                       int lane, bool streaming) {
+  // The stage: kChunkRows rows of kD 16-bit elements in shared memory, row r at word r * kD / 2.
+  static constexpr int kStageWords = kChunkRows * kD / 2;
+  static constexpr int kCopiesPerRow = kD * 2 / 16;                        // 16-byte copies per row
+  static constexpr int kRowsPerCopy = 32 / kCopiesPerRow;                  // rows of one warp-wide copy
+  static constexpr int kCopies = kChunkRows / kStatsWarps / kRowsPerCopy;  // copies per lane
+
+  // Issues the asynchronous copies of the first min(rows, kChunkRows) rows at base into the stage; rows >=
+  // `rows` are not copied (fill() gives them zeros). Each warp copies exactly the rows that fill() gives it,
+  // so cp.async wait + __syncwarp order a warp's copies before its reads and its reads before its next
+  // copies; no CTA barrier guards the stage. Streaming (data read for the last time): evict-first in L2, like
+  // the former __ldcs loads; otherwise the default policy (a K-sum item's K stays in L2 for the K-stats one).
+  static __device__ __forceinline__ void stage(uint32_t* stage, const T* base, int64_t row_stride, int rows,
+                                               int warp, int lane, bool streaming) {
+    static_assert(kRowsPerStep % kRowsPerCopy == 0, "a copy's rows are in one step");
+    // Copy j covers the warp's rows j * kRowsPerCopy + sub: row rj + rt (rj per copy, rt per lane).
+    const int sub = lane / kCopiesPerRow, col = lane % kCopiesPerRow, rt = row_of(0, 0, warp, sub);
+    const T* src = base + static_cast<int64_t>(rt) * row_stride + col * 8;
+    const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(stage)) + (rt * kD + col * 8) * 2;
+    const uint64_t policy = streaming ? evict_first_policy() : 0;
+#pragma unroll
+    for (int j = 0; j < kCopies; ++j) {
+      const int k = j * kRowsPerCopy, rj = row_of(0, k / kRowsPerStep, 0, k % kRowsPerStep);
+      if (rj + rt < rows) {
+        const T* s = src + static_cast<int64_t>(rj) * row_stride;
+        if (streaming) {
+          cp_async_16_hint(dst + rj * kD * 2, s, policy);
+        } else {
+          cp_async_16(dst + rj * kD * 2, s);
+        }
+      }
+    }
+  }
+
+  // Fills the registers from the stage (after this warp's copies completed): raw[s][u] holds the lane's
+  // words of row row_of(0, s, warp, u), or zeros for rows >= `rows` (the bits of the former global loads).
+  __device__ __forceinline__ void fill(const uint32_t* stage, int rows, int warp, int lane) {
 #pragma unroll
     for (int s = 0; s < kChunkSteps; ++s) {
 #pragma unroll
       for (int u = 0; u < kRowsPerStep; ++u) {
-        const int r = row_of(c0, s, warp, u);
+        const int r = row_of(0, s, warp, u);
         if (r < rows) {
-          const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
+          const uint32_t* src = stage + r * (kD / 2) + lane * kWords;
           if constexpr (kWords == 2) {
-            const uint2* p = reinterpret_cast<const uint2*>(src);
-            const uint2 w = streaming ? __ldcs(p) : __ldg(p);
+            const uint2 w = *reinterpret_cast<const uint2*>(src);
             raw[s][u][0] = w.x;
             raw[s][u][1] = w.y;
           } else {
-            const unsigned* p = reinterpret_cast<const unsigned*>(src);
-            raw[s][u][0] = streaming ? __ldcs(p) : __ldg(p);
+            raw[s][u][0] = *src;
           }
         } else {
 #pragma unroll
@@ -264,6 +347,26 @@ __device__ __forceinline__ bool take_last_ticket(int* counter, int expected) {
   return c.fetch_add(1, ::cuda::memory_order_acq_rel) == expected - 1;
 }
 
+// The rows of item `it`: the first row's address, the row stride and the row count (< block for the tail).
+template <typename T>
+struct ItemRows {
+  const T* base;
+  int64_t row_stride;
+  int row0, rows;
+};
+template <typename T>
+__device__ __forceinline__ ItemRows<T> item_rows(const StatsParams& p, const Item& it) {
+  const bool is_q = it.kind == ItemKind::kQStats;
+  const StatsOperand& o = is_q ? p.q : p.k;
+  ItemRows<T> r;
+  r.row_stride = o.row_stride;
+  r.row0 = it.blk * o.block;
+  r.rows = min(o.block, o.seq - r.row0);
+  r.base = static_cast<const T*>(o.x) + it.b * o.batch_stride + it.h * o.head_stride +
+           static_cast<int64_t>(r.row0) * r.row_stride;
+  return r;
+}
+
 // grid: persistent (kStatsCtasPerSm per SM at most), kStatsThreads threads. See the file comment.
 template <DType kDtype, int kD>
 __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(const StatsParams p) {
@@ -271,6 +374,7 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
   using T = typename Element<kDtype>::T;
   constexpr int kVec = W::kVec;
   constexpr int kParts = mean_parts(kD);
+  __shared__ alignas(16) uint32_t s_stage[W::kStageWords];  // a chunk of rows: this item's, then the next's
   __shared__ float s_sum[kStatsWarps][kD];
   __shared__ float s_unit[kStatsWarps][kD];
   __shared__ float s_amax[kStatsWarps];
@@ -283,41 +387,69 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
   if (tid == 0) s_item = atomicAdd(p.counters, 1);
   __syncthreads();
   int item = s_item;
+  if (item < p.num_items) {
+    const Item it = decode_item(p, item);
+    const ItemRows<T> r = item_rows<T>(p, it);
+    W::stage(s_stage, r.base, r.row_stride, r.rows, warp, lane, it.kind != ItemKind::kKSum);
+  }
+  __syncthreads();                                  // every thread has read s_item
+  if (tid == 0) s_item = atomicAdd(p.counters, 1);  // the next item (published by the loop's barrier)
   while (item < p.num_items) {
-    __syncthreads();  // every thread has read s_item and is done with the previous item's shared buffers
-    if (tid == 0) s_item = atomicAdd(p.counters, 1);  // the next item, fetched while this one runs
+    // Every thread is done with the previous item's shared buffers (s_sum ... s_scale); s_item (the next
+    // item, reserved one item ahead) is visible.
+    __syncthreads();
+    const int next = s_item;
+    int reserved = p.num_items;  // thread 0: the item after next (to s_item after the epilogue's barrier)
+    if (tid == 0 && next < p.num_items) reserved = atomicAdd(p.counters, 1);
     const Item it = decode_item(p, item);
     const bool is_q = it.kind == ItemKind::kQStats, is_sum = it.kind == ItemKind::kKSum;
+    const ItemRows<T> cur = item_rows<T>(p, it);
+    const T* base = cur.base;
+    const int64_t row_stride = cur.row_stride;
+    const int row0 = cur.row0, rows = cur.rows;
     // The operand's fields, selected one by one (no local copy of the parameter struct).
-    const void* x = is_q ? p.q.x : p.k.x;
-    const int64_t batch_stride = is_q ? p.q.batch_stride : p.k.batch_stride;
-    const int64_t head_stride = is_q ? p.q.head_stride : p.k.head_stride;
-    const int64_t row_stride = is_q ? p.q.row_stride : p.k.row_stride;
     const int heads = is_q ? p.q.heads : p.k.heads, seq = is_q ? p.q.seq : p.k.seq;
-    const int block = is_q ? p.q.block : p.k.block, num_blocks = is_q ? p.q.num_blocks : p.k.num_blocks;
+    const int num_blocks = is_q ? p.q.num_blocks : p.k.num_blocks;
     float* pooled = is_sum ? nullptr : is_q ? p.q.pooled : p.k.pooled;
     float* similarity = is_sum ? nullptr : is_q ? p.q.similarity : p.k.similarity;
     int8_t* quant = is_sum ? nullptr : is_q ? p.q.quant : p.k.quant;
     float* quant_scale = is_q ? p.q.quant_scale : p.k.quant_scale;
 
     const int64_t bh = static_cast<int64_t>(it.b) * heads + it.h;  // the group g for K items
-    const int row0 = it.blk * block, rows = min(block, seq - row0);
-    const T* base = static_cast<const T*>(x) + it.b * batch_stride + it.h * head_stride +
-                    static_cast<int64_t>(row0) * row_stride;
     const int64_t out_block = bh * num_blocks + it.blk;
     const bool need_unit = similarity != nullptr, need_amax = quant != nullptr;
 
-    W w;
-    w.load(base, row_stride, rows, 0, warp, lane, /*streaming=*/!is_sum);
     float shift[kVec] = {};
-    if (it.kind == ItemKind::kKStats) {  // the loads above are in flight while the mean is awaited
+    W w;
+    // Chunk c0 of the block (kChunkRows rows; one chunk unless the block has more rows) from the stage into
+    // registers. Chunk 0's copies were issued one item earlier (in flight during the previous item); those of
+    // chunk c0 > 0 (the slow path of blocks > kChunkRows rows) here, waited for at once. After the last
+    // chunk, the next item's first chunk is issued: its copies overwrite only this warp's rows, already read,
+    // and are in flight during this item's arithmetic, epilogue and K-stats wait; they wait on nothing.
+    const auto next_chunk = [&](int c0) {
+      cp_async_wait_all();  // this lane's copies of the chunk (the only ones in flight)
+      __syncwarp();         // ... and those of the warp's other lanes: the warp's rows are in the stage
+      w.fill(s_stage, rows - c0, warp, lane);
+      __syncwarp();  // every lane has read the warp's rows before they are overwritten
+      if (c0 + kChunkRows >= rows && next < p.num_items) {
+        const Item ni = decode_item(p, next);
+        const ItemRows<T> nr = item_rows<T>(p, ni);
+        W::stage(s_stage, nr.base, nr.row_stride, nr.rows, warp, lane, ni.kind != ItemKind::kKSum);
+      }
+    };
+    next_chunk(0);
+    if (it.kind == ItemKind::kKStats) {
       if (tid == 0) wait_for_flag(p.counters + 1 + bh * kGroupCounters + kMaxMeanParts + 1);
       __syncthreads();
 #pragma unroll
       for (int e = 0; e < kVec; ++e) shift[e] = __ldcg(p.k_mean + bh * kD + lane * kVec + e);
     }
-    for (int c0 = 0; c0 < rows; c0 += kChunkRows) {  // one chunk unless the block has > kChunkRows rows
-      if (c0 > 0) w.load(base, row_stride, rows, c0, warp, lane, !is_sum);
+    for (int c0 = 0; c0 < rows; c0 += kChunkRows) {
+      if (c0 > 0) {
+        W::stage(s_stage, base + static_cast<int64_t>(c0) * row_stride, row_stride, rows - c0, warp, lane,
+                 !is_sum);
+        next_chunk(c0);
+      }
       if (is_sum) {
         w.template accumulate<false, true>(rows, c0, shift, false, false, warp, lane);
       } else if (is_q) {
@@ -430,8 +562,8 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
         }
       }
     }
-    __syncthreads();
-    item = s_item;
+    if (tid == 0) s_item = reserved;  // every thread read s_item before the barrier after s_sum's writes
+    item = next;
   }
 }
 

@@ -50,6 +50,15 @@ double token_sparsity(const BlockMask& mask, bool causal);
 BlockMask mask_at_token_sparsity(const std::function<BlockMask(double)>& mask_of, double lo, double hi,
                                  double target, bool causal, int steps = 12);
 
+// The same search, returning the knob of the chosen mask too: mask_of(knob) reproduces `mask` (a caller can
+// calibrate a method's knob once, then run the method with it fixed).
+struct KnobSearch {
+  BlockMask mask;
+  double knob = 0.0;
+};
+KnobSearch knob_at_token_sparsity(const std::function<BlockMask(double)>& mask_of, double lo, double hi,
+                                  double target, bool causal, int steps = 12);
+
 // (NQB, NKB) bool: blocks holding at least one causal-allowed (query, key) pair; all true when !causal.
 // Causal is bottom-right aligned: query i sees key j iff j <= i + seq_k - seq_q.
 at::Tensor causal_valid_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,

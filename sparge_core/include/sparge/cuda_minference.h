@@ -46,13 +46,27 @@ AttentionResult vertical_slash_attention(const at::Tensor& q, const at::Tensor& 
                                          const VerticalSlashIndex& index, const MInferenceConfig& config,
                                          const VerticalSlashOptions& options = {});
 
+// sparge::vertical_slash_index on the GPU (vertical_slash_index.cu, one thread per (b, h, query block)): the
+// same four int32 tensors, bit for bit (same shapes, same -1 padding), on vs's CUDA device, enqueued on the
+// current stream: no host synchronization and no host copy of the lists. Checked on the host (errors name the
+// argument): seq_q, seq_k (1 <= Nq <= Nk, Nk small enough for int32 tile starts), every tensor defined, on
+// the device of vs.vertical, int64 (int32 is converted on the device), lists (B, H, C) and counts (B, H) with
+// one (B, H). The list contents are trusted, not validated (that would need a host copy): they must be what
+// the host version accepts (count entries strictly ascending in [0, Nk), then -1; offset 0 in every slash
+// list), as minference_vertical_slash returns. Counts are clamped to [0, C], so invalid contents give an
+// unspecified index but no out-of-bounds access; a (b, h) whose slash list has no offset below a block's
+// E (e.g. no offset 0) gets that block 0 tiles and 0 columns.
+VerticalSlashIndex vertical_slash_index(const VerticalSlash& vs);
+
 // As vertical_slash_unsupported_reason, plus config.coverage must be kKernelTiles (kExactTokens is computed
 // by the reference only).
 std::string minference_unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                           const MInferenceConfig& config);
 
-// sparge::minference_attention with the vertical-slash heads on the kernel (the estimate, the index, A-shape
-// and block-sparse heads and decode stay on the LibTorch reference, on the GPU). Throws sparge::Error with
+// sparge::minference_attention with the vertical-slash heads on the kernel and their index built by
+// vertical_slash_index above (the estimate, A-shape and block-sparse heads and decode stay on the LibTorch
+// reference, on the GPU; with config.target_sparsity the budget search still builds and counts host
+// indexes). Throws sparge::Error with
 // minference_unsupported_reason when the case does not qualify.
 AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const MInferenceConfig& config);

@@ -91,13 +91,17 @@ struct MInferenceConfig {
   bool return_lse = false;  // minference_attention fills AttentionResult::lse ((B, Hq, Nq) float32, HND)
   // Equal-sparsity mode (a budget ratio), in [0, 1): every vertical-slash head's vertical_size and slash_size
   // are scaled by one common ratio r (llround(size * r), then the usual floors 30 / 50 and cap Nk), r
-  // bisected per call in [0, r_max] (r_max: every non-zero budget reaches Nk; at most 20 steps, stopping
-  // within 1e-3) so that the token-level sparsity of the vertical-slash heads, 1 - computed pairs / causal
-  // pairs under `coverage`, comes closest to the target. The estimate runs once: each step re-selects from
-  // its stored column and diagonal scores, builds the index and counts its pairs (vertical_slash_index_pairs;
-  // kExactTokens counts the token mask in row chunks, O(Nq Nk) per step). A-shape and block-sparse heads keep
-  // their budgets. Unset: the budgets as given.
+  // searched per call in (0, r_max] (r_max: every non-zero budget reaches Nk) so that the token-level
+  // sparsity of the vertical-slash heads, 1 - computed pairs / causal pairs under `coverage`, comes closest
+  // to the target: doubling or halving from r = budget_ratio until the target is bracketed, then bisection
+  // (at most 20 steps, stopping within 1e-3; a step costs O(r) as the budgets grow with r). The estimate runs
+  // once: each step re-selects from its stored column and diagonal scores, builds the index and counts its
+  // pairs (vertical_slash_index_pairs; kExactTokens counts the token mask in row chunks, O(Nq Nk) per step).
+  // A-shape and block-sparse heads keep their budgets. Unset: the budgets scaled by budget_ratio.
   std::optional<double> target_sparsity;
+  // The common budget scale without target_sparsity (1: the budgets as given); the ratio a target_sparsity
+  // call chose (VerticalSlash::budget_ratio) reproduces its selection here without the search. > 0.
+  double budget_ratio = 1.0;
 };
 
 // "vertical_slash" | "vertical_and_slash" -> kVerticalSlash; "a_shape" | "stream_llm" -> kAShape;
@@ -131,7 +135,7 @@ struct VerticalSlash {
   at::Tensor vertical_count;  // (B, Hq) int64: v of the head
   at::Tensor slash;           // (B, Hq, Smax) int64: selected offsets (diag(i) - key) ascending, then -1
   at::Tensor slash_count;     // (B, Hq) int64: s of the head
-  double budget_ratio = 1.0;  // the common budget scale r of config.target_sparsity (1 without it)
+  double budget_ratio = 1.0;  // the common budget scale r: the one target_sparsity chose, else config's
 };
 
 // The estimate above for every query head (with each head's vertical_size / slash_size, whatever its
@@ -139,6 +143,12 @@ struct VerticalSlash {
 // (minference_attention never calls it for decode, Nq == 1, which is dense). Outputs live on q's device.
 VerticalSlash minference_vertical_slash(const at::Tensor& q, const at::Tensor& k,
                                         const MInferenceConfig& config);
+
+// The budget ratio minference_attention runs with: with config.target_sparsity, the one its search selects
+// over the vertical-slash heads (as minference_attention does); else, or without vertical-slash heads or for
+// decode (Nq == 1), config.budget_ratio. A config with this ratio and no target gives the same attention
+// without the search.
+double minference_budget_ratio(const at::Tensor& q, const at::Tensor& k, const MInferenceConfig& config);
 
 // MInference's kernel index (csrc/vertical_slash_index.cu, BLOCK_M = BLOCK_N = 64), per (b, h, query block
 // m) with rows [64m, 64m + 64) and E = 64m + 64 + Nk - Nq (the diagonal key after the block's last row):
@@ -152,7 +162,8 @@ VerticalSlash minference_vertical_slash(const at::Tensor& q, const at::Tensor& k
 // 64 without one: every column lies below the block's first diagonal key because the diagonal (offset 0)
 // is selected, which this function requires of every (b, h) (the estimate guarantees it).
 // Padding is -1 (the original zero-fills; only the counts are read). Computed on the CPU (sequential index
-// bookkeeping), returned on the device of vs.
+// bookkeeping, after validating the lists), returned on the device of vs; cuda::vertical_slash_index
+// (sparge/cuda_minference.h) computes the same tensors on the GPU.
 struct VerticalSlashIndex {
   static constexpr int64_t kBlockM = 64, kBlockN = 64;
   int64_t seq_q = 0, seq_k = 0;
@@ -213,12 +224,21 @@ using VsIndexAttention =
     std::function<AttentionResult(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                   const VerticalSlashIndex& index, const MInferenceConfig& config)>;
 
+// Builds the index of an estimate as vertical_slash_index does (the same tensors), e.g.
+// cuda::vertical_slash_index on the device: the hook by which a kernel library replaces the host loop. Called
+// with the estimate of the vertical-slash heads (on the inputs' device); returns their index on that device.
+using VsIndexBuilder = std::function<VerticalSlashIndex(const VerticalSlash& vs)>;
+
 // The whole MInference prefill call: per head its pattern; vertical-slash and A-shape heads by a masked
 // softmax over query-row chunks (bounded memory), block-sparse heads by block_sparse_attention. With
 // `vs_index_attention` (and coverage kKernelTiles) the vertical-slash heads run through it on their index
-// instead (cuda::minference_attention passes the CUDA kernel).
+// instead (cuda::minference_attention passes the CUDA kernel); that index comes from `vs_index_builder` when
+// given (cuda::minference_attention passes cuda::vertical_slash_index), else from vertical_slash_index,
+// except that the equal-sparsity search (config.target_sparsity) hands over the host index it already built.
+// `vs_index_builder` is used only together with `vs_index_attention` (the masked path keeps the host index).
 AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const MInferenceConfig& config,
-                                     const VsIndexAttention& vs_index_attention = {});
+                                     const VsIndexAttention& vs_index_attention = {},
+                                     const VsIndexBuilder& vs_index_builder = {});
 
 }  // namespace sparge
