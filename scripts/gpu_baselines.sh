@@ -17,7 +17,7 @@ specs=("$@")
 py="$(gpu_env "$out")" || exit 1
 
 status=0
-tests=(test_xattention test_flexprefill test_minference test_block_mask)
+tests=(test_cuda_minference test_xattention test_flexprefill test_minference test_block_mask)
 gpu_build "$out" "$py" sparge "${tests[@]}" || exit 1
 [[ "${SPARGE_GPU_BASELINES_BUILD_ONLY:-0}" == 1 ]] && exit 0
 gpu_run_tests "$out" tests.log "${tests[@]}" || status=1

@@ -110,10 +110,13 @@ struct Inputs {
   std::vector<int64_t> columns;  // planted key columns (empty for random inputs)
 };
 
-// Planted: a few key columns get a shared direction u (|u| = 6) that every query also carries (+36 / sqrt(D)
-// logits), and the keys of the first query head of every group echo that head's queries kPlantedOffset rows
-// later (k[j] += q[j + offset] / 4: about +(D + 36) / (4 sqrt(D)) logits on that diagonal, and +9 / sqrt(D)
-// on every such key through u).
+// Planted, with logit gaps that do not depend on D: a few key columns get a shared direction u
+// (|u|^2 = 5 sqrt(D)) that every query also carries (+5 logits), and the keys of the first query head of every
+// group echo the random part z of that head's queries kPlantedOffset rows later (k[j] += 4 z[j + offset] /
+// sqrt(D): about +4 logits on that diagonal). Echoing the whole query (u included) made the columns on the
+// diagonal's keys so strong that a row's softmax mass went to the diagonals crossing them: the planted one
+// was missed for about 2% of seeds at D = 64 (seed 10520001700512363275 on an H200); this form missed none of
+// 1500 seeds over the planted cases.
 Inputs make_inputs(const Case& c, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto f = at::TensorOptions(at::kFloat);
@@ -122,8 +125,10 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
   auto v = at::randn({c.batch, c.heads_kv, c.seq_k, c.head_dim}, gen, f);
   Inputs in;
   if (c.planted) {
+    const double root_d = std::sqrt(static_cast<double>(c.head_dim));
     auto u = at::randn({c.head_dim}, gen, f);
-    u = u / u.norm() * 6.0;
+    u = u / u.norm() * std::sqrt(5.0 * root_d);
+    const auto z = q.clone();
     q = q + u;
     for (int64_t j : {35, 77, 141})
       if (j < c.seq_k - 64) {
@@ -137,7 +142,7 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
       for (int64_t kv = 0; kv < c.heads_kv; ++kv)
         k[0][kv]
             .narrow(0, j0, j1 - j0)
-            .add_(q[0][kv * group].narrow(0, j0 + kPlantedOffset - off, j1 - j0) * 0.25);
+            .add_(z[0][kv * group].narrow(0, j0 + kPlantedOffset - off, j1 - j0) * (4.0 / root_d));
   }
   in.q = q.to(c.dtype).cuda();
   in.k = k.to(c.dtype).cuda();

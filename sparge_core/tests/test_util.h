@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <random>
 #include <string>
 
@@ -17,7 +18,11 @@
 namespace sparge::test {
 
 // A fresh seed per call (tests draw new inputs every run); printed by the caller's SCOPED_TRACE on failure.
+// SPARGE_TEST_SEED=<decimal> replays a printed seed: every call then returns it (run the failing test alone
+// with --gtest_filter).
 inline uint64_t fresh_seed() {
+  if (const char* fixed = std::getenv("SPARGE_TEST_SEED"); fixed != nullptr && *fixed != '\0')
+    return std::strtoull(fixed, nullptr, 10);
   static std::random_device rd;
   return (static_cast<uint64_t>(rd()) << 32) ^ rd();
 }
