@@ -171,6 +171,13 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
   if (root["seeds"]) seeds = root["seeds"].as<std::vector<int64_t>>();
   std::optional<int64_t> limit = options.limit;
   if (!limit && root["limit"]) limit = root["limit"].as<int64_t>();
+  // Attention tasks: per unit, `warmup` untimed calls, then `repeats` timed calls (time_ms: their median; the
+  // other metrics: the last call's).
+  int64_t warmup = 0, repeats = 1;
+  if (const auto t = root["timing"]) {
+    if (t["warmup"]) warmup = t["warmup"].as<int64_t>();
+    if (t["repeats"]) repeats = t["repeats"].as<int64_t>();
+  }
 
   // Build everything first: a bad method, metric or task parameter fails before any work.
   struct Point {
@@ -287,7 +294,8 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
                             const std::string& sample, int64_t seed) {
     std::ostringstream src;
     src << task_key << "|" << id << "|" << canonical_yaml(pt.spec["methods"][id]) << "|" << sample << "|seed "
-        << seed << "|spec v" << spec_version << "|device " << device.type();
+        << seed << "|spec v" << spec_version << "|device " << device.type() << "|timing " << warmup << "/"
+        << repeats;
     for (const auto& [mid, method] : pt.methods)  // a re-tuned file changes the results: key on its content
       if (mid == id && method->tuned() != nullptr) src << "|tuned " << method->tuned()->checksum;
     for (const auto& m : pt.metrics) src << "|" << m.name << " v" << metric_info(m.name).version;
@@ -347,10 +355,20 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
                               [](const MetricSpec& m) { return metric_needs_reference(m.name); });
               if (needs_ref) ref = dense_attention_f64(sample->q, sample->k, sample->v, sample->causal).out;
             }
-            if (device.is_cuda()) torch::cuda::synchronize();
-            const auto m0 = Clock::now();
-            auto res = method->run(sample->q, sample->k, sample->v, sample->causal, sample->layer);
-            if (device.is_cuda()) torch::cuda::synchronize();
+            const auto& s = *sample;
+            method->prepare(s.q, s.k, s.v, s.causal, s.layer);  // harness work: untimed
+            for (int64_t w = 0; w < warmup; ++w) method->run(s.q, s.k, s.v, s.causal, s.layer);
+            std::vector<double> times;
+            AttentionResult res;
+            for (int64_t r = 0; r < repeats; ++r) {
+              if (device.is_cuda()) torch::cuda::synchronize();
+              const auto m0 = Clock::now();
+              res = method->run(s.q, s.k, s.v, s.causal, s.layer);
+              if (device.is_cuda()) torch::cuda::synchronize();
+              times.push_back(std::chrono::duration<double, std::milli>(Clock::now() - m0).count());
+            }
+            std::sort(times.begin(), times.end());
+            const size_t mid = times.size() / 2;
             MetricInputs in;
             in.out = res.out;
             in.ref = ref;
@@ -358,7 +376,7 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
             in.k = sample->k;
             in.stats = res.stats;
             in.causal = sample->causal;
-            in.time_ms = std::chrono::duration<double, std::milli>(Clock::now() - m0).count();
+            in.time_ms = times.size() % 2 ? times[mid] : 0.5 * (times[mid - 1] + times[mid]);
             if (res.stats.block_q > 0) {
               in.block_q = res.stats.block_q;
               in.block_k = res.stats.block_k;

@@ -8,8 +8,10 @@
 
 #include <cmath>
 #include <functional>
+#include <optional>
 #include <set>
 #include <stdexcept>
+#include <vector>
 
 #include "lm_task.h"
 #include "params.h"
@@ -36,6 +38,22 @@ double timed_ms(const at::Tensor& like, Fn&& fn) {
   if (like.is_cuda()) torch::cuda::synchronize();
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
+
+// The inputs a prepare() saw: q and k by storage, shape and version counter (an in-place write bumps it),
+// causal and layer. Equal keys mean run() is called on what prepare() searched.
+struct InputsKey {
+  const void* q = nullptr;
+  const void* k = nullptr;
+  std::vector<int64_t> q_sizes, k_sizes;
+  int64_t q_version = 0, k_version = 0;
+  bool causal = false;
+  int64_t layer = -1;
+  static InputsKey of(const at::Tensor& q, const at::Tensor& k, bool causal, int64_t layer) {
+    return {q.data_ptr(), k.data_ptr(), q.sizes().vec(), k.sizes().vec(),
+            q._version(), k._version(), causal,          layer};
+  }
+  bool operator==(const InputsKey&) const = default;
+};
 
 #if SPARGE_HAVE_CUDA
 // The CUDA block-sparse kernel over a 128 x 64 mask, with its block, token and stage-2 statistics.
@@ -131,18 +149,27 @@ class SpargeMethod final : public AttentionMethod {
 // Baselines whose prediction yields a BlockMask (XAttention, FlexPrefill): the mask from their reference
 // predictor (LibTorch ops on the tensors' device), the attention by the CUDA kernel on a GPU (the mask
 // refined to its 128 x 64 tiles: the same token pairs) or by the reference block-sparse attention. No
-// stage 2. Equal sparsity: `calibrate` (untimed) searches the knob on the call's inputs and returns the
-// predictor with that knob fixed; the timed prediction is that predictor, as the method runs when deployed
-// with the knob (the search is the harness's, not the method's).
+// stage 2. Equal sparsity: `calibrate` searches the knob on the call's inputs (in prepare(), untimed by the
+// engine) and returns the predictor with that knob fixed; the timed prediction is that predictor, as the
+// method runs when deployed with the knob (the search is the harness's, not the method's).
 class MaskMethod final : public AttentionMethod {
  public:
   using Predict = std::function<BlockMask(const at::Tensor& q, const at::Tensor& k, bool causal)>;
   using Calibrate = std::function<Predict(const at::Tensor& q, const at::Tensor& k, bool causal)>;
   MaskMethod(Predict predict, Calibrate calibrate, std::string backend)
       : predict_(std::move(predict)), calibrate_(std::move(calibrate)), want_(std::move(backend)) {}
+  void prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& /*v*/, bool causal,
+               int64_t layer) override {
+    if (!calibrate_) return;
+    prepared_ = calibrate_(q, k, causal);
+    prepared_for_ = InputsKey::of(q, k, causal, layer);
+  }
   AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
-                      int64_t /*layer*/) override {
-    const Predict predict = calibrate_ ? calibrate_(q, k, causal) : predict_;
+                      int64_t layer) override {
+    Predict predict = predict_;
+    if (calibrate_)
+      predict = prepared_ && prepared_for_ == InputsKey::of(q, k, causal, layer) ? prepared_
+                                                                                 : calibrate_(q, k, causal);
     BlockMask mask;
     const double predict_ms = timed_ms(q, [&] { mask = predict(q, k, causal); });
     SpargeConfig c;
@@ -180,6 +207,8 @@ class MaskMethod final : public AttentionMethod {
  private:
   Predict predict_;
   Calibrate calibrate_;
+  Predict prepared_;  // the calibrated predictor of prepared_for_
+  InputsKey prepared_for_;
   std::string want_, last_;
 };
 
@@ -191,23 +220,26 @@ class MInferenceMethod final : public AttentionMethod {
  public:
   MInferenceMethod(MInferenceConfig base, std::vector<MInferenceConfig> layers, std::string backend)
       : base_(std::move(base)), layers_(std::move(layers)), want_(std::move(backend)) {}
+  void prepare(const at::Tensor& q, const at::Tensor& k, const at::Tensor& /*v*/, bool causal,
+               int64_t layer) override {
+    prepared_ratio_.reset();
+    const auto c = config_for(layer);
+    if (!causal || !c.target_sparsity) return;
+    prepared_ratio_ = minference_budget_ratio(q, k, c);
+    prepared_for_ = InputsKey::of(q, k, causal, layer);
+  }
   AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
                       int64_t layer) override {
     if (!causal)
       throw std::invalid_argument(
           "method minference: defined for causal prefill only (the inputs are not causal)");
-    auto c = base_;
-    if (!layers_.empty()) {
-      if (layer >= 0 && layer < static_cast<int64_t>(layers_.size())) {
-        c.heads = layers_[static_cast<size_t>(layer)].heads;
-      } else {
-        c.heads = {minference_fallback_head()};
-      }
-    }
+    auto c = config_for(layer);
     if (c.target_sparsity) {
-      // Equal sparsity: the budget ratio searched on this call's inputs (untimed), then the method with that
-      // ratio fixed (the timed call; MaskMethod does the same for the knobs of the mask baselines).
-      c.budget_ratio = minference_budget_ratio(q, k, c);
+      // Equal sparsity: the budget ratio prepare() searched on these inputs (or searched now), then the
+      // method with that ratio fixed (MaskMethod does the same for the knobs of the mask baselines).
+      c.budget_ratio = prepared_ratio_ && prepared_for_ == InputsKey::of(q, k, causal, layer)
+                           ? *prepared_ratio_
+                           : minference_budget_ratio(q, k, c);
       c.target_sparsity.reset();
     }
 #if SPARGE_HAVE_CUDA
@@ -230,8 +262,24 @@ class MInferenceMethod final : public AttentionMethod {
   }
 
  private:
+  // The base config with the heads of `layer` (a per-layer config file), or the fallback head past its
+  // layers.
+  MInferenceConfig config_for(int64_t layer) const {
+    auto c = base_;
+    if (!layers_.empty()) {
+      if (layer >= 0 && layer < static_cast<int64_t>(layers_.size())) {
+        c.heads = layers_[static_cast<size_t>(layer)].heads;
+      } else {
+        c.heads = {minference_fallback_head()};
+      }
+    }
+    return c;
+  }
+
   MInferenceConfig base_;
   std::vector<MInferenceConfig> layers_;
+  std::optional<double> prepared_ratio_;  // the searched budget ratio of prepared_for_
+  InputsKey prepared_for_;
   std::string want_, last_;
 };
 

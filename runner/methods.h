@@ -29,8 +29,8 @@
 //                                                                               ratio scales every vertical_size and
 //                                                                               slash_size, searched per call)*
 // clang-format on
-// *Equal sparsity: the knob is searched on each call's inputs before the call, untimed; the call (its timed
-// prediction and attention) is the method with that knob fixed, as it runs when deployed with a chosen knob.
+// *Equal sparsity: the knob is searched on each call's inputs by prepare() (below), which the engine does not
+// time; the timed call is the method with that knob fixed, as it runs when deployed with a chosen knob.
 // q: (B, Hq, Nq, D), k, v: (B, Hkv, Nk, D), HND.
 #pragma once
 
@@ -61,6 +61,12 @@ class AttentionMethod {
   // parameters (sparge with `tuned:`) pick them by it.
   virtual AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
                               int64_t layer) = 0;
+  // Harness work on these inputs that is not part of the method (the equal-sparsity knob searches, marked *
+  // above): the engine calls it untimed before it times run() on the same inputs. run() on the same q and k
+  // (same storage, unmodified) and the same causal and layer reuses what prepare() found, until the next
+  // prepare(); run() on other inputs does that work itself first.
+  virtual void prepare(const at::Tensor& /*q*/, const at::Tensor& /*k*/, const at::Tensor& /*v*/,
+                       bool /*causal*/, int64_t /*layer*/) {}
   // Which implementation ran last (e.g. "cuda kernels" or "reference"), for the results' provenance.
   virtual std::string backend() const = 0;
   // The tuned parameters a method runs with (sparge with `tuned:`), else null: the engine checks them against

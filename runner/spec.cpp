@@ -392,6 +392,10 @@ void check_tune(const Ctx& c, const Where& w, const YAML::Node& n, const std::st
              {"layers", false, "a non-empty list of layer indices", layers}});
 }
 
+void check_timing(const Ctx& c, const Where& w, const YAML::Node& n, const std::string& expected) {
+  check_map(c, w, n, expected, {integer("warmup", false, 0), integer("repeats", false, 1)});
+}
+
 const std::vector<Field>& top_fields() {
   static const std::vector<Field> fields = {
       {"metadata", true, "a map with name and version", check_metadata},
@@ -406,6 +410,7 @@ const std::vector<Field>& top_fields() {
       str("output", false),
       one_of("device", false, {"cpu", "cuda", "auto"}),
       integer("limit", false, 1),
+      {"timing", false, "a map with warmup (an integer >= 0) and repeats (an integer >= 1)", check_timing},
   };
   return fields;
 }

@@ -2,6 +2,7 @@
 // and writes results.json / .md / .csv; finished units are reused and a changed method config is recomputed;
 // a run killed with SIGKILL resumes without redoing finished units; bad method/metric/task parameters are
 // rejected.
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -222,6 +223,60 @@ TEST(Runner, BaselinesRunAndHitTargetSparsity) {
   o.overrides[o.overrides.size() - 3] = "methods={m: {type: minference, backend: tpu}}";
   EXPECT_THROW(run_spec(kSource + "/experiments/quickstart.yaml", o), std::invalid_argument);
   EXPECT_FALSE(posix::exists(out + "/samples.jsonl"));
+  posix::remove_tree(out);
+}
+
+// prepare() (the engine's untimed equal-sparsity search) is reused by run() on the same inputs only: the
+// result equals a fresh method's (which searches inside run), and other or modified inputs are searched
+// again.
+TEST(Runner, PreparedKnobsAreReusedOnlyForTheirInputs) {
+  const std::map<std::string, Params> methods = {
+      {"xattention", {{"target_sparsity", {{"0.5"}, false}}, {"block", {{"32"}, false}}}},
+      {"flexprefill",
+       {{"target_sparsity", {{"0.5"}, false}}, {"block", {{"32"}, false}}, {"min_budget", {{"64"}, false}}}},
+      {"minference",
+       {{"target_sparsity", {{"0.5"}, false}},
+        {"vertical_size", {{"32"}, false}},
+        {"slash_size", {{"64"}, false}}}},
+  };
+  StructuredSpec spec;
+  spec.heads_q = 4;
+  spec.heads_kv = 2;
+  spec.seq_q = spec.seq_k = 768;
+  const auto f = at::TensorOptions(at::kFloat);
+  const auto a = structured_qkv(spec, 11, f);
+  const auto b = random_qkv(1, 4, 2, 768, 768, 64, 12, f);
+  for (const auto& [type, params] : methods) {
+    SCOPED_TRACE(type);
+    const auto prepared = make_method("p", type, params), fresh = make_method("f", type, params);
+    const auto sparsity = [](const AttentionResult& r) { return 1.0 - r.stats.token_density(); };
+    prepared->prepare(a.q, a.k, a.v, true, -1);
+    const auto ra = prepared->run(a.q, a.k, a.v, true, -1);
+    EXPECT_TRUE(at::equal(ra.out, fresh->run(a.q, a.k, a.v, true, -1).out));
+    EXPECT_NEAR(sparsity(ra), 0.5, 0.05);
+    // Other inputs: searched again (the knob of `a` would not give 0.5 on random inputs).
+    const auto rb = prepared->run(b.q, b.k, b.v, true, -1);
+    EXPECT_TRUE(at::equal(rb.out, fresh->run(b.q, b.k, b.v, true, -1).out));
+    EXPECT_NEAR(sparsity(rb), 0.5, 0.05);
+    // The same tensors written in place: searched again.
+    auto q = a.q.clone(), k = a.k.clone();
+    prepared->prepare(q, k, a.v, true, -1);
+    q.copy_(b.q);
+    k.copy_(b.k);
+    EXPECT_TRUE(at::equal(prepared->run(q, k, b.v, true, -1).out, rb.out));
+  }
+}
+
+TEST(Runner, TimingRepeatsEachUnit) {
+  const auto out = fresh_dir("timing");
+  auto opt = small(out);
+  opt.limit = 1;
+  opt.overrides.push_back("timing={warmup: 1, repeats: 3}");
+  const auto s = run_spec(kSource + "/experiments/quickstart.yaml", opt);
+  EXPECT_EQ(s.computed, 4);
+  std::ifstream f(out + "/results.json");
+  const auto res = nlohmann::json::parse(f).at("results").at("default");
+  EXPECT_LT(res.at("dense").at("relative_l1").get<double>(), 1e-2);  // the last call's output
   posix::remove_tree(out);
 }
 

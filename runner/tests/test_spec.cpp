@@ -209,6 +209,14 @@ TEST(SpecOverride, InvalidValueIsReportedInTheOverride) {
                "unknown key 'title' in metadata");
   LoadedSpec u = load_spec(data("valid.yaml"));
   expect_error([&] { apply_override(u, "device"); }, "<override device>", 1, 1, "without '='");
+  LoadedSpec w = load_spec(data("valid.yaml"));
+  expect_error([&] { apply_override(w, "timing.repeats=0"); }, "<override timing.repeats=0>", 1, 16,
+               "timing.repeats: out of range");
+  LoadedSpec x = load_spec(data("valid.yaml"));
+  expect_error([&] { apply_override(x, "timing.warmups=2"); }, "<override timing.warmups=2>", 1, 16,
+               "unknown key 'warmups' in timing");
+  LoadedSpec y = load_spec(data("valid.yaml"));
+  EXPECT_NO_THROW(apply_override(y, "timing={warmup: 0, repeats: 5}"));
 }
 
 TEST(SpecSweep, GridOfTwoByThree) {

@@ -493,7 +493,8 @@ struct IndexHost {
   at::Tensor block_count, block_offset, column_count, column_index;
 };
 
-IndexHost check_index(const char* fn, const VerticalSlashIndex& ix) {
+// The shapes, dtypes and devices of an index (not its contents).
+void check_index_shapes(const char* fn, const VerticalSlashIndex& ix) {
   if (ix.seq_q < 1 || ix.seq_k < ix.seq_q)
     detail::fail(fn, "argument `index`: expected 1 <= seq_q <= seq_k (causal), got seq_q = ", ix.seq_q,
                  ", seq_k = ", ix.seq_k);
@@ -521,6 +522,16 @@ IndexHost check_index(const char* fn, const VerticalSlashIndex& ix) {
       detail::fail(fn, "argument `index.", name, "`: expected the device of index.block_count (", bc.device(),
                    "), got ", t->device());
   }
+}
+
+IndexHost check_index(const char* fn, const VerticalSlashIndex& ix) {
+  check_index_shapes(fn, ix);
+  const auto& bc = ix.block_count;
+  const auto& bo = ix.block_offset;
+  const auto& cc = ix.column_count;
+  const auto& ci = ix.column_index;
+  const int64_t nqb = ceil_div(ix.seq_q, kBlock);
+  const std::array<int64_t, 3> lead = {bc.size(0), bc.size(1), nqb};
   IndexHost h;
   auto cpu = [](const at::Tensor& t) { return t.to(at::kCPU).contiguous(); };
   h.block_count = cpu(bc);
@@ -559,7 +570,64 @@ IndexHost check_index(const char* fn, const VerticalSlashIndex& ix) {
 // vertical_slash_index_stats: valid counts as base_stats; per 64-row block m (rows r0 .. r1-1 < Nq) each tile
 // [t, t + 64) computes for row r the keys [t, min(t + 64, Nk, diag(r) + 1)) and touches the key blocks of
 // [t, min(t + 64, Nk, diag(r1 - 1) + 1)); each column computes its key for all r1 - r0 rows.
+// sum_positive over tensors (int64, any broadcastable shapes; n >= 1).
+at::Tensor sum_positive_t(const at::Tensor& x, const at::Tensor& n) {
+  const auto last = x + n - 1;
+  return at::where(last <= 0, at::zeros_like(last),
+                   at::where(x >= 0, n * x + n * (n - 1) / 2, last * (last + 1) / 2));
+}
+
+// index_stats on a CUDA index with tensor ops on its device: no host copy of the lists (hundreds of MB at
+// N = 64K). The contract is checked there too; on a violation the host path runs to name the first one.
+std::optional<AttentionStats> index_stats_device(const VerticalSlashIndex& ix) {
+  const auto L = at::kLong;
+  const auto bc = ix.block_count.to(L), cc = ix.column_count.to(L);
+  const auto bo = ix.block_offset.to(L), ci = ix.column_index.to(L);
+  const int64_t B = bc.size(0), H = bc.size(1), nqb = bc.size(2), smax = bo.size(3), vmax = ci.size(3);
+  const int64_t nq = ix.seq_q, nk = ix.seq_k, off = nk - nq, nkb = ceil_div(nk, kBlock);
+  const auto opt = bc.options();
+  const auto r0 = (at::arange(nqb, opt) * kBlock).view({1, 1, nqb, 1});
+  const auto rows = at::clamp_max(r0 + kBlock, nq) - r0, last_diag = r0 + rows - 1 + off;
+  const auto in_tiles = at::arange(smax, opt).view({1, 1, 1, smax}) < bc.unsqueeze(-1);
+  const auto in_cols = at::arange(vmax, opt).view({1, 1, 1, vmax}) < cc.unsqueeze(-1);
+  // The contract (check_index): counts in range, tile starts in [0, Nk + 64), columns in [0, 64m + Nk - Nq].
+  const auto bad = (bc < 0).sum() + (bc > smax).sum() + (cc < 0).sum() + (cc > vmax).sum() +
+                   (in_tiles & ((bo < 0) | (bo >= nk + kBlock))).sum() +
+                   (in_cols & ((ci < 0) | (ci > r0 + off))).sum();
+  // Tiles: the causal pairs of [lo, hi) over the block's rows; key blocks lo / 64 .. (used_end - 1) / 64 (a
+  // tile spans at most two). Columns: the block's rows each, one key block.
+  const auto hi = at::clamp_max(bo + kBlock, nk);
+  const auto tile_ok = in_tiles & (hi > bo);
+  const auto a = r0 + off + 1 - bo;
+  const auto tile_pairs = sum_positive_t(a, rows) - sum_positive_t(a - (hi - bo), rows);
+  const auto pairs =
+      at::where(tile_ok, tile_pairs, at::zeros_like(tile_pairs)).sum() + (in_cols.to(L) * rows).sum();
+  const auto used_end = at::minimum(hi, last_diag + 1);
+  const auto touches = tile_ok & (used_end > bo);
+  // One row per (b, h, m) of nkb + 1 flags (the last one absorbs entries that touch nothing).
+  const auto row = at::arange(B * H * nqb, opt).view({B, H, nqb, 1}) * (nkb + 1);
+  const auto lo_blk = at::where(touches, at::floor_divide(bo, kBlock), at::full_like(bo, nkb));
+  const auto hi_blk =
+      at::where(touches, at::floor_divide(at::clamp_min(used_end - 1, 0), kBlock), at::full_like(bo, nkb));
+  const auto col_blk =
+      at::where(in_cols, at::floor_divide(at::clamp(ci, 0, nk - 1), kBlock), at::full_like(ci, nkb));
+  auto flags = at::zeros({B * H * nqb * (nkb + 1)}, opt.dtype(at::kBool));
+  for (const auto* blk : {&lo_blk, &hi_blk, &col_blk}) flags.index_fill_(0, (row + *blk).flatten(), true);
+  const auto blocks = flags.view({B * H * nqb, nkb + 1}).narrow(1, 0, nkb).sum();
+  const auto host = at::stack({bad, pairs, blocks}).cpu();
+  const auto v = host.accessor<int64_t, 1>();
+  if (v[0] != 0) return std::nullopt;
+  AttentionStats st = base_stats(B, H, nq, nk);
+  st.computed_pairs = v[1];
+  st.computed_blocks = v[2];
+  return st;
+}
+
 AttentionStats index_stats(const char* fn, const VerticalSlashIndex& ix) {
+  if (ix.block_count.defined() && ix.block_count.is_cuda()) {
+    check_index_shapes(fn, ix);
+    if (auto st = index_stats_device(ix)) return *st;
+  }
   const auto h = check_index(fn, ix);
   const int64_t B = h.block_count.size(0), H = h.block_count.size(1), nqb = h.block_count.size(2);
   const int64_t nq = ix.seq_q, nk = ix.seq_k, off = nk - nq, nkb = ceil_div(nk, kBlock);

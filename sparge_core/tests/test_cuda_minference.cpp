@@ -111,12 +111,12 @@ struct Inputs {
 };
 
 // Planted, with logit gaps that do not depend on D: a few key columns get a shared direction u
-// (|u|^2 = 5 sqrt(D)) that every query also carries (+5 logits), and the keys of the first query head of every
-// group echo the random part z of that head's queries kPlantedOffset rows later (k[j] += 4 z[j + offset] /
-// sqrt(D): about +4 logits on that diagonal). Echoing the whole query (u included) made the columns on the
-// diagonal's keys so strong that a row's softmax mass went to the diagonals crossing them: the planted one
-// was missed for about 2% of seeds at D = 64 (seed 10520001700512363275 on an H200); this form missed none of
-// 1500 seeds over the planted cases.
+// (|u|^2 = 5 sqrt(D)) that every query also carries (+5 logits), and the keys of the first query head of
+// every group echo the random part z of that head's queries kPlantedOffset rows later (k[j] += 4 z[j +
+// offset] / sqrt(D): about +4 logits on that diagonal). Echoing the whole query (u included) made the columns
+// on the diagonal's keys so strong that a row's softmax mass went to the diagonals crossing them: the planted
+// one was missed for about 2% of seeds at D = 64 (seed 10520001700512363275 on an H200); this form missed
+// none of 1500 seeds over the planted cases.
 Inputs make_inputs(const Case& c, uint64_t seed) {
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   const auto f = at::TensorOptions(at::kFloat);
@@ -441,6 +441,13 @@ TEST(CudaMInference, DeviceIndexEqualsHostIndex) {
     vs32.slash = vs.slash.to(at::kInt);
     vs32.slash_count = vs.slash_count.to(at::kInt);
     expect_same_index(cuda::vertical_slash_index(vs32), host, q.device());
+    // The statistics of a CUDA index (tensor ops on the device) equal the host loop's on its CPU copy.
+    VerticalSlashIndex host_cpu = host;
+    for (auto* t :
+         {&host_cpu.block_count, &host_cpu.block_offset, &host_cpu.column_count, &host_cpu.column_index})
+      *t = t->cpu();
+    expect_same_counts(vertical_slash_index_stats(dev), vertical_slash_index_stats(host_cpu));
+    EXPECT_EQ(vertical_slash_index_pairs(dev), vertical_slash_index_pairs(host_cpu));
   }
 
   // On a side stream: the builder enqueues on the current stream (synchronized before reading).
@@ -667,6 +674,22 @@ TEST(CudaMInference, RejectsBadInputs) {
                                        cfg);
       },
       "argument `index.column_index`: expected the listed columns of block m in [0, 64 m + Nk - Nq]");
+  // The statistics of a CUDA index (counted on the device) name the first violation as the host check does.
+  expect_error(
+      [&] {
+        vertical_slash_index_stats(edited([](auto& b) { b.block_offset.index_put_({0, 1, 0, 0}, 194); }));
+      },
+      "argument `index.block_offset`: expected tile starts in [0, seq_k + 64 = 194), got 194 at (b, h, m) = "
+      "(0, "
+      "1, 0)");
+  expect_error(
+      [&] {
+        vertical_slash_index_pairs(edited([](auto& b) {
+          b.column_count.index_put_({0, 0, 0}, 1);
+          b.column_index.index_put_({0, 0, 0, 0}, 31);
+        }));
+      },
+      "argument `index.column_index`: expected columns in [0, 64 m + seq_k - seq_q]");
   // Preallocated outputs.
   cuda::VerticalSlashOptions opt;
   opt.out = at::empty({1, 2, 100, 64}, qg.options().dtype(at::kFloat));

@@ -28,7 +28,7 @@ struct VerticalSlashOptions {
   // Validate the index on the device (counts in range, tile starts in [0, Nk + 64), columns at or below their
   // block's first diagonal key); costs a synchronization. The kernel trusts the index otherwise.
   bool check_index = true;
-  // Fill AttentionResult::stats (vertical_slash_index_stats: a host copy of the index; attention_ms);
+  // Fill AttentionResult::stats (vertical_slash_index_stats, counted on the device; attention_ms);
   // synchronizes.
   bool collect_stats = false;
   // Optional preallocated outputs (e.g. poisoned by tests): out like q (dtype, device, shape) and contiguous;

@@ -185,8 +185,9 @@ VerticalSlashIndex vertical_slash_index(const VerticalSlash& vs);
 //
 // Computed (query, key) pairs of the index form without the token mask: per 64-row block, the causal pairs of
 // each tile (a closed form over the block's rows) plus column_count x the block's rows < Nq; O(tiles +
-// columns) on the host (the index is copied there if needed). Equals
-// vertical_slash_token_mask(vs, kKernelTiles).sum() for index = vertical_slash_index(vs).
+// columns): a CPU index on the host, a CUDA index with tensor ops on its device (no host copy of the lists;
+// on a contract violation the host check runs and names it). Equals vertical_slash_token_mask(vs,
+// kKernelTiles).sum() for index = vertical_slash_index(vs).
 int64_t vertical_slash_index_pairs(const VerticalSlashIndex& index);
 // The statistics vertical_slash_index_attention reports (block sizes 64, valid and computed pairs and 64x64
 // blocks; times 0), from the index alone, in the same pass.
