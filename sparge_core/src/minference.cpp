@@ -573,8 +573,10 @@ IndexHost check_index(const char* fn, const VerticalSlashIndex& ix) {
 // sum_positive over tensors (int64, any broadcastable shapes; n >= 1).
 at::Tensor sum_positive_t(const at::Tensor& x, const at::Tensor& n) {
   const auto last = x + n - 1;
+  // Integer halves (tensor `/` is true division); both products are even.
   return at::where(last <= 0, at::zeros_like(last),
-                   at::where(x >= 0, n * x + n * (n - 1) / 2, last * (last + 1) / 2));
+                   at::where(x >= 0, n * x + at::floor_divide(n * (n - 1), 2),
+                             at::floor_divide(last * (last + 1), 2)));
 }
 
 // index_stats on a CUDA index with tensor ops on its device: no host copy of the lists (hundreds of MB at
