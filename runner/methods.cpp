@@ -225,7 +225,7 @@ class MInferenceMethod final : public AttentionMethod {
     prepared_ratio_.reset();
     const auto c = config_for(layer);
     if (!causal || !c.target_sparsity) return;
-    prepared_ratio_ = minference_budget_ratio(q, k, c);
+    prepared_ratio_ = budget_ratio(q, k, c);
     prepared_for_ = InputsKey::of(q, k, causal, layer);
   }
   AttentionResult run(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, bool causal,
@@ -239,7 +239,7 @@ class MInferenceMethod final : public AttentionMethod {
       // method with that ratio fixed (MaskMethod does the same for the knobs of the mask baselines).
       c.budget_ratio = prepared_ratio_ && prepared_for_ == InputsKey::of(q, k, causal, layer)
                            ? *prepared_ratio_
-                           : minference_budget_ratio(q, k, c);
+                           : budget_ratio(q, k, c);
       c.target_sparsity.reset();
     }
 #if SPARGE_HAVE_CUDA
@@ -262,6 +262,14 @@ class MInferenceMethod final : public AttentionMethod {
   }
 
  private:
+  // The equal-sparsity budget ratio; its search builds the kernel indexes on the GPU where the kernel runs.
+  double budget_ratio(const at::Tensor& q, const at::Tensor& k, const MInferenceConfig& c) const {
+#if SPARGE_HAVE_CUDA
+    if (want_ != "reference" && q.is_cuda() && c.coverage == VsCoverage::kKernelTiles)
+      return cuda::minference_budget_ratio(q, k, c);
+#endif
+    return minference_budget_ratio(q, k, c);
+  }
   // The base config with the heads of `layer` (a per-layer config file), or the fallback head past its
   // layers.
   MInferenceConfig config_for(int64_t layer) const {

@@ -286,6 +286,12 @@ VerticalSlashIndex vertical_slash_index(const VerticalSlash& vs) {
   return ix;
 }
 
+double minference_budget_ratio(const at::Tensor& q, const at::Tensor& k, const MInferenceConfig& config) {
+  SPARGE_CHECK(q.is_cuda(), "argument `q`: expected a CUDA tensor, got one on ", q.device());
+  return sparge::minference_budget_ratio(
+      q, k, config, [](const VerticalSlash& vs) { return cuda::vertical_slash_index(vs); });
+}
+
 AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const MInferenceConfig& config) {
   const std::string why = minference_unsupported_reason(q, k, v, config);

@@ -574,9 +574,9 @@ IndexHost check_index(const char* fn, const VerticalSlashIndex& ix) {
 at::Tensor sum_positive_t(const at::Tensor& x, const at::Tensor& n) {
   const auto last = x + n - 1;
   // Integer halves (tensor `/` is true division); both products are even.
-  return at::where(last <= 0, at::zeros_like(last),
-                   at::where(x >= 0, n * x + at::floor_divide(n * (n - 1), 2),
-                             at::floor_divide(last * (last + 1), 2)));
+  return at::where(
+      last <= 0, at::zeros_like(last),
+      at::where(x >= 0, n * x + at::floor_divide(n * (n - 1), 2), at::floor_divide(last * (last + 1), 2)));
 }
 
 // index_stats on a CUDA index with tensor ops on its device: no host copy of the lists (hundreds of MB at
@@ -687,14 +687,15 @@ constexpr int kRatioSteps = 20;              // bisection steps of the budget ra
 constexpr int kBracketSteps = 40;            // doublings / halvings that bracket the target
 constexpr double kSparsityTolerance = 1e-3;  // stop once this close to the target
 
+// `builder` (optional) replaces vertical_slash_index for the search's indexes.
 VsChoice choose_vs(const at::Tensor& qh, const at::Tensor& kh, const std::vector<MInferenceHead>& heads,
-                   double scale, const MInferenceConfig& c) {
+                   double scale, const MInferenceConfig& c, const VsIndexBuilder& builder = {}) {
   const auto sc = estimate_scores(qh, kh, scale);
   const bool tiles = c.coverage == VsCoverage::kKernelTiles;
   auto make = [&](double ratio) {
     VsChoice ch;
     ch.vs = select_budgets(sc, heads, ratio);
-    if (c.target_sparsity && tiles) ch.index = vertical_slash_index(ch.vs);
+    if (c.target_sparsity && tiles) ch.index = builder ? builder(ch.vs) : vertical_slash_index(ch.vs);
     return ch;
   };
   int64_t smallest = 0, largest = 0;  // non-zero budgets: at r = Nk / smallest every one is >= Nk
@@ -892,6 +893,11 @@ VerticalSlash minference_vertical_slash(const at::Tensor& q, const at::Tensor& k
 }
 
 double minference_budget_ratio(const at::Tensor& q, const at::Tensor& k, const MInferenceConfig& config) {
+  return minference_budget_ratio(q, k, config, VsIndexBuilder());
+}
+
+double minference_budget_ratio(const at::Tensor& q, const at::Tensor& k, const MInferenceConfig& config,
+                               const VsIndexBuilder& vs_index_builder) {
   const auto p = check_minference(__func__, q, k, at::Tensor(), config);
   const auto heads = expand_heads(config.heads, p.heads_q);
   const auto ids = heads_by_pattern(heads)[static_cast<size_t>(Pattern::kVerticalSlash)];
@@ -899,7 +905,7 @@ double minference_budget_ratio(const at::Tensor& q, const at::Tensor& k, const M
   const auto dt = detail::math_dtype(q.scalar_type());
   const auto s = subset(detail::to_hnd(q, config.layout).to(dt), detail::to_hnd(k, config.layout).to(dt),
                         at::Tensor(), ids, heads, p.group());
-  return choose_vs(s.q, s.k, s.heads, p.scale, config).vs.budget_ratio;
+  return choose_vs(s.q, s.k, s.heads, p.scale, config, vs_index_builder).vs.budget_ratio;
 }
 
 VerticalSlashIndex vertical_slash_index(const VerticalSlash& vs) {
@@ -1170,7 +1176,7 @@ AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, c
         // The hook (a kernel) on the index, with the heads' q, k, v in the input dtype.
         VerticalSlashIndex index;
         const double predict_ms = timed_ms(q.device(), [&] {
-          auto ch = choose_vs(s.q, s.k, s.heads, p.scale, config);
+          auto ch = choose_vs(s.q, s.k, s.heads, p.scale, config, vs_index_builder);
           if (ch.index)
             index = std::move(*ch.index);  // built by the equal-sparsity search
           else

@@ -58,6 +58,10 @@ AttentionResult vertical_slash_attention(const at::Tensor& q, const at::Tensor& 
 // E (e.g. no offset 0) gets that block 0 tiles and 0 columns.
 VerticalSlashIndex vertical_slash_index(const VerticalSlash& vs);
 
+// sparge::minference_budget_ratio with the search's indexes built by vertical_slash_index above (q, k on a
+// CUDA device; no host copy of the lists per step). The same ratio.
+double minference_budget_ratio(const at::Tensor& q, const at::Tensor& k, const MInferenceConfig& config);
+
 // As vertical_slash_unsupported_reason, plus config.coverage must be kKernelTiles (kExactTokens is computed
 // by the reference only).
 std::string minference_unsupported_reason(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -230,13 +230,19 @@ using VsIndexAttention =
 // with the estimate of the vertical-slash heads (on the inputs' device); returns their index on that device.
 using VsIndexBuilder = std::function<VerticalSlashIndex(const VerticalSlash& vs)>;
 
+// minference_budget_ratio above with the search's indexes built by `vs_index_builder` (empty: the host
+// vertical_slash_index); cuda::minference_budget_ratio passes cuda::vertical_slash_index. The same ratio.
+double minference_budget_ratio(const at::Tensor& q, const at::Tensor& k, const MInferenceConfig& config,
+                               const VsIndexBuilder& vs_index_builder);
+
 // The whole MInference prefill call: per head its pattern; vertical-slash and A-shape heads by a masked
 // softmax over query-row chunks (bounded memory), block-sparse heads by block_sparse_attention. With
 // `vs_index_attention` (and coverage kKernelTiles) the vertical-slash heads run through it on their index
 // instead (cuda::minference_attention passes the CUDA kernel); that index comes from `vs_index_builder` when
-// given (cuda::minference_attention passes cuda::vertical_slash_index), else from vertical_slash_index,
-// except that the equal-sparsity search (config.target_sparsity) hands over the host index it already built.
-// `vs_index_builder` is used only together with `vs_index_attention` (the masked path keeps the host index).
+// given (cuda::minference_attention passes cuda::vertical_slash_index), else from vertical_slash_index;
+// the equal-sparsity search (config.target_sparsity) builds its indexes the same way and hands over the one
+// it selected. `vs_index_builder` is used only together with `vs_index_attention` (the masked path keeps the
+// host index).
 AttentionResult minference_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                      const MInferenceConfig& config,
                                      const VsIndexAttention& vs_index_attention = {},
