@@ -294,8 +294,8 @@ RunSummary run_spec(const std::string& path, const RunOptions& options) {
                             const std::string& sample, int64_t seed) {
     std::ostringstream src;
     src << task_key << "|" << id << "|" << canonical_yaml(pt.spec["methods"][id]) << "|" << sample << "|seed "
-        << seed << "|spec v" << spec_version << "|device " << device.type() << "|timing " << warmup << "/"
-        << repeats;
+        << seed << "|spec v" << spec_version << "|device " << device.type();
+    if (warmup != 0 || repeats != 1) src << "|timing " << warmup << "/" << repeats;  // default: old keys hold
     for (const auto& [mid, method] : pt.methods)  // a re-tuned file changes the results: key on its content
       if (mid == id && method->tuned() != nullptr) src << "|tuned " << method->tuned()->checksum;
     for (const auto& m : pt.metrics) src << "|" << m.name << " v" << metric_info(m.name).version;
