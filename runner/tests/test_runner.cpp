@@ -320,13 +320,14 @@ TEST(Runner, LanguageModelTasksOnSmolLM2) {
   if (!posix::exists(kSmolLM2)) GTEST_SKIP() << kSmolLM2 << " is missing: run scripts/setup.sh";
   const auto out = fresh_dir("lm");
   const auto s = run_spec(kSource + "/experiments/table1_smollm2.yaml", small_lm(out));
-  // ppl: windows [0,64) [48,112) ... [288,320) cover 320 tokens in 7 windows; niah: 1 trial; 8 methods (the
-  // tuned one loads results/tuned/smollm2_l1_0.08.json; XAttention and FlexPrefill at two target sparsities).
-  EXPECT_EQ(s.computed, (7 + 1) * 8);
+  // ppl: windows [0,64) [48,112) ... [288,320) cover 320 tokens in 7 windows; niah: 1 trial; 10 methods (the
+  // tuned one loads results/tuned/smollm2_l1_0.08.json; XAttention, FlexPrefill and MInference at two target
+  // sparsities).
+  EXPECT_EQ(s.computed, (7 + 1) * 10);
   std::ifstream f(out + "/results.json");
   const auto r = nlohmann::json::parse(f);
   for (const char* m : {"full", "sparge", "sparge_fast", "sparge_tuned", "xattention_s50", "xattention_s30",
-                        "flexprefill_s50", "flexprefill_s30"}) {
+                        "flexprefill_s50", "flexprefill_s30", "minference_s50", "minference_s30"}) {
     SCOPED_TRACE(m);
     const auto& ppl = r.at("results").at("ppl").at(m);
     const double p = ppl.at("perplexity").get<double>();
