@@ -15,6 +15,7 @@ Needs matplotlib (Debian's python3-matplotlib, installed by scripts/setup.sh); n
 """
 import json
 import os
+import re
 import sys
 
 import matplotlib
@@ -23,8 +24,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+def natural(text):
+    """Sort key reading digit runs as numbers ("seq=8192" before "seq=16384")."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]
+
+
+def sweep_points(results):
+    """The (point, results by method) pairs in natural order of the point labels."""
+    return sorted(results["results"].items(), key=lambda kv: natural(kv[0]))
+
+
 def rows(results):
-    for point, by_method in results["results"].items():
+    for point, by_method in sweep_points(results):
         for method, values in by_method.items():
             label = method if point == "default" else f"{method} [{point}]"
             yield label, values
@@ -50,7 +61,7 @@ def family(method):
 def plot_vs_sparsity(results, out_dir, title, sparsity, metric, ylabel, name):
     """`metric` against sparsity, one point per method (error bars: stderr), one panel per sweep point; one color per
     method family, markers telling its settings apart."""
-    points = list(results["results"].items())
+    points = sweep_points(results)
     families = sorted({family(m) for _, by_method in points for m in by_method})
     colors = {f: plt.cm.tab10(i % 10) for i, f in enumerate(families)}
     markers = "os^Dvp*hX<>"
