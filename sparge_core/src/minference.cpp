@@ -567,10 +567,7 @@ IndexHost check_index(const char* fn, const VerticalSlashIndex& ix) {
   return h;
 }
 
-// vertical_slash_index_stats: valid counts as base_stats; per 64-row block m (rows r0 .. r1-1 < Nq) each tile
-// [t, t + 64) computes for row r the keys [t, min(t + 64, Nk, diag(r) + 1)) and touches the key blocks of
-// [t, min(t + 64, Nk, diag(r1 - 1) + 1)); each column computes its key for all r1 - r0 rows.
-// sum_positive over tensors (int64, any broadcastable shapes; n >= 1).
+// sum_positive above over tensors (int64, any broadcastable shapes; n >= 1).
 at::Tensor sum_positive_t(const at::Tensor& x, const at::Tensor& n) {
   const auto last = x + n - 1;
   // Integer halves (tensor `/` is true division); both products are even.
@@ -625,6 +622,10 @@ std::optional<AttentionStats> index_stats_device(const VerticalSlashIndex& ix) {
   return st;
 }
 
+// vertical_slash_index_stats (a CUDA index: index_stats_device): valid counts as base_stats; per 64-row block
+// m (rows r0 .. r1-1 < Nq) each tile [t, t + 64) computes for row r the keys [t, min(t + 64, Nk, diag(r) +
+// 1)) and touches the key blocks of [t, min(t + 64, Nk, diag(r1 - 1) + 1)); each column computes its key for
+// all r1 - r0 rows.
 AttentionStats index_stats(const char* fn, const VerticalSlashIndex& ix) {
   if (ix.block_count.defined() && ix.block_count.is_cuda()) {
     check_index_shapes(fn, ix);
