@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Block-sparse attention side by side on one GPU, same inputs, same masks, same run:
 our kernel (torch.ops.sparge.block_sparse_attention, loaded from the built libsparge_ops.so; on an sm_90 GPU the
-default path is the Hopper kernel and the portable mma.sync kernel is timed next to it as sparge_bf16_portable),
+default path is the Hopper kernel and the portable mma.sync kernel is timed next to it as sparge_bf16_portable, and
+likewise sparge_fp8_portable / sparge_int8_portable for the quantized methods),
 FlexAttention
 (torch.compile'd flex_attention with a BlockMask built from the same key-block lists) and dense torch SDPA with the
 cuDNN and flash backends.
@@ -164,12 +165,16 @@ def main():
                 for method, quant, bound in (("sparge_fp8", "int8_fp8", 1e-1), ("sparge_int8", "int8", 5e-2)):
                     run_q = (lambda quant=quant: torch.ops.sparge.block_sparse_attention(
                         q, k, v, oc, oi, 128, 64, is_causal=causal, quant=quant)[0])
-                    err_q = ((run_q().float() - ref.float()).norm() / ref.float().norm()).item()
-                    if err_q < bound:
-                        runs.append((method, run_q, err_q))
-                    else:
-                        print(f"VALIDATION FAILED ({quant}, not timed) d={d} n={n} causal={causal} "
-                              f"density={density}: rel L2 {err_q:.3g}", flush=True)
+                    variants = [(method, run_q)]
+                    if hopper:  # the quantized Hopper kernel by default; the portable one next to it
+                        variants.append((method + "_portable", on_path("portable", run_q)))
+                    for name, fn in variants:
+                        err_q = ((fn().float() - ref.float()).norm() / ref.float().norm()).item()
+                        if err_q < bound:
+                            runs.append((name, fn, err_q))
+                        else:
+                            print(f"VALIDATION FAILED ({name}, not timed) d={d} n={n} causal={causal} "
+                                  f"density={density}: rel L2 {err_q:.3g}", flush=True)
             for method, fn, err in runs:
                 ms = median_ms(fn)
                 rows.append(dict(method=method, head_dim=d, seq=n, batch=b, heads=h, causal=causal, density=density,

@@ -157,7 +157,7 @@ bool sm90_supported(const at::Device& device) {
   return prop->major == 9 && prop->minor == 0;
 }
 
-KernelPath resolve_kernel_path(const at::Device& device, QuantMode quant, KernelPath requested) {
+KernelPath resolve_kernel_path(const at::Device& device, [[maybe_unused]] QuantMode quant, KernelPath requested) {
   if (requested == KernelPath::kAuto) {
     const char* env = std::getenv("SPARGE_KERNEL_PATH");
     if (env != nullptr && *env != '\0') {
@@ -170,12 +170,13 @@ KernelPath resolve_kernel_path(const at::Device& device, QuantMode quant, Kernel
       }
     }
   }
-  const bool sm90_applies = sm90_supported(device) && quant == QuantMode::kNone;
+  // Every precision has a Hopper instantiation (quant is kept for precisions that may not).
+  const bool sm90_applies = sm90_supported(device);
   if (requested == KernelPath::kSm90) {
     SPARGE_CHECK(sm90_applies,
-                 "argument `options.path`: the sm90 kernel needs a device of compute capability ",
-                 "9.0 and config.quant = none, got device ", device,
-                 sm90_supported(device) ? "" : " (not sm_90)", ", quant ", to_string(quant));
+                 "argument `options.path`: the sm90 kernel needs a device of compute capability 9.0, got "
+                 "device ",
+                 device, " (not sm_90)");
     return KernelPath::kSm90;
   }
   if (requested == KernelPath::kPortable) return KernelPath::kPortable;
@@ -358,14 +359,14 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
 
   const bool fp16 = q.scalar_type() == at::kHalf;
   const KernelPath path = resolve_kernel_path(q.device(), c.quant, options.path);
-  const auto launch_sm90 = [&] {
-    if (p.head_dim == 64)
-      return fp16 ? launch_block_sparse_attention_sm90<DType::kFp16, 64>(prm, stream)
-                  : launch_block_sparse_attention_sm90<DType::kBf16, 64>(prm, stream);
-    return fp16 ? launch_block_sparse_attention_sm90<DType::kFp16, 128>(prm, stream)
-                : launch_block_sparse_attention_sm90<DType::kBf16, 128>(prm, stream);
-  };
   const auto launch_qk = [&]<Precision kQk>() {
+    if (path == KernelPath::kSm90) {
+      if (p.head_dim == 64)
+        return fp16 ? launch_block_sparse_attention_sm90<DType::kFp16, 64, kQk>(prm, stream)
+                    : launch_block_sparse_attention_sm90<DType::kBf16, 64, kQk>(prm, stream);
+      return fp16 ? launch_block_sparse_attention_sm90<DType::kFp16, 128, kQk>(prm, stream)
+                  : launch_block_sparse_attention_sm90<DType::kBf16, 128, kQk>(prm, stream);
+    }
     if (p.head_dim == 64)
       return fp16 ? launch_block_sparse_attention<DType::kFp16, 64, kQk>(prm, stream)
                   : launch_block_sparse_attention<DType::kBf16, 64, kQk>(prm, stream);
@@ -373,7 +374,6 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
                 : launch_block_sparse_attention<DType::kBf16, 128, kQk>(prm, stream);
   };
   const auto launch = [&] {
-    if (path == KernelPath::kSm90) return launch_sm90();
     if (fp8) return launch_qk.template operator()<Precision::kInt8Fp8>();
     return int8 ? launch_qk.template operator()<Precision::kInt8>()
                 : launch_qk.template operator()<Precision::k16Bit>();

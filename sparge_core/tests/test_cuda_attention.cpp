@@ -150,11 +150,11 @@ std::vector<double> stage2_thresholds(int64_t heads) {
   return t;
 }
 
-// The kernels that can run a case on this device: the portable one always, the Hopper one on sm_90 for the
-// 16-bit precision.
-std::vector<cuda::KernelPath> kernel_paths(QuantMode quant) {
+// The kernels that can run a case on this device: the portable one always, the Hopper one on sm_90 (every
+// precision).
+std::vector<cuda::KernelPath> kernel_paths(QuantMode /*quant*/) {
   std::vector<cuda::KernelPath> paths = {cuda::KernelPath::kPortable};
-  if (quant == QuantMode::kNone && cuda::sm90_supported(at::Device(at::kCUDA, 0)))
+  if (cuda::sm90_supported(at::Device(at::kCUDA, 0)))
     paths.push_back(cuda::KernelPath::kSm90);
   return paths;
 }
@@ -542,11 +542,6 @@ TEST(CudaAttention, RejectsBadInputs) {
     cuda::KernelOptions forced;
     forced.path = cuda::KernelPath::kSm90;
     expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, gpu_mask, cfg, forced); },
-                 "argument `options.path`");
-  } else {
-    cuda::KernelOptions forced;
-    forced.path = cuda::KernelPath::kSm90;
-    expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, gpu_mask, bad, forced); },
                  "argument `options.path`");
   }
   bad.stage2_group_rows = 16;

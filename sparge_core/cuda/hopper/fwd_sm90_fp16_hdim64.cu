@@ -1,7 +1,7 @@
-// Hopper kernel instantiation: fp16, D = 64 (sm_90a only).
+// Hopper kernel instantiation: fp16, D = 64, 16-bit Q K^T and P V (sm_90a only).
 #include "launch_sm90.cuh"
 
 namespace sparge::cuda {
-template cudaError_t launch_block_sparse_attention_sm90<DType::kFp16, 64>(const AttentionParams&,
-                                                                          cudaStream_t);
+template cudaError_t launch_block_sparse_attention_sm90<DType::kFp16, 64, Precision::k16Bit>(
+    const AttentionParams&, cudaStream_t);
 }  // namespace sparge::cuda

@@ -27,6 +27,17 @@
 // exchanged through shared memory and a named barrier, only for heads with a finite pvthreshd; whether a
 // group has an allowed key at all is decided from the indices. Grid: (NQB, Hq, B), query block NQB - 1 - x
 // first (longest causal rows first), one CTA per SM.
+//
+// Quantized precisions (params.h): Precision::kInt8 / kInt8Fp8 take INT8 Q and smoothed K with per-block
+// scales: S is m64n128k32 s8 -> s32, Q in registers as before (D bytes per row: one 128-byte slice at D =
+// 128, one 64-byte slice in the 64-byte swizzle at D = 64). The int32 scores become floats with one integer
+// add (x + 1.5 * 2^23 as float bits is exactly x + 12582912 for |x| < 2^22, and |Q.K| <= D * 128^2 < 2^22):
+// the maxima subtract the bias once, the exponent folds it into its shift, and each block's scale q_scale *
+// k_scale * scale_log2 multiplies there. kInt8 keeps the 16-bit P V; kInt8Fp8 rounds P * 448 to e4m3 in the
+// register order of the m64k32 A fragment (the V^T key permutation of params.h makes the S accumulators line
+// up) and multiplies by the FP8 V^T tile (m64nDk32 e4m3, K-major: D rows of 64 key bytes per stage, 64-byte
+// swizzle); the per-channel V scale and the factor 448 leave in the epilogue. O is staged in its own 16-bit
+// tile (the INT8 Q tile is half its size).
 #pragma once
 
 #include <cuda.h>
@@ -46,45 +57,73 @@ struct Sm90Params {
   CUtensorMap q_map, k_map, v_map, o_map;
 };
 
-template <int kHeadDim>
+template <int kHeadDim, Precision kQk = Precision::k16Bit>
 struct Sm90Config {
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the Hopper kernel is instantiated for D = 64 and 128");
+  static constexpr bool kInt8 = kQk != Precision::k16Bit;   // INT8 Q and K tiles, s32 scores
+  static constexpr bool kFp8Pv = kQk == Precision::kInt8Fp8;  // FP8 P and V^T
   static constexpr int kBlockM = 128, kBlockN = 64;  // the mask geometry (one stage holds one key block)
   static constexpr int kStepBlocks = 2;  // key blocks per consumer step: S is 64 x 128 per warpgroup
   static constexpr int kStepKeys = kStepBlocks * kBlockN;
   static constexpr int kConsumerGroups = 2;  // warpgroups of 64 rows
   static constexpr int kThreads = 128 * (1 + kConsumerGroups);
   static constexpr int kConsumerWarps = 4 * kConsumerGroups;
-  static constexpr int kSlices = kHeadDim / 64;  // 64-element (128-byte) column slices of every tile
-  static constexpr int kQSliceBytes = kBlockM * 128;
-  static constexpr int kKvSliceBytes = kBlockN * 128;  // one stage's rows of one slice
-  static constexpr int kQBytes = kSlices * kQSliceBytes;
-  static constexpr int kKBytes = kSlices * kKvSliceBytes;  // one stage of K (or V)
+  // Q and K tiles: rows of D elements of kQkBytes, in column slices of the swizzle width (128 bytes; the
+  // 64-byte rows of INT8 at D = 64 in the 64-byte swizzle). A k step of S reads 32 bytes of a row (k16 of
+  // 16-bit, k32 of INT8).
+  static constexpr int kQkBytes = kInt8 ? 1 : 2;
+  static constexpr int kQkRowBytes = kHeadDim * kQkBytes;
+  static constexpr int kQkSwizzle = kQkRowBytes < 128 ? kQkRowBytes : 128;
+  static constexpr int kQkSlices = kQkRowBytes / kQkSwizzle;
+  static constexpr int kQkSliceElems = kQkSwizzle / kQkBytes;
+  static constexpr int kQkSteps = kQkRowBytes / 32;        // k steps of S = Q K^T
+  static constexpr int kStepsPerSlice = kQkSwizzle / 32;  // of them within one slice
+  static constexpr int kQSliceBytes = kBlockM * kQkSwizzle;
+  static constexpr int kQBytes = kQkSlices * kQSliceBytes;
+  static constexpr int kKSliceBytes = kBlockN * kQkSwizzle;  // one stage's rows of one slice
+  static constexpr int kKBytes = kQkSlices * kKSliceBytes;   // one stage of K
+  // V: 16-bit (keys x D, the N-major operand of P V) in D / 64 slices of 128-byte rows; FP8 V^T (D rows of
+  // 64 key bytes, K-major) in the 64-byte swizzle.
+  static constexpr int kVSlices = kFp8Pv ? 1 : kHeadDim / 64;
+  static constexpr int kVSliceBytes = kFp8Pv ? kHeadDim * kBlockN : kBlockN * 128;
+  static constexpr int kVBytes = kVSlices * kVSliceBytes;  // one stage of V
+  // O staging (16-bit, D / 64 slices of 128 rows x 128 bytes): the Q tile itself for 16-bit Q, else its own.
+  static constexpr int kOSliceBytes = kBlockM * 128;
+  static constexpr int kOStageBytes = kInt8 ? (kHeadDim / 64) * kOSliceBytes : 0;
   // Stages (one key block each, in pairs for the 128-key steps): the producer runs this many blocks ahead (a
-  // sparse row's next block is anywhere in memory). K and V rings are slice-major ([slice][stage][64 rows]),
-  // so two consecutive stages are one 128-row operand per slice. 224 KiB (D = 128, the most that fits) /
-  // 144 KiB (D = 64) with Q.
-  static constexpr int kStages = kHeadDim == 128 ? 6 : 8;
+  // sparse row's next block is anywhere in memory). K and V rings are slice-major ([slice][stage][rows]), so
+  // two consecutive stages are one 128-row operand per slice. 16-bit: 224 KiB (D = 128, the most that fits)
+  // / 144 KiB (D = 64) with Q; INT8 Q K^T: 193 / 121 KiB; with FP8 P V (8 stages): 177 / 89 KiB.
+  static constexpr int kStages = kFp8Pv || kHeadDim == 64 ? 8 : 6;
   static_assert(kStages % kStepBlocks == 0, "a step's stages are consecutive");
-  static constexpr int kRingSliceBytes = kStages * kKvSliceBytes;  // distance between slices in a ring
-  static constexpr int kRingBytes = kSlices * kRingSliceBytes;
+  static constexpr int kKRingSliceBytes = kStages * kKSliceBytes;  // distance between slices in a ring
+  static constexpr int kVRingSliceBytes = kStages * kVSliceBytes;
+  static constexpr int kKRingBytes = kQkSlices * kKRingSliceBytes;
+  static constexpr int kVRingBytes = kVSlices * kVRingSliceBytes;
   // mbarriers: q_full, k_full[S], v_full[S], k_empty[S], v_empty[S]; then stage-2 flags: 2 parities x 2 votes
   // x 8 warps.
   static constexpr int kBarrierBytes = 8 * (1 + 4 * kStages);
   static constexpr int kFlagBytes = 2 * 2 * kConsumerWarps * 4;
-  static constexpr int kSmemBytes =
-      1024 /* alignment slack */ + kQBytes + 2 * kRingBytes + kBarrierBytes + kFlagBytes;
+  static constexpr int kSmemBytes = 1024 /* alignment slack */ + kQBytes + kOStageBytes + kKRingBytes +
+                                    kVRingBytes + kBarrierBytes + kFlagBytes;
+  static_assert(kSmemBytes <= 227 * 1024, "fits the 227 KiB of an sm_90 CTA");
+  // The int32 -> float conversion of quantized scores: bits(x + kScoreBias) as float = x + 12582912.
+  static constexpr int kScoreBiasBits = 0x4B400000;
+  static constexpr float kScoreBias = 12582912.f;
+  // log2 of the factor P and l carry: 448 (the e4m3 maximum) for FP8 P, 1 otherwise.
+  static constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.f;
   // Registers: 384 threads at 168 each at launch; the producer drops to 24, the consumers take 240.
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
 };
 
 // kStage2: some head has a finite pvthreshd (p.pvthreshd != nullptr). Without it the step needs no votes and
 // no per-block skip state: blocks without an allowed key are masked to -inf like any other masked score.
-template <DType kDtype, int kHeadDim, Stage2Granularity kGranularity, bool kStage2>
-__global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
+template <DType kDtype, int kHeadDim, Precision kQk, Stage2Granularity kGranularity, bool kStage2>
+__global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     sm90_block_sparse_attention_kernel(const __grid_constant__ Sm90Params prm) {
 #if defined(SPARGE_SM90_ENABLED)
-  using Cfg = Sm90Config<kHeadDim>;
+  using Cfg = Sm90Config<kHeadDim, kQk>;
+  constexpr bool kInt8 = Cfg::kInt8, kFp8Pv = Cfg::kFp8Pv;
   using Elem = tile::Element<kDtype>;
   constexpr int kS = Cfg::kStages;
   constexpr int kNTiles = Cfg::kStepKeys / 8;  // n8 tiles of S: 64 floats per thread
@@ -95,9 +134,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
   extern __shared__ uint8_t smem_raw[];
   const uint32_t base = (sm90::smem_addr(smem_raw) + 1023u) & ~1023u;
   const uint32_t q_smem = base;
-  const uint32_t k_ring = q_smem + Cfg::kQBytes;
-  const uint32_t v_ring = k_ring + Cfg::kRingBytes;
-  const uint32_t bars = v_ring + Cfg::kRingBytes;
+  const uint32_t o_stage = kInt8 ? q_smem + Cfg::kQBytes : q_smem;
+  const uint32_t k_ring = q_smem + Cfg::kQBytes + Cfg::kOStageBytes;
+  const uint32_t v_ring = k_ring + Cfg::kKRingBytes;
+  const uint32_t bars = v_ring + Cfg::kVRingBytes;
   const uint32_t q_full = bars;
   const auto k_full = [&](int s) { return bars + 8 * (1 + s); };
   const auto v_full = [&](int s) { return bars + 8 * (1 + kS + s); };
@@ -140,8 +180,9 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
       sm90::tma_prefetch_desc(&prm.k_map);
       sm90::mbar_expect_tx(q_full, Cfg::kQBytes);
 #pragma unroll
-      for (int c = 0; c < Cfg::kSlices; ++c)
-        sm90::tma_load_4d(&prm.q_map, q_smem + c * Cfg::kQSliceBytes, q_full, 64 * c, q0, head, batch);
+      for (int c = 0; c < Cfg::kQkSlices; ++c)
+        sm90::tma_load_4d(&prm.q_map, q_smem + c * Cfg::kQSliceBytes, q_full, Cfg::kQkSliceElems * c, q0, head,
+                          batch);
     } else {
       sm90::tma_prefetch_desc(&prm.v_map);
     }
@@ -153,11 +194,22 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
       if (n + 1 < count) kb_next = __ldg(indices + n + 1);
       sm90::mbar_wait(is_k ? k_empty(s) : v_empty(s), ((n / kS) & 1) ^ 1);
       const uint32_t full = is_k ? k_full(s) : v_full(s);
-      sm90::mbar_expect_tx(full, Cfg::kKBytes);
+      if (is_k) {
+        sm90::mbar_expect_tx(full, Cfg::kKBytes);
 #pragma unroll
-      for (int c = 0; c < Cfg::kSlices; ++c)
-        sm90::tma_load_4d(map, ring + c * Cfg::kRingSliceBytes + s * Cfg::kKvSliceBytes, full, 64 * c,
-                          kb * Cfg::kBlockN, kv_head, batch);
+        for (int c = 0; c < Cfg::kQkSlices; ++c)
+          sm90::tma_load_4d(map, ring + c * Cfg::kKRingSliceBytes + s * Cfg::kKSliceBytes, full,
+                            Cfg::kQkSliceElems * c, kb * Cfg::kBlockN, kv_head, batch);
+      } else if constexpr (kFp8Pv) {  // V^T: the block's 64 key bytes of every one of the D rows
+        sm90::mbar_expect_tx(full, Cfg::kVBytes);
+        sm90::tma_load_4d(map, ring + s * Cfg::kVSliceBytes, full, kb * Cfg::kBlockN, 0, kv_head, batch);
+      } else {
+        sm90::mbar_expect_tx(full, Cfg::kVBytes);
+#pragma unroll
+        for (int c = 0; c < Cfg::kVSlices; ++c)
+          sm90::tma_load_4d(map, ring + c * Cfg::kVRingSliceBytes + s * Cfg::kVSliceBytes, full, 64 * c,
+                            kb * Cfg::kBlockN, kv_head, batch);
+      }
     }
     return;
   }
@@ -174,6 +226,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
   const float pvthreshd = kStage2 ? p.pvthreshd[head] : __builtin_huge_valf();
   const bool stage2_on = kStage2 && pvthreshd != __builtin_huge_valf();
   const float scale_log2 = p.scale_log2;
+  // Quantized: the tile's Q scale and the kv head's K scales (one per key block).
+  const float q_scale = kInt8 ? __ldg(p.q_scale + mask_row) : 1.f;
+  const float* k_scale_row =
+      kInt8 ? p.k_scale + (static_cast<int64_t>(batch) * p.heads_kv + kv_head) * p.num_k_blocks : nullptr;
 
   float o[kDTiles * 4];
 #pragma unroll
@@ -190,19 +246,20 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
   };
 
   // Q A-fragments of the warpgroup's rows, in registers for the whole loop (S = Q K^T then reads only K from
-  // shared memory): k step kk holds (row, k 2t..) (row + 8, ..) (row, k 8 + 2t..) (row + 8, ..) of columns
-  // 16 kk .. 16 kk + 15, i.e. 16-byte chunks 2 (kk % 4) and + 1 of slice kk / 4, swizzled.
-  uint32_t qa[kHeadDim / 16][4];
+  // shared memory): k step kk (32 bytes of the row: 16 16-bit or 32 INT8 columns) holds (row, bytes 4t..)
+  // (row + 8, ..) (row, 16 + 4t..) (row + 8, ..), i.e. 16-byte chunks 2 (kk % steps per slice) and + 1 of
+  // slice kk / steps per slice, swizzled (rows r and r + 8 share the swizzle phase in both widths).
+  uint32_t qa[Cfg::kQkSteps][4];
   if (count > 0) {
     sm90::mbar_wait(q_full, 0);
-    const int r = 64 * wg + 16 * warp + lane / 4;  // row within the 128-row slices (r % 8 == (r + 8) % 8)
+    const int r = 64 * wg + 16 * warp + lane / 4;  // row within the 128-row slices
 #pragma unroll
-    for (int kk = 0; kk < kHeadDim / 16; ++kk)
+    for (int kk = 0; kk < Cfg::kQkSteps; ++kk)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
-        const int chunk = 2 * (kk % 4) + i / 2, row = r + 8 * (i % 2);
-        const uint32_t addr =
-            q_smem + (kk / 4) * Cfg::kQSliceBytes + row * 128 + ((chunk ^ (row % 8)) * 16) + 4 * (lane % 4);
+        const int chunk = 2 * (kk % Cfg::kStepsPerSlice) + i / 2, row = r + 8 * (i % 2);
+        const uint32_t addr = q_smem + (kk / Cfg::kStepsPerSlice) * Cfg::kQSliceBytes + row * Cfg::kQkSwizzle +
+                              sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk, row) * 16 + 4 * (lane % 4);
         asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(qa[kk][i]) : "r"(addr));
       }
   }
@@ -210,17 +267,34 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
   // Software pipeline within the warpgroup, one step = two key blocks (stages s, s + 1): step j issues S(j) =
   // Q K(j)^T (64 x 128), then P(j-1) V(j-1), waits for S(j) only, and runs the softmax of step j while the
   // tensor cores work on P(j-1) V(j-1); then waits for that, releases its stages and rescales O.
-  uint32_t pa[Cfg::kStepKeys / 16][4];  // P(j - 1) as A fragments, pending
+  constexpr int kPvSteps = Cfg::kStepKeys / (kFp8Pv ? 32 : 16);  // k steps of P V per step
+  uint32_t pa[kPvSteps][4];                                       // P(j - 1) as A fragments, pending
   bool pending = false;
   int pending_stage = 0;
   uint32_t pending_parity = 0;
   const auto issue_pv = [&](int stage) {
+    if constexpr (kFp8Pv) {
+      // V^T of the step: k step kk (32 keys) is bytes 32 (kk % 2) of stage `stage + kk / 2`'s D rows (8-row
+      // groups 512 bytes apart).
+#pragma unroll
+      for (int kk = 0; kk < kPvSteps; ++kk) {
+        const uint64_t dv =
+            sm90::make_desc<64>(v_ring + (stage + kk / 2) * Cfg::kVSliceBytes + (kk % 2) * 32, 16, 512);
+        if constexpr (kHeadDim == 128) {
+          sm90::wgmma_rs_m64n128k32_e4m3(o, pa[kk], dv);
+        } else {
+          sm90::wgmma_rs_m64n64k32_e4m3(o, pa[kk], dv);
+        }
+      }
+      sm90::wgmma_commit();
+      return;
+    }
     // V of the step: 128 keys over the two stages (contiguous per slice), 16 keys = 2048 bytes; N = D spans
     // the slices (leading byte offset = the ring's slice distance).
-    const uint32_t v_tile = v_ring + stage * Cfg::kKvSliceBytes;
+    const uint32_t v_tile = v_ring + stage * Cfg::kVSliceBytes;
 #pragma unroll
-    for (int kk = 0; kk < Cfg::kStepKeys / 16; ++kk) {
-      const uint64_t dv = sm90::make_desc(v_tile + kk * 2048, Cfg::kRingSliceBytes, 1024);
+    for (int kk = 0; kk < kPvSteps; ++kk) {
+      const uint64_t dv = sm90::make_desc(v_tile + kk * 2048, Cfg::kVRingSliceBytes, 1024);
       if constexpr (kDtype == DType::kBf16) {
         if constexpr (kHeadDim == 128) {
           sm90::wgmma_rs_m64n128k16_bf16_nmajor(o, pa[kk], dv);
@@ -288,8 +362,17 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
     bool blk_has[2];  // the warpgroup's rows have an allowed key in the block (structural)
 #pragma unroll
     for (int b = 0; b < 2; ++b) blk_has[b] = key0[b] >= 0 && rows_have_key(wg_row0, 64, key0[b]);
+    // Log2-unit multiplier of each block's raw scores (quantized: times q_scale * k_scale, rounded first as
+    // in the reference emulation; the padding block reuses block 0's).
+    float ss[2] = {scale_log2, scale_log2};
+    if constexpr (kInt8) {
+#pragma unroll
+      for (int b = 0; b < 2; ++b)
+        ss[b] = (q_scale * __ldg(k_scale_row + (key0[b] >= 0 ? key0[b] : key0[0]) / Cfg::kBlockN)) * scale_log2;
+    }
 
     float sc[kNTiles * 4];
+    int32_t si[kInt8 ? kNTiles * 4 : 1];  // quantized: the s32 accumulators of S
     sm90::mbar_wait(k_full(s), parity);
     sm90::mbar_wait(k_full(s + 1), parity);
     if (pending) {
@@ -301,10 +384,14 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
     // their waits must be visibly warp-uniform (a vote) or ptxas serializes every wgmma.
     const auto issue_s = [&] {
 #pragma unroll
-      for (int kk = 0; kk < kHeadDim / 16; ++kk) {
-        const uint64_t db = sm90::make_desc(
-            k_ring + (kk / 4) * Cfg::kRingSliceBytes + s * Cfg::kKvSliceBytes + (kk % 4) * 32, 16, 1024);
-        if constexpr (kDtype == DType::kBf16) {
+      for (int kk = 0; kk < Cfg::kQkSteps; ++kk) {
+        const uint64_t db = sm90::make_desc<Cfg::kQkSwizzle>(
+            k_ring + (kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes + s * Cfg::kKSliceBytes +
+                (kk % Cfg::kStepsPerSlice) * 32,
+            16, 8 * Cfg::kQkSwizzle);
+        if constexpr (kInt8) {
+          sm90::wgmma_rs_m64n128k32_s8(si, qa[kk], db, kk > 0);
+        } else if constexpr (kDtype == DType::kBf16) {
           sm90::wgmma_rs_m64n128k16_bf16(sc, qa[kk], db, kk > 0);
         } else {
           sm90::wgmma_rs_m64n128k16_f16(sc, qa[kk], db, kk > 0);
@@ -328,7 +415,13 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
       if (hand_over) sm90::named_barrier_arrive(6 + (wg ^ 1), 256);
       sm90::wgmma_wait<0>();
     }
-    sm90::fence_operands(sc);
+    if constexpr (kInt8) {
+      sm90::fence_operands(si);
+#pragma unroll
+      for (int i = 0; i < kNTiles * 4; ++i) sc[i] = __int_as_float(si[i] + Cfg::kScoreBiasBits);  // x + bias
+    } else {
+      sm90::fence_operands(sc);
+    }
     release(true, s);  // S(j) is done: its K stages are free
 
     // Mask, and the block row maxima m_blk[b][h] (unscaled; -inf: no allowed key in block b for the row).
@@ -364,6 +457,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
           x[jj % 4] = jj < 4 ? pair : fmaxf(x[jj % 4], pair);
         }
         m_blk[b][h] = tile::quad_max(fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3])));
+        if constexpr (kInt8) m_blk[b][h] -= Cfg::kScoreBias;  // exact (integers below 2^24); -inf stays
       }
     }
 
@@ -389,7 +483,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
           bool negligible = true;
 #pragma unroll
           for (int h = 0; h < 2; ++h)
-            negligible &= m_blk[b][h] == tile::kNegInf || (m_blk[b][h] * scale_log2 - m_run[h] < -pvthreshd);
+            negligible &= m_blk[b][h] == tile::kNegInf || (m_blk[b][h] * ss[b] - m_run[h] < -pvthreshd);
           exchange(negligible, 2 * (j % 2) + b, group_skips, other_skips);
         }
         if (counting && group_has) {
@@ -402,13 +496,14 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
       }
       if (!kStage2) wg_skip[b] = !blk_has[b];
 #pragma unroll
-      for (int h = 0; h < 2; ++h) m_run[h] = fmaxf(m_run[h], m_blk[b][h] * scale_log2);
+      for (int h = 0; h < 2; ++h) m_run[h] = fmaxf(m_run[h], m_blk[b][h] * ss[b]);
     }
     const bool compute = __all_sync(tile::kFullWarp, !(wg_skip[0] && wg_skip[1]));
 
     // Online softmax of the thread's two rows over the step's blocks. P = exp2(S * scale - m') with m' the
     // maximum after both blocks (the portable kernel rescales block 0's P by exp2(m_0 - m') after the fact
-    // instead: equal up to rounding); masked scores are -inf, so their P is exactly 0.
+    // instead: equal up to rounding); masked scores are -inf, so their P is exactly 0. Quantized: the
+    // exponent of a raw x + bias is x * ss - m' = (x + bias) * ss - (m' + bias * ss), and FP8 adds log2 448.
     float alpha[2] = {1.f, 1.f};
     bool rescale = false;
     if (compute) {
@@ -419,16 +514,22 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
         alpha[h] = tile::exp2_approx(m[h] - m_use);
         rescale |= alpha[h] != 1.f;
         m[h] = m_new;
+        float shift[2] = {-m_use, -m_use};
+        if constexpr (kInt8) {
+#pragma unroll
+          for (int b = 0; b < 2; ++b) shift[b] = Cfg::kPLog2Scale - fmaf(Cfg::kScoreBias, ss[b], m_use);
+        }
         float sum[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
         for (int t = 0; t < kNTiles; ++t)
 #pragma unroll
           for (int e = 0; e < 2; ++e) {
             float& x = sc[4 * t + 2 * h + e];
+            const int b = t / kHalfTiles;
             if constexpr (kStage2) {
-              x = skip[t / kHalfTiles] ? 0.f : tile::exp2_approx(fmaf(x, scale_log2, -m_use));
+              x = skip[b] ? 0.f : tile::exp2_approx(fmaf(x, ss[b], shift[b]));
             } else {
-              x = tile::exp2_approx(fmaf(x, scale_log2, -m_use));
+              x = tile::exp2_approx(fmaf(x, ss[b], shift[b]));
             }
             sum[t % 4] += x;
           }
@@ -443,12 +544,25 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
 #pragma unroll
         for (int i = 0; i < kDTiles * 4; ++i) o[i] *= alpha[(i / 2) % 2];
       }
+      if constexpr (kFp8Pv) {
+        // k step kk = S n8 tiles 4 kk .. 4 kk + 3: positions 4t.. of a row are keys 2t, 2t + 1 of tiles 4 kk
+        // and 4 kk + 1 (the V^T permutation), positions 16 + 4t.. those of tiles 4 kk + 2 and 4 kk + 3.
 #pragma unroll
-      for (int kk = 0; kk < Cfg::kStepKeys / 16; ++kk) {
-        pa[kk][0] = Elem::pack(sc[8 * kk + 0], sc[8 * kk + 1]);
-        pa[kk][1] = Elem::pack(sc[8 * kk + 2], sc[8 * kk + 3]);
-        pa[kk][2] = Elem::pack(sc[8 * kk + 4], sc[8 * kk + 5]);
-        pa[kk][3] = Elem::pack(sc[8 * kk + 6], sc[8 * kk + 7]);
+        for (int kk = 0; kk < kPvSteps; ++kk) {
+          const float* x = sc + 16 * kk;
+          pa[kk][0] = tile::pack_e4m3x4(x[0], x[1], x[4], x[5]);
+          pa[kk][1] = tile::pack_e4m3x4(x[2], x[3], x[6], x[7]);
+          pa[kk][2] = tile::pack_e4m3x4(x[8], x[9], x[12], x[13]);
+          pa[kk][3] = tile::pack_e4m3x4(x[10], x[11], x[14], x[15]);
+        }
+      } else {
+#pragma unroll
+        for (int kk = 0; kk < kPvSteps; ++kk) {
+          pa[kk][0] = Elem::pack(sc[8 * kk + 0], sc[8 * kk + 1]);
+          pa[kk][1] = Elem::pack(sc[8 * kk + 2], sc[8 * kk + 3]);
+          pa[kk][2] = Elem::pack(sc[8 * kk + 4], sc[8 * kk + 5]);
+          pa[kk][3] = Elem::pack(sc[8 * kk + 6], sc[8 * kk + 7]);
+        }
       }
       pending = true;
       pending_stage = s;
@@ -472,7 +586,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
   }
 
   // ---------------- epilogue ----------------
-  const uint32_t q_wg = q_smem + wg * 64 * 128;  // the warpgroup's rows within every Q slice
+  const uint32_t o_wg = o_stage + wg * 64 * 128;  // the warpgroup's rows within every O slice
   float* lse_row =
       p.lse != nullptr ? p.lse + (static_cast<int64_t>(batch) * p.heads_q + head) * p.seq_q : nullptr;
   float inv_l[2];
@@ -482,27 +596,34 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim>::kThreads, 1)
     inv_l[h] = lt > 0.f ? 1.f / lt : 0.f;
     const int row = row_a + 8 * h;
     if (lse_row != nullptr && lane % 4 == 0 && row < p.seq_q)
-      lse_row[row] = lt > 0.f ? (m[h] + log2f(lt)) * tile::kLn2 : tile::kNegInf;
+      lse_row[row] = lt > 0.f ? (m[h] + log2f(lt) - Cfg::kPLog2Scale) * tile::kLn2 : tile::kNegInf;
   }
-  // O into the warpgroup's Q rows (its last reads of them completed with its last S MMA), swizzled as TMA
-  // expects: 16-byte chunk c of row r at chunk c ^ (r % 8).
+  // FP8 P V: O column c carries the kv head's V scale c.
+  const float* v_scale_row =
+      kFp8Pv ? p.v_scale + (static_cast<int64_t>(batch) * p.heads_kv + kv_head) * kHeadDim : nullptr;
+  // O into the warpgroup's rows of the staging tile (16-bit Q: its own Q rows, whose last reads completed
+  // with its last S MMA), swizzled as TMA expects: 16-byte chunk c of row r at chunk c ^ (r % 8).
 #pragma unroll
-  for (int j = 0; j < kDTiles; ++j)
+  for (int j = 0; j < kDTiles; ++j) {
+    float2 vs = make_float2(1.f, 1.f);
+    if constexpr (kFp8Pv) vs = __ldg(reinterpret_cast<const float2*>(v_scale_row + 8 * j + 2 * (lane % 4)));
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const int r = 64 * wg + 16 * warp + lane / 4 + 8 * h;  // row within the 128-row Q slice
+      const int r = 64 * wg + 16 * warp + lane / 4 + 8 * h;  // row within the 128-row O slice
       const int chunk = j % 8;
       const uint32_t addr =
-          q_smem + (j / 8) * Cfg::kQSliceBytes + r * 128 + ((chunk ^ (r % 8)) * 16) + (lane % 4) * 4;
-      const uint32_t packed = Elem::pack(o[4 * j + 2 * h] * inv_l[h], o[4 * j + 2 * h + 1] * inv_l[h]);
+          o_stage + (j / 8) * Cfg::kOSliceBytes + r * 128 + ((chunk ^ (r % 8)) * 16) + (lane % 4) * 4;
+      const uint32_t packed =
+          Elem::pack(o[4 * j + 2 * h] * (inv_l[h] * vs.x), o[4 * j + 2 * h + 1] * (inv_l[h] * vs.y));
       asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(packed));
     }
+  }
   sm90::fence_proxy_async_smem();
   sm90::named_barrier_sync(4 + wg, 128);
   if (wtid == 0 && wg_row0 < p.seq_q) {
 #pragma unroll
-    for (int c = 0; c < Cfg::kSlices; ++c)
-      sm90::tma_store_4d(&prm.o_map, q_wg + c * Cfg::kQSliceBytes, 64 * c, wg_row0, head, batch);
+    for (int c = 0; c < kHeadDim / 64; ++c)
+      sm90::tma_store_4d(&prm.o_map, o_wg + c * Cfg::kOSliceBytes, 64 * c, wg_row0, head, batch);
     sm90::tma_store_commit();
     sm90::tma_store_wait_read();
   }

@@ -35,10 +35,22 @@ __device__ __forceinline__ uint32_t smem_addr(const void* p) {
 }
 
 // ---- descriptors ----
-constexpr uint64_t kSwizzle128B = 1;
+// The descriptor's swizzle mode (bits 62-63) of a swizzle width in bytes: 128 -> 1, 64 -> 2, 32 -> 3.
+constexpr uint64_t swizzle_mode(int swizzle_bytes) {
+  return swizzle_bytes == 128 ? 1 : swizzle_bytes == 64 ? 2 : 3;
+}
+// A descriptor in the kSwizzleBytes swizzle (128: 1024-byte atoms of eight 128-byte rows; 64: 512-byte atoms
+// of eight 64-byte rows, 16-byte chunk c of row r at c ^ ((r / 2) % 4)).
+template <int kSwizzleBytes = 128>
 __device__ __forceinline__ uint64_t make_desc(uint32_t smem, uint32_t leading_bytes, uint32_t stride_bytes) {
+  static_assert(kSwizzleBytes == 128 || kSwizzleBytes == 64, "128- or 64-byte swizzle");
   return static_cast<uint64_t>((smem & 0x3FFFF) >> 4) | static_cast<uint64_t>(leading_bytes >> 4) << 16 |
-         static_cast<uint64_t>(stride_bytes >> 4) << 32 | kSwizzle128B << 62;
+         static_cast<uint64_t>(stride_bytes >> 4) << 32 | swizzle_mode(kSwizzleBytes) << 62;
+}
+// The 16-byte chunk that holds logical chunk `chunk` of row `row` in the kSwizzleBytes swizzle.
+template <int kSwizzleBytes>
+__device__ __forceinline__ int swizzled_chunk(int chunk, int row) {
+  return kSwizzleBytes == 128 ? chunk ^ (row % 8) : chunk ^ ((row / 2) % 4);
 }
 
 // ---- mbarrier ----
@@ -131,6 +143,11 @@ template <int kN>
 __device__ __forceinline__ void fence_operands(float (&d)[kN]) {
 #pragma unroll
   for (int i = 0; i < kN; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+template <int kN>
+__device__ __forceinline__ void fence_operands(int32_t (&d)[kN]) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i) asm volatile("" : "+r"(d[i])::"memory");
 }
 
 // The instructions (generated once from their PTX signatures; one per shape and type the kernel uses).
@@ -325,4 +342,58 @@ __device__ __forceinline__ void wgmma_rs_m64n128k16_f16(float (&d)[64], const ui
         "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
 }
+
+// ---- 8-bit wgmma (both operands K-major: 8-bit types have no transposed layout) ----
+// Operand lists of 32 / 64 accumulator registers with constraint C ("+f" or "+r").
+#define SPARGE_WGMMA_D8(C, i) \
+  C(d[i]), C(d[i + 1]), C(d[i + 2]), C(d[i + 3]), C(d[i + 4]), C(d[i + 5]), C(d[i + 6]), C(d[i + 7])
+#define SPARGE_WGMMA_D32(C) SPARGE_WGMMA_D8(C, 0), SPARGE_WGMMA_D8(C, 8), SPARGE_WGMMA_D8(C, 16), SPARGE_WGMMA_D8(C, 24)
+#define SPARGE_WGMMA_D64(C) SPARGE_WGMMA_D32(C), SPARGE_WGMMA_D8(C, 32), SPARGE_WGMMA_D8(C, 40), SPARGE_WGMMA_D8(C, 48), SPARGE_WGMMA_D8(C, 56)
+#define SPARGE_WGMMA_R32                                                                                   \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
+  "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define SPARGE_WGMMA_R64                                                                                   \
+  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
+  "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "  \
+  "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "  \
+  "%62, %63}"
+
+// D(64 x 128) (+)= A(64 x 32) B(128 x 32)^T, s8 -> s32; A in registers (the m16n8k32 A fragment per warp),
+// B in shared memory K-major.
+__device__ __forceinline__ void wgmma_rs_m64n128k32_s8(int32_t (&d)[64], const uint32_t (&a)[4],
+                                                       uint64_t desc_b, int accumulate) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8\n" SPARGE_WGMMA_R64
+      ",\n{%64, %65, %66, %67}, %68, p;\n}\n"
+      : SPARGE_WGMMA_D64("+r")
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(accumulate));
+}
+
+// D(64 x 128) += A(64 x 32) B(128 x 32)^T, e4m3 -> f32; A in registers, B (V^T: D rows of keys) K-major.
+__device__ __forceinline__ void wgmma_rs_m64n128k32_e4m3(float (&d)[64], const uint32_t (&a)[4],
+                                                         uint64_t desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3\n" SPARGE_WGMMA_R64
+      ",\n{%64, %65, %66, %67}, %68, p, 1, 1;\n}\n"
+      : SPARGE_WGMMA_D64("+f")
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+
+// D(64 x 64) += A(64 x 32) B(64 x 32)^T, e4m3 -> f32; A in registers, B K-major.
+__device__ __forceinline__ void wgmma_rs_m64n64k32_e4m3(float (&d)[32], const uint32_t (&a)[4],
+                                                        uint64_t desc_b) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3\n" SPARGE_WGMMA_R32
+      ",\n{%32, %33, %34, %35}, %36, p, 1, 1;\n}\n"
+      : SPARGE_WGMMA_D32("+f")
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1));
+}
+#undef SPARGE_WGMMA_D8
+#undef SPARGE_WGMMA_D32
+#undef SPARGE_WGMMA_D64
+#undef SPARGE_WGMMA_R32
+#undef SPARGE_WGMMA_R64
 }  // namespace sparge::cuda::sm90

@@ -46,7 +46,7 @@ inline constexpr int64_t kBlockK = 64;
 inline constexpr int64_t kStage2WarpRows = 32;  // rows of one warp: the per-warp stage-2 group
 
 // Which kernel runs. kPortable: the mma.sync kernel (sm_80+, every precision). kSm90: the Hopper kernel
-// (warpgroup MMAs fed by TMA, warp-specialized; devices of compute capability 9.0, QuantMode::kNone). kAuto:
+// (warpgroup MMAs fed by TMA, warp-specialized; devices of compute capability 9.0, every QuantMode). kAuto:
 // the Hopper kernel where it applies, else the portable one. The environment variable
 // SPARGE_KERNEL_PATH=auto|portable|sm90 replaces kAuto (for the torch ops and benchmarks); an explicit
 // choice in KernelOptions wins over it.

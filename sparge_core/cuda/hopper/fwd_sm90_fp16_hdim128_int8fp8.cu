@@ -1,0 +1,7 @@
+// Hopper kernel instantiation: fp16, D = 128, INT8 Q K^T, FP8 P V (sm_90a only).
+#include "launch_sm90.cuh"
+
+namespace sparge::cuda {
+template cudaError_t launch_block_sparse_attention_sm90<DType::kFp16, 128, Precision::kInt8Fp8>(
+    const AttentionParams&, cudaStream_t);
+}  // namespace sparge::cuda
