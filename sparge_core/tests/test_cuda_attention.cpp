@@ -236,7 +236,13 @@ int64_t run_case(const Case& c) {
       // FP8: a P or V value whose emulated and kernel products straddle an e4m3 rounding boundary moves by a
       // whole e4m3 step (6%), and the FP8 MMA's internal sums are narrower than float32: measured on an H100
       // 3e-4 - 3e-3 (the quantization error itself is ~3.6e-2), so the bound is a quarter of that error.
-      const double bound = c.quant == QuantMode::kInt8Fp8 ? 1e-2 : 2 * test::exact_tolerance(c.dtype);
+      // The Hopper kernel rounds P relative to the maximum over a 128-key step (two mask blocks; the
+      // emulation and the portable kernel: over each block), so its roundings differ from the emulation's
+      // wherever the second block raised a row's maximum: measured on an H200, 16-bit P 1e-5 - 1.4e-3 (fp16 /
+      // bf16, within the bound above), FP8 P 2e-3 - 1.5e-2 (the kernel's error against the float64 oracle
+      // stays within 1% of the emulation's own, checked above).
+      const double fp8_bound = path == cuda::KernelPath::kSm90 ? 2.5e-2 : 1e-2;
+      const double bound = c.quant == QuantMode::kInt8Fp8 ? fp8_bound : 2 * test::exact_tolerance(c.dtype);
       EXPECT_LE(err_torch, bound) << "kernel vs the reference emulation";
     } else if (huge) {
       err_kernel = relative_l2(out, judge);
