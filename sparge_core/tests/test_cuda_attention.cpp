@@ -32,7 +32,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
@@ -468,30 +467,6 @@ TEST(CudaAttention, EmptyRowsWriteZerosAndMinusInfinity) {
         run_case(c);
       }
     }
-}
-
-// The Hopper kernel's persistent CTAs with many tiles each (SPARGE_SM90_CTAS caps the grid at 3): ring
-// positions, Q reloads, ping-pong turns and stage-2 vote slots carried from tile to tile, tiles without
-// listed blocks between others; every precision and stage-2 granularity. Also under compute-sanitizer
-// (scripts/gpu_check.sh).
-TEST(CudaAttention, PersistentCtasWalkManyTiles) {
-  SPARGE_REQUIRE_GPU();
-  if (!cuda::sm90_supported(at::Device(at::kCUDA, 0))) {
-    GTEST_SKIP() << "not an sm_90 GPU: the Hopper kernel does not run here";
-  }
-  setenv("SPARGE_SM90_CTAS", "3", 1);
-  for (int64_t d : {64, 128})
-    for (QuantMode quant : {QuantMode::kNone, QuantMode::kInt8Fp8}) {
-      Case c{500, 700, 4, 2, d, d == 128, d == 64 ? at::kHalf : at::kBFloat16, Layout::kHND, 0.15};
-      c.quant = quant;
-      run_case(c);  // density 0.15: about a sixth of the rows list no block
-      Case s2{1023, 1023, 4, 2, d, d == 64, at::kBFloat16, Layout::kHND, 1.0, Stage2::kWarp, true};
-      s2.quant = quant;
-      run_case(s2);
-      s2.stage2 = Stage2::kCta;
-      run_case(s2);
-    }
-  unsetenv("SPARGE_SM90_CTAS");
 }
 
 // Strided views: a head-dim slice of a wider tensor (row stride != D) runs without copies; a misaligned base

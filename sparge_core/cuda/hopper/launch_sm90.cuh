@@ -55,9 +55,6 @@ cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStr
   if (err != cudaSuccess) return err;
   prm.num_tiles = p.num_q_blocks * p.heads_q * p.batch;
   if (prm.num_tiles == 0) return cudaSuccess;
-  // Test switch: at most this many CTAs (every CTA then walks many tiles, on any problem size).
-  const char* max_ctas = std::getenv("SPARGE_SM90_CTAS");
-  if (max_ctas != nullptr && std::atoi(max_ctas) > 0) sms = std::min(sms, std::atoi(max_ctas));
   kernel<<<std::min(prm.num_tiles, sms), Cfg::kThreads, Cfg::kSmemBytes, stream>>>(prm);
   return cudaGetLastError();
 }
