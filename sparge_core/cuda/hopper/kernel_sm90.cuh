@@ -48,8 +48,6 @@
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 
-#include <type_traits>
-
 #include "../params.h"
 #include "../tile_ops.cuh"
 #include "sm90_ops.cuh"
@@ -121,14 +119,12 @@ struct Sm90Config {
   static constexpr float kScoreBias = 12582912.f;
   // log2 of the factor P and l carry: 448 (the e4m3 maximum) for FP8 P, 1 otherwise.
   static constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.f;
-  // Registers: 384 threads at 168 each at launch (__launch_bounds__); the producer drops to kProducerRegs,
-  // the consumers take what it frees: setmaxnreg.inc waits for registers of the CTA's own allocation, so 128
-  // p + 256 c <= 384 * 168 (more never arrive: a hang, measured), multiples of 8. 16-bit D = 128 needs 240
-  // per consumer (232 spills 200 bytes in its loop), so its producer has 24 and spills ~8 bytes of its tile
-  // walk (a few local loads per TMA issue of one thread); the others give the producer 40 (no spills).
-  static constexpr int kProducerRegs = kHeadDim == 64 ? 56 : kInt8 ? 40 : 24;
+  // Registers: 384 threads at 168 each at launch; the producer drops to kProducerRegs (its tile walk with
+  // 64-bit addressing spills below these), the consumers take the rest: 128 p + 256 c <= 65536, multiples of
+  // 8. 16-bit D = 128 needs all of 240 (its Q and P fragments are twice the INT8 / FP8 ones).
+  static constexpr int kProducerRegs = kHeadDim == 64 ? 56 : kInt8 ? 40 : 32;
   static constexpr int kConsumerRegs = kHeadDim == 64 ? 224 : kInt8 ? 232 : 240;
-  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= kThreads * 168, "the CTA's launch registers");
+  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 65536, "the register file");
 };
 
 // kStage2: some head has a finite pvthreshd (p.pvthreshd != nullptr). Without it the step needs no votes and
@@ -211,62 +207,58 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
         if (t < 0) continue;
         const int64_t row = mask_row_of(t);
         if (__ldg(p.mask_counts + row) == 0) continue;
-        const int bh = static_cast<int>(row / p.num_q_blocks);  // b * Hq + h
-        const int q_block = static_cast<int>(row - static_cast<int64_t>(bh) * p.num_q_blocks);
+        const int q_block = static_cast<int>(row % p.num_q_blocks);
+        const int head = static_cast<int>((row / p.num_q_blocks) % p.heads_q);
+        const int batch = static_cast<int>(row / (static_cast<int64_t>(p.num_q_blocks) * p.heads_q));
         if (loads > 0) sm90::mbar_wait(q_empty, (loads - 1) & 1);  // the previous tile's O is stored
         ++loads;
         sm90::mbar_expect_tx(q_full, Cfg::kQBytes);
 #pragma unroll
         for (int c = 0; c < Cfg::kQkSlices; ++c)
           sm90::tma_load_4d(&prm.q_map, q_smem + c * Cfg::kQSliceBytes, q_full, Cfg::kQkSliceElems * c,
-                            q_block * Cfg::kBlockM, bh % p.heads_q, bh / p.heads_q);
+                            q_block * Cfg::kBlockM, head, batch);
       }
       return;
     }
-    // One ring per thread, its kind a compile-time constant (fewer live registers: the producer has 24).
-    const auto run_ring = [&](auto k_ring_tag) {
-      constexpr bool kIsK = decltype(k_ring_tag)::value;
-      const CUtensorMap* map = kIsK ? &prm.k_map : &prm.v_map;
-      sm90::tma_prefetch_desc(map);
-      int n = 0;  // blocks loaded by this CTA so far: ring position
-      for (int band = 0; band < num_bands; ++band) {
-        const int t = tile_of(band);
-        if (t < 0) continue;
-        const int64_t row = mask_row_of(t);
-        const int count = __ldg(p.mask_counts + row);
-        const int bh = static_cast<int>(row / p.num_q_blocks);  // b * Hq + h
-        const int batch = bh / p.heads_q, kv_head = (bh % p.heads_q) / p.kv_group;
-        const int32_t* indices = p.mask_indices + row * p.num_k_blocks;
-        // An odd count is padded with a copy of the last block (finite data; its scores are masked).
-        const int loaded = count + (count & 1);
-        for (int i = 0; i < loaded; ++i, ++n) {
-          const int s = n % kS, kb = __ldg(indices + min(i, count - 1));
-          sm90::mbar_wait(kIsK ? k_empty(s) : v_empty(s), ((n / kS) & 1) ^ 1);
-          const uint32_t full = kIsK ? k_full(s) : v_full(s);
-          if constexpr (kIsK) {
-            sm90::mbar_expect_tx(full, Cfg::kKBytes);
+    const bool is_k = pwarp == 0;
+    sm90::tma_prefetch_desc(is_k ? &prm.k_map : &prm.v_map);
+    const void* map = is_k ? static_cast<const void*>(&prm.k_map) : static_cast<const void*>(&prm.v_map);
+    const uint32_t ring = is_k ? k_ring : v_ring;
+    int n = 0;  // blocks loaded by this CTA so far: ring position
+    for (int band = 0; band < num_bands; ++band) {
+      const int t = tile_of(band);
+      if (t < 0) continue;
+      const int64_t row = mask_row_of(t);
+      const int count = __ldg(p.mask_counts + row);
+      const int head = static_cast<int>((row / p.num_q_blocks) % p.heads_q);
+      const int batch = static_cast<int>(row / (static_cast<int64_t>(p.num_q_blocks) * p.heads_q));
+      const int kv_head = head / p.kv_group;
+      const int32_t* indices = p.mask_indices + row * p.num_k_blocks;
+      // An odd count is padded with a copy of the last block (finite data; its scores are masked).
+      const int loaded = count + (count & 1);
+      int kb_next = count > 0 ? __ldg(indices) : 0;
+      for (int i = 0; i < loaded; ++i, ++n) {
+        const int s = n % kS, kb = kb_next;
+        if (i + 1 < count) kb_next = __ldg(indices + i + 1);
+        sm90::mbar_wait(is_k ? k_empty(s) : v_empty(s), ((n / kS) & 1) ^ 1);
+        const uint32_t full = is_k ? k_full(s) : v_full(s);
+        if (is_k) {
+          sm90::mbar_expect_tx(full, Cfg::kKBytes);
 #pragma unroll
-            for (int c = 0; c < Cfg::kQkSlices; ++c)
-              sm90::tma_load_4d(map, k_ring + c * Cfg::kKRingSliceBytes + s * Cfg::kKSliceBytes, full,
-                                Cfg::kQkSliceElems * c, kb * Cfg::kBlockN, kv_head, batch);
-          } else if constexpr (kFp8Pv) {  // V^T: the block's 64 key bytes of every one of the D rows
-            sm90::mbar_expect_tx(full, Cfg::kVBytes);
-            sm90::tma_load_4d(map, v_ring + s * Cfg::kVSliceBytes, full, kb * Cfg::kBlockN, 0, kv_head,
-                              batch);
-          } else {
-            sm90::mbar_expect_tx(full, Cfg::kVBytes);
+          for (int c = 0; c < Cfg::kQkSlices; ++c)
+            sm90::tma_load_4d(map, ring + c * Cfg::kKRingSliceBytes + s * Cfg::kKSliceBytes, full,
+                              Cfg::kQkSliceElems * c, kb * Cfg::kBlockN, kv_head, batch);
+        } else if constexpr (kFp8Pv) {  // V^T: the block's 64 key bytes of every one of the D rows
+          sm90::mbar_expect_tx(full, Cfg::kVBytes);
+          sm90::tma_load_4d(map, ring + s * Cfg::kVSliceBytes, full, kb * Cfg::kBlockN, 0, kv_head, batch);
+        } else {
+          sm90::mbar_expect_tx(full, Cfg::kVBytes);
 #pragma unroll
-            for (int c = 0; c < Cfg::kVSlices; ++c)
-              sm90::tma_load_4d(map, v_ring + c * Cfg::kVRingSliceBytes + s * Cfg::kVSliceBytes, full, 64 * c,
-                                kb * Cfg::kBlockN, kv_head, batch);
-          }
+          for (int c = 0; c < Cfg::kVSlices; ++c)
+            sm90::tma_load_4d(map, ring + c * Cfg::kVRingSliceBytes + s * Cfg::kVSliceBytes, full, 64 * c,
+                              kb * Cfg::kBlockN, kv_head, batch);
         }
       }
-    };
-    if (pwarp == 0) {
-      run_ring(std::true_type{});
-    } else {
-      run_ring(std::false_type{});
     }
     return;
   }
