@@ -157,8 +157,7 @@ bool sm90_supported(const at::Device& device) {
   return prop->major == 9 && prop->minor == 0;
 }
 
-KernelPath resolve_kernel_path(const at::Device& device, [[maybe_unused]] QuantMode quant,
-                               KernelPath requested) {
+KernelPath resolve_kernel_path(const at::Device& device, [[maybe_unused]] QuantMode quant, KernelPath requested) {
   if (requested == KernelPath::kAuto) {
     const char* env = std::getenv("SPARGE_KERNEL_PATH");
     if (env != nullptr && *env != '\0') {
@@ -360,15 +359,6 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
 
   const bool fp16 = q.scalar_type() == at::kHalf;
   const KernelPath path = resolve_kernel_path(q.device(), c.quant, options.path);
-  at::Tensor tile_order;  // the Hopper kernel's persistent CTAs take the longest mask rows first
-  if (path == KernelPath::kSm90) {
-    tile_order = at::empty({counts.numel()}, counts.options());
-    const cudaError_t err =
-        launch_tile_order_sm90(counts.data_ptr<int32_t>(), static_cast<int>(counts.numel()), prm.num_k_blocks,
-                               tile_order.data_ptr<int32_t>(), stream);
-    SPARGE_CHECK(err == cudaSuccess, "tile order launch failed: ", cudaGetErrorString(err));
-    prm.tile_order = tile_order.data_ptr<int32_t>();
-  }
   const auto launch_qk = [&]<Precision kQk>() {
     if (path == KernelPath::kSm90) {
       if (p.head_dim == 64)

@@ -83,11 +83,6 @@ struct AttentionParams {
   int64_t* stage2_units = nullptr;
   int64_t* stage2_skipped = nullptr;
 
-  // The Hopper kernel's tile order (ignored by the portable kernel): num_q_blocks * heads_q * batch mask-row
-  // indices (b * Hq + h) * NQB + q block, longest rows first (launch_tile_order_sm90); nullptr: query block
-  // NQB - 1 - x of each head in turn.
-  const int32_t* tile_order = nullptr;
-
   const float* q_scale = nullptr;  // Precision::kInt8 and kInt8Fp8
   const float* k_scale = nullptr;
   const float* v_scale = nullptr;  // Precision::kInt8Fp8 only

@@ -1,15 +1,12 @@
 // The Hopper (sm_90a) block-sparse attention kernel: the portable kernel's contract (params.h: same mask
 // geometry 128 x 64, stage-2 filter, causal / GQA / tail / LSE semantics) on warpgroup MMAs fed by TMA.
 //
-// Persistent CTA (one per SM) = a sequence of 128-row query tiles (one mask row each; see tile_of: the API
-// orders the rows longest first and the CTAs take them in snake bands), 3 warpgroups (384 threads):
-//   warpgroup 0, the producer: three threads issue every TMA load: one the Q tile of each tile (once the
-//     previous tile's O has left the shared memory it shares with Q: q_empty), one, for each listed key
-//     block n of the CTA's tiles in turn, the K tile into stage n % kStages of the K ring, the other the V
-//     tiles into the V ring (each stage with its own "full" and "empty" mbarriers: S = Q K^T starts before V
-//     has landed, a K stage is free again as soon as S is computed, and the rings run on into the next tile
-//     while the consumers finish one). An odd count is padded with a copy of the last block. The producer
-//     keeps kProducerRegs registers (setmaxnreg) and gives the rest to the consumers.
+// CTA = one 128-row query tile = one mask row, 3 warpgroups (384 threads):
+//   warpgroup 0, the producer: two threads issue every TMA load: one the Q tile once and, for each listed key
+//     block n, the K tile into stage n % kStages of the K ring; the other the V tiles into the V ring (each
+//     stage with its own "full" and "empty" mbarriers: S = Q K^T starts before V has landed, and a K stage
+//     is free again as soon as S is computed). An odd count is padded with a copy of the last block. The
+//     producer keeps 24 registers (setmaxnreg) and gives the rest to the consumers.
 //   warpgroups 1, 2, the consumers: 64 query rows each (rows 64 (wg - 1) ..), Q in registers (loaded once
 //     from the swizzled tile). One step = two listed blocks (128 keys, consecutive stages = one operand):
 //     S(j) = Q K(j)^T (m64n128k16 wgmma, K from shared memory), issued together with O += P(j-1) V(j-1)
@@ -28,8 +25,8 @@
 // groups and issues its P V MMAs as one: a group that skips zeroes its P and keeps its statistics, and the
 // MMAs are skipped when every unit of the step's warpgroup (per-CTA vote: the tile) skips. The votes are
 // exchanged through shared memory and a named barrier, only for heads with a finite pvthreshd; whether a
-// group has an allowed key at all is decided from the indices. A tile without listed blocks writes its zeros
-// and -inf LSE straight to global memory (no barrier, no load).
+// group has an allowed key at all is decided from the indices. Grid: (NQB, Hq, B), query block NQB - 1 - x
+// first (longest causal rows first), one CTA per SM.
 //
 // Quantized precisions (params.h): Precision::kInt8 / kInt8Fp8 take INT8 Q and smoothed K with per-block
 // scales: S is m64n128k32 s8 -> s32, Q in registers as before (D bytes per row: one 128-byte slice at D =
@@ -59,15 +56,14 @@ namespace sparge::cuda {
 // rows (Q) or 64 rows (K, V, O); FP8 V^T: Nk_pad x D x H x B, boxes 64 keys x D rows).
 struct Sm90Params {
   AttentionParams p;
-  int pingpong = 1;   // order the two consumer warpgroups' MMA issue (see the consumer loop)
-  int num_tiles = 0;  // B * Hq * NQB mask rows, one tile each
+  int pingpong = 1;  // order the two consumer warpgroups' MMA issue (see the consumer loop)
   CUtensorMap q_map, k_map, v_map, o_map;
 };
 
 template <int kHeadDim, Precision kQk = Precision::k16Bit>
 struct Sm90Config {
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the Hopper kernel is instantiated for D = 64 and 128");
-  static constexpr bool kInt8 = kQk != Precision::k16Bit;     // INT8 Q and K tiles, s32 scores
+  static constexpr bool kInt8 = kQk != Precision::k16Bit;   // INT8 Q and K tiles, s32 scores
   static constexpr bool kFp8Pv = kQk == Precision::kInt8Fp8;  // FP8 P and V^T
   static constexpr int kBlockM = 128, kBlockN = 64;  // the mask geometry (one stage holds one key block)
   static constexpr int kStepBlocks = 2;  // key blocks per consumer step: S is 64 x 128 per warpgroup
@@ -83,7 +79,7 @@ struct Sm90Config {
   static constexpr int kQkSwizzle = kQkRowBytes < 128 ? kQkRowBytes : 128;
   static constexpr int kQkSlices = kQkRowBytes / kQkSwizzle;
   static constexpr int kQkSliceElems = kQkSwizzle / kQkBytes;
-  static constexpr int kQkSteps = kQkRowBytes / 32;       // k steps of S = Q K^T
+  static constexpr int kQkSteps = kQkRowBytes / 32;        // k steps of S = Q K^T
   static constexpr int kStepsPerSlice = kQkSwizzle / 32;  // of them within one slice
   static constexpr int kQSliceBytes = kBlockM * kQkSwizzle;
   static constexpr int kQBytes = kQkSlices * kQSliceBytes;
@@ -107,9 +103,9 @@ struct Sm90Config {
   static constexpr int kVRingSliceBytes = kStages * kVSliceBytes;
   static constexpr int kKRingBytes = kQkSlices * kKRingSliceBytes;
   static constexpr int kVRingBytes = kVSlices * kVRingSliceBytes;
-  // mbarriers: q_full, k_full[S], v_full[S], k_empty[S], v_empty[S], q_empty; then stage-2 flags: 2 parities
-  // x 2 votes x 8 warps.
-  static constexpr int kBarrierBytes = 8 * (2 + 4 * kStages);
+  // mbarriers: q_full, k_full[S], v_full[S], k_empty[S], v_empty[S]; then stage-2 flags: 2 parities x 2 votes
+  // x 8 warps.
+  static constexpr int kBarrierBytes = 8 * (1 + 4 * kStages);
   static constexpr int kFlagBytes = 2 * 2 * kConsumerWarps * 4;
   static constexpr int kSmemBytes = 1024 /* alignment slack */ + kQBytes + kOStageBytes + kKRingBytes +
                                     kVRingBytes + kBarrierBytes + kFlagBytes;
@@ -119,12 +115,8 @@ struct Sm90Config {
   static constexpr float kScoreBias = 12582912.f;
   // log2 of the factor P and l carry: 448 (the e4m3 maximum) for FP8 P, 1 otherwise.
   static constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.f;
-  // Registers: 384 threads at 168 each at launch; the producer drops to kProducerRegs (its tile walk with
-  // 64-bit addressing spills below these), the consumers take the rest: 128 p + 256 c <= 65536, multiples of
-  // 8. 16-bit D = 128 needs all of 240 (its Q and P fragments are twice the INT8 / FP8 ones).
-  static constexpr int kProducerRegs = kHeadDim == 64 ? 56 : kInt8 ? 40 : 32;
-  static constexpr int kConsumerRegs = kHeadDim == 64 ? 224 : kInt8 ? 232 : 240;
-  static_assert(128 * kProducerRegs + 256 * kConsumerRegs <= 65536, "the register file");
+  // Registers: 384 threads at 168 each at launch; the producer drops to 24, the consumers take 240.
+  static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
 };
 
 // kStage2: some head has a finite pvthreshd (p.pvthreshd != nullptr). Without it the step needs no votes and
@@ -156,29 +148,18 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   const auto v_empty = [&](int s) { return bars + 8 * (1 + 3 * kS + s); };
   const uint32_t flags = bars + Cfg::kBarrierBytes;
 
-  const uint32_t q_empty = bars + 8 * (1 + 4 * kS);
-
-  // Persistent tiles: this CTA's i-th tile is band i of gridDim.x consecutive positions of the tile order,
-  // position blockIdx.x in even bands and gridDim.x - 1 - blockIdx.x in odd ones (a snake: over an order of
-  // decreasing lengths, every CTA's sum of lengths is nearly the same). Every role walks the same sequence.
-  const int num_bands = (prm.num_tiles + gridDim.x - 1) / gridDim.x;
-  const auto tile_of = [&](int band) {
-    const int pos = band % 2 == 0 ? blockIdx.x : gridDim.x - 1 - blockIdx.x;
-    const int t = band * gridDim.x + pos;
-    return t < prm.num_tiles ? t : -1;
-  };
-  // Tile t's mask row (b, h, q block): p.tile_order[t] (longest rows first, from the API), else query block
-  // NQB - 1 - t % NQB of head (t / NQB) % Hq (longest causal rows first within a head).
-  const auto mask_row_of = [&](int t) -> int64_t {
-    if (p.tile_order != nullptr) return __ldg(p.tile_order + t);
-    const int x = t % p.num_q_blocks, rest = t / p.num_q_blocks;
-    return static_cast<int64_t>(rest) * p.num_q_blocks + (p.num_q_blocks - 1 - x);
-  };
+  const int q_block = p.num_q_blocks - 1 - static_cast<int>(blockIdx.x);
+  const int head = blockIdx.y, batch = blockIdx.z, kv_head = head / p.kv_group;
+  const int q0 = q_block * Cfg::kBlockM;
+  const int64_t mask_row = (static_cast<int64_t>(batch) * p.heads_q + head) * p.num_q_blocks + q_block;
+  const int count = __ldg(p.mask_counts + mask_row);
+  const int32_t* indices = p.mask_indices + mask_row * p.num_k_blocks;
+  // Blocks loaded: an odd count is padded with a copy of the last block (finite data; its scores are masked).
+  const int loaded = count + (count & 1);
 
   const int tid = threadIdx.x, warp_group = tid / 128, lane = tid % 32;
   if (tid == 0) {
     sm90::mbar_init(q_full, 1);
-    sm90::mbar_init(q_empty, Cfg::kConsumerGroups);
     for (int s = 0; s < kS; ++s) {
       sm90::mbar_init(k_full(s), 1);
       sm90::mbar_init(v_full(s), 1);
@@ -190,74 +171,47 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   __syncthreads();
 
   if (warp_group == 0) {  // ---------------- producer ----------------
-    // Three threads: lane 0 of warp 0 loads the K ring, lane 0 of warp 1 the V ring, lane 0 of warp 2 the Q
-    // tiles. K stages are released as soon as S is computed, V stages after P V: separate loaders keep K
-    // ahead of the (later) V releases; both run on into the CTA's next tile while the consumers finish one.
-    // The Q tile (also the 16-bit O staging area) is reloaded once both consumer warpgroups stored the
-    // previous tile's O (q_empty). Tiles without a listed block load nothing (the consumers write their zeros
-    // directly).
+    // Two threads: lane 0 of warp 0 loads Q and the K ring, lane 0 of warp 1 the V ring. K stages are
+    // released as soon as S is computed, V stages after P V: separate loaders keep K ahead of the (later) V
+    // releases.
     sm90::regs_dealloc<Cfg::kProducerRegs>();
     const int pwarp = tid / 32;
-    if (lane != 0 || pwarp > 2) return;
-    if (pwarp == 2) {
-      sm90::tma_prefetch_desc(&prm.q_map);
-      int loads = 0;
-      for (int band = 0; band < num_bands; ++band) {
-        const int t = tile_of(band);
-        if (t < 0) continue;
-        const int64_t row = mask_row_of(t);
-        if (__ldg(p.mask_counts + row) == 0) continue;
-        const int q_block = static_cast<int>(row % p.num_q_blocks);
-        const int head = static_cast<int>((row / p.num_q_blocks) % p.heads_q);
-        const int batch = static_cast<int>(row / (static_cast<int64_t>(p.num_q_blocks) * p.heads_q));
-        if (loads > 0) sm90::mbar_wait(q_empty, (loads - 1) & 1);  // the previous tile's O is stored
-        ++loads;
-        sm90::mbar_expect_tx(q_full, Cfg::kQBytes);
-#pragma unroll
-        for (int c = 0; c < Cfg::kQkSlices; ++c)
-          sm90::tma_load_4d(&prm.q_map, q_smem + c * Cfg::kQSliceBytes, q_full, Cfg::kQkSliceElems * c,
-                            q_block * Cfg::kBlockM, head, batch);
-      }
-      return;
-    }
+    if (lane != 0 || pwarp > 1 || count == 0) return;
     const bool is_k = pwarp == 0;
-    sm90::tma_prefetch_desc(is_k ? &prm.k_map : &prm.v_map);
+    if (is_k) {
+      sm90::tma_prefetch_desc(&prm.q_map);
+      sm90::tma_prefetch_desc(&prm.k_map);
+      sm90::mbar_expect_tx(q_full, Cfg::kQBytes);
+#pragma unroll
+      for (int c = 0; c < Cfg::kQkSlices; ++c)
+        sm90::tma_load_4d(&prm.q_map, q_smem + c * Cfg::kQSliceBytes, q_full, Cfg::kQkSliceElems * c, q0, head,
+                          batch);
+    } else {
+      sm90::tma_prefetch_desc(&prm.v_map);
+    }
     const void* map = is_k ? static_cast<const void*>(&prm.k_map) : static_cast<const void*>(&prm.v_map);
     const uint32_t ring = is_k ? k_ring : v_ring;
-    int n = 0;  // blocks loaded by this CTA so far: ring position
-    for (int band = 0; band < num_bands; ++band) {
-      const int t = tile_of(band);
-      if (t < 0) continue;
-      const int64_t row = mask_row_of(t);
-      const int count = __ldg(p.mask_counts + row);
-      const int head = static_cast<int>((row / p.num_q_blocks) % p.heads_q);
-      const int batch = static_cast<int>(row / (static_cast<int64_t>(p.num_q_blocks) * p.heads_q));
-      const int kv_head = head / p.kv_group;
-      const int32_t* indices = p.mask_indices + row * p.num_k_blocks;
-      // An odd count is padded with a copy of the last block (finite data; its scores are masked).
-      const int loaded = count + (count & 1);
-      int kb_next = count > 0 ? __ldg(indices) : 0;
-      for (int i = 0; i < loaded; ++i, ++n) {
-        const int s = n % kS, kb = kb_next;
-        if (i + 1 < count) kb_next = __ldg(indices + i + 1);
-        sm90::mbar_wait(is_k ? k_empty(s) : v_empty(s), ((n / kS) & 1) ^ 1);
-        const uint32_t full = is_k ? k_full(s) : v_full(s);
-        if (is_k) {
-          sm90::mbar_expect_tx(full, Cfg::kKBytes);
+    int kb_next = __ldg(indices);
+    for (int n = 0; n < loaded; ++n) {
+      const int s = n % kS, kb = kb_next;
+      if (n + 1 < count) kb_next = __ldg(indices + n + 1);
+      sm90::mbar_wait(is_k ? k_empty(s) : v_empty(s), ((n / kS) & 1) ^ 1);
+      const uint32_t full = is_k ? k_full(s) : v_full(s);
+      if (is_k) {
+        sm90::mbar_expect_tx(full, Cfg::kKBytes);
 #pragma unroll
-          for (int c = 0; c < Cfg::kQkSlices; ++c)
-            sm90::tma_load_4d(map, ring + c * Cfg::kKRingSliceBytes + s * Cfg::kKSliceBytes, full,
-                              Cfg::kQkSliceElems * c, kb * Cfg::kBlockN, kv_head, batch);
-        } else if constexpr (kFp8Pv) {  // V^T: the block's 64 key bytes of every one of the D rows
-          sm90::mbar_expect_tx(full, Cfg::kVBytes);
-          sm90::tma_load_4d(map, ring + s * Cfg::kVSliceBytes, full, kb * Cfg::kBlockN, 0, kv_head, batch);
-        } else {
-          sm90::mbar_expect_tx(full, Cfg::kVBytes);
+        for (int c = 0; c < Cfg::kQkSlices; ++c)
+          sm90::tma_load_4d(map, ring + c * Cfg::kKRingSliceBytes + s * Cfg::kKSliceBytes, full,
+                            Cfg::kQkSliceElems * c, kb * Cfg::kBlockN, kv_head, batch);
+      } else if constexpr (kFp8Pv) {  // V^T: the block's 64 key bytes of every one of the D rows
+        sm90::mbar_expect_tx(full, Cfg::kVBytes);
+        sm90::tma_load_4d(map, ring + s * Cfg::kVSliceBytes, full, kb * Cfg::kBlockN, 0, kv_head, batch);
+      } else {
+        sm90::mbar_expect_tx(full, Cfg::kVBytes);
 #pragma unroll
-          for (int c = 0; c < Cfg::kVSlices; ++c)
-            sm90::tma_load_4d(map, ring + c * Cfg::kVRingSliceBytes + s * Cfg::kVSliceBytes, full, 64 * c,
-                              kb * Cfg::kBlockN, kv_head, batch);
-        }
+        for (int c = 0; c < Cfg::kVSlices; ++c)
+          sm90::tma_load_4d(map, ring + c * Cfg::kVRingSliceBytes + s * Cfg::kVSliceBytes, full, 64 * c,
+                            kb * Cfg::kBlockN, kv_head, batch);
       }
     }
     return;
@@ -265,12 +219,25 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
 
   // ---------------- consumers ----------------
   sm90::regs_alloc<Cfg::kConsumerRegs>();
-  const int wg = warp_group - 1;                 // rows 64 wg .. 64 wg + 63 of the tile
-  const int wtid = tid % 128, warp = wtid / 32;  // warp within the warpgroup: rows 16 warp ..
-  const int cwarp = wg * 4 + warp;               // consumer warp 0..7
-  const int group = cwarp / 2;                   // 32-row stage-2 group 0..3 of the tile
+  const int wg = warp_group - 1;                     // rows 64 wg .. 64 wg + 63 of the tile
+  const int wtid = tid % 128, warp = wtid / 32;      // warp within the warpgroup: rows 16 warp ..
+  const int cwarp = wg * 4 + warp;                   // consumer warp 0..7
+  const int group = cwarp / 2;                       // 32-row stage-2 group 0..3 of the tile
+  const int wg_row0 = q0 + 64 * wg;                  // first row of the warpgroup
+  const int row_a = wg_row0 + 16 * warp + lane / 4;  // the thread's rows: row_a, row_a + 8
   const int causal_offset = p.seq_k - p.seq_q;
+  const float pvthreshd = kStage2 ? p.pvthreshd[head] : __builtin_huge_valf();
+  const bool stage2_on = kStage2 && pvthreshd != __builtin_huge_valf();
   const float scale_log2 = p.scale_log2;
+  // Quantized: the tile's Q scale and the kv head's K scales (one per key block).
+  const float q_scale = kInt8 ? __ldg(p.q_scale + mask_row) : 1.f;
+  const float* k_scale_row =
+      kInt8 ? p.k_scale + (static_cast<int64_t>(batch) * p.heads_kv + kv_head) * p.num_k_blocks : nullptr;
+
+  float o[kDTiles * 4];
+#pragma unroll
+  for (int i = 0; i < kDTiles * 4; ++i) o[i] = 0.f;
+  float m[2] = {tile::kNegInf, tile::kNegInf}, l[2] = {0.f, 0.f};
   int units = 0, skipped = 0;
   const bool counting =
       kGranularity == Stage2Granularity::kCta ? (wg == 0 && wtid == 0) : (lane == 0 && warp % 2 == 0);
@@ -281,6 +248,72 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     return !p.causal || key0 <= last + causal_offset;
   };
 
+  // Q A-fragments of the warpgroup's rows, in registers for the whole loop (S = Q K^T then reads only K from
+  // shared memory): k step kk (32 bytes of the row: 16 16-bit or 32 INT8 columns) holds (row, bytes 4t..)
+  // (row + 8, ..) (row, 16 + 4t..) (row + 8, ..), i.e. 16-byte chunks 2 (kk % steps per slice) and + 1 of
+  // slice kk / steps per slice, swizzled (rows r and r + 8 share the swizzle phase in both widths).
+  uint32_t qa[Cfg::kQkSteps][4];
+  if (count > 0) {
+    sm90::mbar_wait(q_full, 0);
+    const int r = 64 * wg + 16 * warp + lane / 4;  // row within the 128-row slices
+#pragma unroll
+    for (int kk = 0; kk < Cfg::kQkSteps; ++kk)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int chunk = 2 * (kk % Cfg::kStepsPerSlice) + i / 2, row = r + 8 * (i % 2);
+        const uint32_t addr = q_smem + (kk / Cfg::kStepsPerSlice) * Cfg::kQSliceBytes + row * Cfg::kQkSwizzle +
+                              sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk, row) * 16 + 4 * (lane % 4);
+        asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(qa[kk][i]) : "r"(addr));
+      }
+  }
+
+  // Software pipeline within the warpgroup, one step = two key blocks (stages s, s + 1): step j issues S(j) =
+  // Q K(j)^T (64 x 128), then P(j-1) V(j-1), waits for S(j) only, and runs the softmax of step j while the
+  // tensor cores work on P(j-1) V(j-1); then waits for that, releases its stages and rescales O.
+  constexpr int kPvSteps = Cfg::kStepKeys / (kFp8Pv ? 32 : 16);  // k steps of P V per step
+  uint32_t pa[kPvSteps][4];                                       // P(j - 1) as A fragments, pending
+  bool pending = false;
+  int pending_stage = 0;
+  uint32_t pending_parity = 0;
+  const auto issue_pv = [&](int stage) {
+    if constexpr (kFp8Pv) {
+      // V^T of the step: k step kk (32 keys) is bytes 32 (kk % 2) of stage `stage + kk / 2`'s D rows (8-row
+      // groups 512 bytes apart).
+#pragma unroll
+      for (int kk = 0; kk < kPvSteps; ++kk) {
+        const uint64_t dv =
+            sm90::make_desc<64>(v_ring + (stage + kk / 2) * Cfg::kVSliceBytes + (kk % 2) * 32, 16, 512);
+        if constexpr (kHeadDim == 128) {
+          sm90::wgmma_rs_m64n128k32_e4m3(o, pa[kk], dv);
+        } else {
+          sm90::wgmma_rs_m64n64k32_e4m3(o, pa[kk], dv);
+        }
+      }
+      sm90::wgmma_commit();
+      return;
+    }
+    // V of the step: 128 keys over the two stages (contiguous per slice), 16 keys = 2048 bytes; N = D spans
+    // the slices (leading byte offset = the ring's slice distance).
+    const uint32_t v_tile = v_ring + stage * Cfg::kVSliceBytes;
+#pragma unroll
+    for (int kk = 0; kk < kPvSteps; ++kk) {
+      const uint64_t dv = sm90::make_desc(v_tile + kk * 2048, Cfg::kVRingSliceBytes, 1024);
+      if constexpr (kDtype == DType::kBf16) {
+        if constexpr (kHeadDim == 128) {
+          sm90::wgmma_rs_m64n128k16_bf16_nmajor(o, pa[kk], dv);
+        } else {
+          sm90::wgmma_rs_m64n64k16_bf16_nmajor(o, pa[kk], dv);
+        }
+      } else {
+        if constexpr (kHeadDim == 128) {
+          sm90::wgmma_rs_m64n128k16_f16_nmajor(o, pa[kk], dv);
+        } else {
+          sm90::wgmma_rs_m64n64k16_f16_nmajor(o, pa[kk], dv);
+        }
+      }
+    }
+    sm90::wgmma_commit();
+  };
   // Each warp arrives once per stage on the stage's empty barrier (the warpgroup's wgmma wait has returned).
   const auto release = [&](bool k, int stage) {
     __syncwarp();
@@ -319,400 +352,279 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     }
   };
 
-  // The CTA's tiles in order. Ring positions and vote slots continue across tiles (as the producer's).
-  int n_base = 0, step_base = 0, q_loads = 0;
-  for (int band = 0; band < num_bands; ++band) {
-    const int t = tile_of(band);
-    if (t < 0) continue;
-    const int64_t mask_row = mask_row_of(t);
-    const int q_block = static_cast<int>(mask_row % p.num_q_blocks);
-    const int head = static_cast<int>((mask_row / p.num_q_blocks) % p.heads_q);
-    const int batch = static_cast<int>(mask_row / (static_cast<int64_t>(p.num_q_blocks) * p.heads_q));
-    const int kv_head = head / p.kv_group;
-    const int q0 = q_block * Cfg::kBlockM;
-    const int count = __ldg(p.mask_counts + mask_row);
-    const int32_t* indices = p.mask_indices + mask_row * p.num_k_blocks;
-    const int loaded = count + (count & 1);            // an odd count is padded (see the producer)
-    const int wg_row0 = q0 + 64 * wg;                  // first row of the warpgroup
-    const int row_a = wg_row0 + 16 * warp + lane / 4;  // the thread's rows: row_a, row_a + 8
-    const auto lse_row_of = [&] {
-      return p.lse != nullptr ? p.lse + (static_cast<int64_t>(batch) * p.heads_q + head) * p.seq_q : nullptr;
-    };
-    if (count == 0) {  // no listed block: O = 0 and LSE = -inf straight to global memory (no shared memory)
-      constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks of a row
-      auto* o_rows = static_cast<uint16_t*>(p.o) + batch * p.o_batch_stride + head * p.o_head_stride;
-      for (int idx = wtid; idx < 64 * kChunks; idx += 128) {
-        const int row = wg_row0 + idx / kChunks;
-        if (row < p.seq_q)
-          *reinterpret_cast<uint4*>(o_rows + row * p.o_row_stride + (idx % kChunks) * 8) =
-              make_uint4(0, 0, 0, 0);
-      }
-      float* lse_row = lse_row_of();
-      if (lse_row != nullptr && wtid < 64 && wg_row0 + wtid < p.seq_q)
-        lse_row[wg_row0 + wtid] = tile::kNegInf;
-      continue;
-    }
-    const float pvthreshd = kStage2 ? p.pvthreshd[head] : __builtin_huge_valf();
-    const bool stage2_on = kStage2 && pvthreshd != __builtin_huge_valf();
-    // Quantized: the tile's Q scale and the kv head's K scales (one per key block).
-    const float q_scale = kInt8 ? __ldg(p.q_scale + mask_row) : 1.f;
-    const float* k_scale_row =
-        kInt8 ? p.k_scale + (static_cast<int64_t>(batch) * p.heads_kv + kv_head) * p.num_k_blocks : nullptr;
-    float o[kDTiles * 4];
+  if (prm.pingpong && wg == 1 && count > 0) sm90::named_barrier_arrive(6, 256);
+  const int steps = loaded / Cfg::kStepBlocks;
+  int kb_next = count > 0 ? __ldg(indices) : 0;
+  for (int j = 0; j < steps; ++j) {
+    const int n0 = Cfg::kStepBlocks * j, s = n0 % kS;
+    const uint32_t parity = (n0 / kS) & 1;
+    int key0[2];  // first key of each block; the padding block (n0 + 1 == count) gets -1
+    key0[0] = kb_next * Cfg::kBlockN;
+    key0[1] = n0 + 1 < count ? __ldg(indices + n0 + 1) * Cfg::kBlockN : -1;
+    if (n0 + 2 < count) kb_next = __ldg(indices + n0 + 2);
+    bool blk_has[2];  // the warpgroup's rows have an allowed key in the block (structural)
 #pragma unroll
-    for (int i = 0; i < kDTiles * 4; ++i) o[i] = 0.f;
-    float m[2] = {tile::kNegInf, tile::kNegInf}, l[2] = {0.f, 0.f};
-
-    // Q A-fragments of the warpgroup's rows, in registers for the whole loop (S = Q K^T then reads only K
-    // from shared memory): k step kk (32 bytes of the row: 16 16-bit or 32 INT8 columns) holds (row, bytes
-    // 4t..) (row + 8, ..) (row, 16 + 4t..) (row + 8, ..), i.e. 16-byte chunks 2 (kk % steps per slice) and +
-    // 1 of slice kk / steps per slice, swizzled (rows r and r + 8 share the swizzle phase in both widths).
-    uint32_t qa[Cfg::kQkSteps][4];
-    {
-      sm90::mbar_wait(q_full, q_loads & 1);
-      ++q_loads;
-      const int r = 64 * wg + 16 * warp + lane / 4;  // row within the 128-row slices
+    for (int b = 0; b < 2; ++b) blk_has[b] = key0[b] >= 0 && rows_have_key(wg_row0, 64, key0[b]);
+    // Log2-unit multiplier of each block's raw scores (quantized: times q_scale * k_scale, rounded first as
+    // in the reference emulation; the padding block reuses block 0's).
+    float ss[2] = {scale_log2, scale_log2};
+    if constexpr (kInt8) {
 #pragma unroll
-      for (int kk = 0; kk < Cfg::kQkSteps; ++kk)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int chunk = 2 * (kk % Cfg::kStepsPerSlice) + i / 2, row = r + 8 * (i % 2);
-          const uint32_t addr = q_smem + (kk / Cfg::kStepsPerSlice) * Cfg::kQSliceBytes +
-                                row * Cfg::kQkSwizzle +
-                                sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk, row) * 16 + 4 * (lane % 4);
-          asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(qa[kk][i]) : "r"(addr));
-        }
+      for (int b = 0; b < 2; ++b)
+        ss[b] = (q_scale * __ldg(k_scale_row + (key0[b] >= 0 ? key0[b] : key0[0]) / Cfg::kBlockN)) * scale_log2;
     }
 
-    // Software pipeline within the warpgroup, one step = two key blocks (stages s, s + 1): step j issues S(j)
-    // = Q K(j)^T (64 x 128), then P(j-1) V(j-1), waits for S(j) only, and runs the softmax of step j while
-    // the tensor cores work on P(j-1) V(j-1); then waits for that, releases its stages and rescales O.
-    constexpr int kPvSteps = Cfg::kStepKeys / (kFp8Pv ? 32 : 16);  // k steps of P V per step
-    uint32_t pa[kPvSteps][4];                                      // P(j - 1) as A fragments, pending
-    bool pending = false;
-    int pending_stage = 0;
-    uint32_t pending_parity = 0;
-    const auto issue_pv = [&](int stage) {
-      if constexpr (kFp8Pv) {
-        // V^T of the step: k step kk (32 keys) is bytes 32 (kk % 2) of stage `stage + kk / 2`'s D rows (8-row
-        // groups 512 bytes apart).
+    float sc[kNTiles * 4];
+    int32_t si[kInt8 ? kNTiles * 4 : 1];  // quantized: the s32 accumulators of S
+    sm90::mbar_wait(k_full(s), parity);
+    sm90::mbar_wait(k_full(s + 1), parity);
+    if (pending) {
+      sm90::mbar_wait(v_full(pending_stage), pending_parity);
+      sm90::mbar_wait(v_full(pending_stage + 1), pending_parity);
+    }
+    sm90::fence_operands(o);
+    // S = Q K^T, and O += P(j-1) V(j-1) behind it; each branch waits for S itself. Branches around MMAs and
+    // their waits must be visibly warp-uniform (a vote) or ptxas serializes every wgmma.
+    const auto issue_s = [&] {
 #pragma unroll
-        for (int kk = 0; kk < kPvSteps; ++kk) {
-          const uint64_t dv =
-              sm90::make_desc<64>(v_ring + (stage + kk / 2) * Cfg::kVSliceBytes + (kk % 2) * 32, 16, 512);
-          if constexpr (kHeadDim == 128) {
-            sm90::wgmma_rs_m64n128k32_e4m3(o, pa[kk], dv);
-          } else {
-            sm90::wgmma_rs_m64n64k32_e4m3(o, pa[kk], dv);
-          }
-        }
-        sm90::wgmma_commit();
-        return;
-      }
-      // V of the step: 128 keys over the two stages (contiguous per slice), 16 keys = 2048 bytes; N = D spans
-      // the slices (leading byte offset = the ring's slice distance).
-      const uint32_t v_tile = v_ring + stage * Cfg::kVSliceBytes;
-#pragma unroll
-      for (int kk = 0; kk < kPvSteps; ++kk) {
-        const uint64_t dv = sm90::make_desc(v_tile + kk * 2048, Cfg::kVRingSliceBytes, 1024);
-        if constexpr (kDtype == DType::kBf16) {
-          if constexpr (kHeadDim == 128) {
-            sm90::wgmma_rs_m64n128k16_bf16_nmajor(o, pa[kk], dv);
-          } else {
-            sm90::wgmma_rs_m64n64k16_bf16_nmajor(o, pa[kk], dv);
-          }
+      for (int kk = 0; kk < Cfg::kQkSteps; ++kk) {
+        const uint64_t db = sm90::make_desc<Cfg::kQkSwizzle>(
+            k_ring + (kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes + s * Cfg::kKSliceBytes +
+                (kk % Cfg::kStepsPerSlice) * 32,
+            16, 8 * Cfg::kQkSwizzle);
+        if constexpr (kInt8) {
+          sm90::wgmma_rs_m64n128k32_s8(si, qa[kk], db, kk > 0);
+        } else if constexpr (kDtype == DType::kBf16) {
+          sm90::wgmma_rs_m64n128k16_bf16(sc, qa[kk], db, kk > 0);
         } else {
-          if constexpr (kHeadDim == 128) {
-            sm90::wgmma_rs_m64n128k16_f16_nmajor(o, pa[kk], dv);
-          } else {
-            sm90::wgmma_rs_m64n64k16_f16_nmajor(o, pa[kk], dv);
-          }
+          sm90::wgmma_rs_m64n128k16_f16(sc, qa[kk], db, kk > 0);
         }
       }
       sm90::wgmma_commit();
     };
-    if (prm.pingpong && wg == 1) sm90::named_barrier_arrive(6, 256);
-    const int steps = loaded / Cfg::kStepBlocks;
-    int kb_next = __ldg(indices);
-    for (int j = 0; j < steps; ++j) {
-      const int n0 = n_base + Cfg::kStepBlocks * j, s = n0 % kS;
-      const uint32_t parity = (n0 / kS) & 1;
-      int key0[2];  // first key of each block; the padding block (i0 + 1 == count) gets -1
-      key0[0] = kb_next * Cfg::kBlockN;
-      const int i0 = Cfg::kStepBlocks * j;  // the step's first block within the tile's list
-      key0[1] = i0 + 1 < count ? __ldg(indices + i0 + 1) * Cfg::kBlockN : -1;
-      if (i0 + 2 < count) kb_next = __ldg(indices + i0 + 2);
-      bool blk_has[2];  // the warpgroup's rows have an allowed key in the block (structural)
+    // Ping-pong (FlashAttention-3): the warpgroups take turns issuing their MMAs, so one's softmax runs while
+    // the other's MMAs occupy the tensor cores. Warpgroup 1 hands the first turn to warpgroup 0 (before the
+    // loop) and skips its hand-over after its last step, so every sync meets exactly one arrive.
+    const bool hand_over = __all_sync(tile::kFullWarp, prm.pingpong && (wg == 0 || j + 1 < steps));
+    if (prm.pingpong) sm90::named_barrier_sync(6 + wg, 256);
+    sm90::wgmma_fence();
+    if (pending) {
+      issue_s();
+      issue_pv(pending_stage);
+      if (hand_over) sm90::named_barrier_arrive(6 + (wg ^ 1), 256);
+      sm90::wgmma_wait<1>();
+    } else {
+      issue_s();
+      if (hand_over) sm90::named_barrier_arrive(6 + (wg ^ 1), 256);
+      sm90::wgmma_wait<0>();
+    }
+    if constexpr (kInt8) {
+      sm90::fence_operands(si);
 #pragma unroll
-      for (int b = 0; b < 2; ++b) blk_has[b] = key0[b] >= 0 && rows_have_key(wg_row0, 64, key0[b]);
-      // Log2-unit multiplier of each block's raw scores (quantized: times q_scale * k_scale, rounded first as
-      // in the reference emulation; the padding block reuses block 0's).
-      float ss[2] = {scale_log2, scale_log2};
-      if constexpr (kInt8) {
-#pragma unroll
-        for (int b = 0; b < 2; ++b)
-          ss[b] =
-              (q_scale * __ldg(k_scale_row + (key0[b] >= 0 ? key0[b] : key0[0]) / Cfg::kBlockN)) * scale_log2;
-      }
+      for (int i = 0; i < kNTiles * 4; ++i)
+        sc[i] = __int_as_float(si[i] + Cfg::kScoreBiasBits) - Cfg::kScoreBias;  // exactly float(si[i])
+    } else {
+      sm90::fence_operands(sc);
+    }
+    release(true, s);  // S(j) is done: its K stages are free
 
-      float sc[kNTiles * 4];
-      int32_t si[kInt8 ? kNTiles * 4 : 1];  // quantized: the s32 accumulators of S
-      sm90::mbar_wait(k_full(s), parity);
-      sm90::mbar_wait(k_full(s + 1), parity);
-      if (pending) {
-        sm90::mbar_wait(v_full(pending_stage), pending_parity);
-        sm90::mbar_wait(v_full(pending_stage + 1), pending_parity);
-      }
-      sm90::fence_operands(o);
-      // S = Q K^T, and O += P(j-1) V(j-1) behind it; each branch waits for S itself. Branches around MMAs and
-      // their waits must be visibly warp-uniform (a vote) or ptxas serializes every wgmma.
-      const auto issue_s = [&] {
+    // Mask, and the block row maxima m_blk[b][h] (unscaled; -inf: no allowed key in block b for the row).
+    float m_blk[2][2];
 #pragma unroll
-        for (int kk = 0; kk < Cfg::kQkSteps; ++kk) {
-          const uint64_t db =
-              sm90::make_desc<Cfg::kQkSwizzle>(k_ring + (kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes +
-                                                   s * Cfg::kKSliceBytes + (kk % Cfg::kStepsPerSlice) * 32,
-                                               16, 8 * Cfg::kQkSwizzle);
-          if constexpr (kInt8) {
-            sm90::wgmma_rs_m64n128k32_s8(si, qa[kk], db, kk > 0);
-          } else if constexpr (kDtype == DType::kBf16) {
-            sm90::wgmma_rs_m64n128k16_bf16(sc, qa[kk], db, kk > 0);
-          } else {
-            sm90::wgmma_rs_m64n128k16_f16(sc, qa[kk], db, kk > 0);
-          }
-        }
-        sm90::wgmma_commit();
-      };
-      // Ping-pong (FlashAttention-3): the warpgroups take turns issuing their MMAs, so one's softmax runs
-      // while the other's MMAs occupy the tensor cores. Warpgroup 1 hands the first turn to warpgroup 0
-      // (before the loop) and skips its hand-over after its last step, so every sync meets exactly one
-      // arrive.
-      const bool hand_over = __all_sync(tile::kFullWarp, prm.pingpong && (wg == 0 || j + 1 < steps));
-      if (prm.pingpong) sm90::named_barrier_sync(6 + wg, 256);
-      sm90::wgmma_fence();
-      if (pending) {
-        issue_s();
-        issue_pv(pending_stage);
-        if (hand_over) sm90::named_barrier_arrive(6 + (wg ^ 1), 256);
-        sm90::wgmma_wait<1>();
-      } else {
-        issue_s();
-        if (hand_over) sm90::named_barrier_arrive(6 + (wg ^ 1), 256);
-        sm90::wgmma_wait<0>();
-      }
-      if constexpr (kInt8) {
-        sm90::fence_operands(si);
-#pragma unroll
-        for (int i = 0; i < kNTiles * 4; ++i)
-          sc[i] = __int_as_float(si[i] + Cfg::kScoreBiasBits) - Cfg::kScoreBias;  // exactly float(si[i])
-      } else {
-        sm90::fence_operands(sc);
-      }
-      release(true, s);  // S(j) is done: its K stages are free
-
-      // Mask, and the block row maxima m_blk[b][h] (unscaled; -inf: no allowed key in block b for the row).
-      float m_blk[2][2];
-#pragma unroll
-      for (int b = 0; b < 2; ++b) {
-        const bool needs_mask = !blk_has[b] || key0[b] + Cfg::kBlockN > p.seq_k || wg_row0 + 64 > p.seq_q ||
-                                (p.causal && key0[b] + Cfg::kBlockN - 1 > wg_row0 + causal_offset);
-        if (needs_mask) {
-#pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            const int row = row_a + 8 * h;
-            const int key_end = p.causal ? min(p.seq_k, row + causal_offset + 1) : p.seq_k;
-            const int limit = row < p.seq_q && blk_has[b] ? key_end : -1;
-#pragma unroll
-            for (int jj = 0; jj < kHalfTiles; ++jj)
-#pragma unroll
-              for (int e = 0; e < 2; ++e) {
-                const int t = b * kHalfTiles + jj;
-                if (key0[b] + 8 * jj + 2 * (lane % 4) + e >= limit) sc[4 * t + 2 * h + e] = tile::kNegInf;
-              }
-          }
-        }
+    for (int b = 0; b < 2; ++b) {
+      const bool needs_mask = !blk_has[b] || key0[b] + Cfg::kBlockN > p.seq_k || wg_row0 + 64 > p.seq_q ||
+                              (p.causal && key0[b] + Cfg::kBlockN - 1 > wg_row0 + causal_offset);
+      if (needs_mask) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          // Four independent chains (the loop is latency-bound: few warps per scheduler).
-          static_assert(kHalfTiles % 4 == 0);
-          float x[4];
+          const int row = row_a + 8 * h;
+          const int key_end = p.causal ? min(p.seq_k, row + causal_offset + 1) : p.seq_k;
+          const int limit = row < p.seq_q && blk_has[b] ? key_end : -1;
 #pragma unroll
-          for (int jj = 0; jj < kHalfTiles; ++jj) {
-            const int t = b * kHalfTiles + jj;
-            const float pair = fmaxf(sc[4 * t + 2 * h], sc[4 * t + 2 * h + 1]);
-            x[jj % 4] = jj < 4 ? pair : fmaxf(x[jj % 4], pair);
-          }
-          m_blk[b][h] = tile::quad_max(fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3])));
-        }
-      }
-
-      // Stage 2, per key block in order (block 1 is judged against the maximum after block 0): structural
-      // "has an allowed key", then the vote where stage 2 is on. A skipped block gets P = 0 and leaves m and
-      // l unchanged. Without stage 2 only the unit count needs the structure (masking already zeroed P).
-      bool skip[2] = {false, false}, wg_skip[2];
-      float m_run[2] = {m[0], m[1]};
-#pragma unroll
-      for (int b = 0; b < 2; ++b) {
-        if (kStage2 || (counting && p.stage2_units != nullptr)) {
-          bool group_has, other_has;
-          if (key0[b] < 0) {
-            group_has = other_has = false;
-          } else if constexpr (kGranularity == Stage2Granularity::kCta) {
-            group_has = other_has = rows_have_key(q0, Cfg::kBlockM, key0[b]);
-          } else {
-            group_has = rows_have_key(q0 + 32 * group, 32, key0[b]);
-            other_has = rows_have_key(q0 + 32 * (group ^ 1), 32, key0[b]);
-          }
-          bool group_skips = !group_has, other_skips = !other_has;
-          if (stage2_on) {
-            bool negligible = true;
-#pragma unroll
-            for (int h = 0; h < 2; ++h)
-              negligible &= m_blk[b][h] == tile::kNegInf || (m_blk[b][h] * ss[b] - m_run[h] < -pvthreshd);
-            exchange(negligible, 2 * ((step_base + j) % 2) + b, group_skips, other_skips);
-          }
-          if (counting && group_has) {
-            ++units;
-            skipped += group_skips;
-          }
-          wg_skip[b] = kGranularity == Stage2Granularity::kCta ? group_skips : (group_skips && other_skips);
-          skip[b] = group_skips;
-          if (kStage2 && group_skips) continue;
-        }
-        if (!kStage2) wg_skip[b] = !blk_has[b];
-#pragma unroll
-        for (int h = 0; h < 2; ++h) m_run[h] = fmaxf(m_run[h], m_blk[b][h] * ss[b]);
-      }
-      const bool compute = __all_sync(tile::kFullWarp, !(wg_skip[0] && wg_skip[1]));
-
-      // Online softmax of the thread's two rows over the step's blocks. P = exp2(S * scale - m') with m' the
-      // maximum after both blocks (the portable kernel rescales block 0's P by exp2(m_0 - m') after the fact
-      // instead: equal up to rounding); masked scores are -inf, so their P is exactly 0. FP8 P carries 448.
-      float alpha[2] = {1.f, 1.f};
-      bool rescale = false;
-      if (compute) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const float m_new = m_run[h];
-          const float m_use = m_new == tile::kNegInf ? 0.f : m_new;
-          alpha[h] = tile::exp2_approx(m[h] - m_use);
-          rescale |= alpha[h] != 1.f;
-          m[h] = m_new;
-          const float shift = Cfg::kPLog2Scale - m_use;
-          float sum[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-          for (int t = 0; t < kNTiles; ++t)
+          for (int jj = 0; jj < kHalfTiles; ++jj)
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-              float& x = sc[4 * t + 2 * h + e];
-              const int b = t / kHalfTiles;
-              if constexpr (kStage2) {
-                x = skip[b] ? 0.f : tile::exp2_approx(fmaf(x, ss[b], shift));
-              } else {
-                x = tile::exp2_approx(fmaf(x, ss[b], shift));
-              }
-              sum[t % 4] += x;
+              const int t = b * kHalfTiles + jj;
+              if (key0[b] + 8 * jj + 2 * (lane % 4) + e >= limit) sc[4 * t + 2 * h + e] = tile::kNegInf;
             }
-          l[h] = l[h] * alpha[h] + ((sum[0] + sum[1]) + (sum[2] + sum[3]));
         }
       }
-      sm90::wgmma_wait<0>();  // P(j-1) V(j-1) done (unconditional: ptxas must see O complete on every path)
-      sm90::fence_operands(o);
-      if (pending) release(false, pending_stage);
-      if (compute) {
-        if (__any_sync(tile::kFullWarp, rescale)) {
-#pragma unroll
-          for (int i = 0; i < kDTiles * 4; ++i) o[i] *= alpha[(i / 2) % 2];
-        }
-        if constexpr (kFp8Pv) {
-          // k step kk = S n8 tiles 4 kk .. 4 kk + 3: positions 4t.. of a row are keys 2t, 2t + 1 of tiles 4
-          // kk and 4 kk + 1 (the V^T permutation), positions 16 + 4t.. those of tiles 4 kk + 2 and 4 kk + 3.
-#pragma unroll
-          for (int kk = 0; kk < kPvSteps; ++kk) {
-            const float* x = sc + 16 * kk;
-            pa[kk][0] = tile::pack_e4m3x4(x[0], x[1], x[4], x[5]);
-            pa[kk][1] = tile::pack_e4m3x4(x[2], x[3], x[6], x[7]);
-            pa[kk][2] = tile::pack_e4m3x4(x[8], x[9], x[12], x[13]);
-            pa[kk][3] = tile::pack_e4m3x4(x[10], x[11], x[14], x[15]);
-          }
-        } else {
-#pragma unroll
-          for (int kk = 0; kk < kPvSteps; ++kk) {
-            pa[kk][0] = Elem::pack(sc[8 * kk + 0], sc[8 * kk + 1]);
-            pa[kk][1] = Elem::pack(sc[8 * kk + 2], sc[8 * kk + 3]);
-            pa[kk][2] = Elem::pack(sc[8 * kk + 4], sc[8 * kk + 5]);
-            pa[kk][3] = Elem::pack(sc[8 * kk + 6], sc[8 * kk + 7]);
-          }
-        }
-        pending = true;
-        pending_stage = s;
-        pending_parity = parity;
-      } else {  // nothing to add: release the stages once their V has landed (the producer reuses them)
-        pending = false;
-        sm90::mbar_wait(v_full(s), parity);
-        sm90::mbar_wait(v_full(s + 1), parity);
-        release(false, s);
-      }
-    }
-    if (pending) {
-      sm90::mbar_wait(v_full(pending_stage), pending_parity);
-      sm90::mbar_wait(v_full(pending_stage + 1), pending_parity);
-      sm90::fence_operands(o);
-      sm90::wgmma_fence();
-      issue_pv(pending_stage);
-      sm90::wgmma_wait<0>();
-      sm90::fence_operands(o);
-      release(false, pending_stage);
-    }
-
-    // ---------------- epilogue ----------------
-    const uint32_t o_wg = o_stage + wg * 64 * 128;  // the warpgroup's rows within every O slice
-    // The staging rows are free: the previous tile's store has read them (its issuing thread waited for that
-    // before this tile) and, 16-bit, this tile's Q fragments were read at its start.
-    sm90::named_barrier_sync(4 + wg, 128);
-    float* lse_row = lse_row_of();
-    float inv_l[2];
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const float lt = tile::quad_sum(l[h]);
-      inv_l[h] = lt > 0.f ? 1.f / lt : 0.f;
-      const int row = row_a + 8 * h;
-      if (lse_row != nullptr && lane % 4 == 0 && row < p.seq_q)
-        lse_row[row] = lt > 0.f ? (m[h] + log2f(lt) - Cfg::kPLog2Scale) * tile::kLn2 : tile::kNegInf;
-    }
-    // FP8 P V: O column c carries the kv head's V scale c.
-    const float* v_scale_row =
-        kFp8Pv ? p.v_scale + (static_cast<int64_t>(batch) * p.heads_kv + kv_head) * kHeadDim : nullptr;
-    // O into the warpgroup's rows of the staging tile (16-bit Q: its own Q rows, whose last reads completed
-    // with its last S MMA), swizzled as TMA expects: 16-byte chunk c of row r at chunk c ^ (r % 8).
-#pragma unroll
-    for (int j = 0; j < kDTiles; ++j) {
-      float2 vs = make_float2(1.f, 1.f);
-      if constexpr (kFp8Pv) vs = __ldg(reinterpret_cast<const float2*>(v_scale_row + 8 * j + 2 * (lane % 4)));
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
-        const int r = 64 * wg + 16 * warp + lane / 4 + 8 * h;  // row within the 128-row O slice
-        const int chunk = j % 8;
-        const uint32_t addr =
-            o_stage + (j / 8) * Cfg::kOSliceBytes + r * 128 + ((chunk ^ (r % 8)) * 16) + (lane % 4) * 4;
-        const uint32_t packed =
-            Elem::pack(o[4 * j + 2 * h] * (inv_l[h] * vs.x), o[4 * j + 2 * h + 1] * (inv_l[h] * vs.y));
-        asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(packed));
+        // Four independent chains (the loop is latency-bound: few warps per scheduler).
+        static_assert(kHalfTiles % 4 == 0);
+        float x[4];
+#pragma unroll
+        for (int jj = 0; jj < kHalfTiles; ++jj) {
+          const int t = b * kHalfTiles + jj;
+          const float pair = fmaxf(sc[4 * t + 2 * h], sc[4 * t + 2 * h + 1]);
+          x[jj % 4] = jj < 4 ? pair : fmaxf(x[jj % 4], pair);
+        }
+        m_blk[b][h] = tile::quad_max(fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3])));
       }
     }
-    sm90::fence_proxy_async_smem();
-    sm90::named_barrier_sync(4 + wg, 128);
-    if (wtid == 0 && wg_row0 < p.seq_q) {
+
+    // Stage 2, per key block in order (block 1 is judged against the maximum after block 0): structural "has
+    // an allowed key", then the vote where stage 2 is on. A skipped block gets P = 0 and leaves m and l
+    // unchanged. Without stage 2 only the unit count needs the structure (masking already zeroed P).
+    bool skip[2] = {false, false}, wg_skip[2];
+    float m_run[2] = {m[0], m[1]};
 #pragma unroll
-      for (int c = 0; c < kHeadDim / 64; ++c)
-        sm90::tma_store_4d(&prm.o_map, o_wg + c * Cfg::kOSliceBytes, 64 * c, wg_row0, head, batch);
-      sm90::tma_store_commit();
-      sm90::tma_store_wait_read();
+    for (int b = 0; b < 2; ++b) {
+      if (kStage2 || (counting && p.stage2_units != nullptr)) {
+        bool group_has, other_has;
+        if (key0[b] < 0) {
+          group_has = other_has = false;
+        } else if constexpr (kGranularity == Stage2Granularity::kCta) {
+          group_has = other_has = rows_have_key(q0, Cfg::kBlockM, key0[b]);
+        } else {
+          group_has = rows_have_key(q0 + 32 * group, 32, key0[b]);
+          other_has = rows_have_key(q0 + 32 * (group ^ 1), 32, key0[b]);
+        }
+        bool group_skips = !group_has, other_skips = !other_has;
+        if (stage2_on) {
+          bool negligible = true;
+#pragma unroll
+          for (int h = 0; h < 2; ++h)
+            negligible &= m_blk[b][h] == tile::kNegInf || (m_blk[b][h] * ss[b] - m_run[h] < -pvthreshd);
+          exchange(negligible, 2 * (j % 2) + b, group_skips, other_skips);
+        }
+        if (counting && group_has) {
+          ++units;
+          skipped += group_skips;
+        }
+        wg_skip[b] = kGranularity == Stage2Granularity::kCta ? group_skips : (group_skips && other_skips);
+        skip[b] = group_skips;
+        if (kStage2 && group_skips) continue;
+      }
+      if (!kStage2) wg_skip[b] = !blk_has[b];
+#pragma unroll
+      for (int h = 0; h < 2; ++h) m_run[h] = fmaxf(m_run[h], m_blk[b][h] * ss[b]);
     }
-    if (wtid == 0) sm90::mbar_arrive(q_empty);  // this warpgroup's staging rows are read: Q may be reloaded
-    n_base += loaded;
-    step_base += steps;
-  }  // tiles
+    const bool compute = __all_sync(tile::kFullWarp, !(wg_skip[0] && wg_skip[1]));
+
+    // Online softmax of the thread's two rows over the step's blocks. P = exp2(S * scale - m') with m' the
+    // maximum after both blocks (the portable kernel rescales block 0's P by exp2(m_0 - m') after the fact
+    // instead: equal up to rounding); masked scores are -inf, so their P is exactly 0. FP8 P carries 448.
+    float alpha[2] = {1.f, 1.f};
+    bool rescale = false;
+    if (compute) {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const float m_new = m_run[h];
+        const float m_use = m_new == tile::kNegInf ? 0.f : m_new;
+        alpha[h] = tile::exp2_approx(m[h] - m_use);
+        rescale |= alpha[h] != 1.f;
+        m[h] = m_new;
+        const float shift = Cfg::kPLog2Scale - m_use;
+        float sum[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+        for (int t = 0; t < kNTiles; ++t)
+#pragma unroll
+          for (int e = 0; e < 2; ++e) {
+            float& x = sc[4 * t + 2 * h + e];
+            const int b = t / kHalfTiles;
+            if constexpr (kStage2) {
+              x = skip[b] ? 0.f : tile::exp2_approx(fmaf(x, ss[b], shift));
+            } else {
+              x = tile::exp2_approx(fmaf(x, ss[b], shift));
+            }
+            sum[t % 4] += x;
+          }
+        l[h] = l[h] * alpha[h] + ((sum[0] + sum[1]) + (sum[2] + sum[3]));
+      }
+    }
+    sm90::wgmma_wait<0>();  // P(j-1) V(j-1) done (unconditional: ptxas must see O complete on every path)
+    sm90::fence_operands(o);
+    if (pending) release(false, pending_stage);
+    if (compute) {
+      if (__any_sync(tile::kFullWarp, rescale)) {
+#pragma unroll
+        for (int i = 0; i < kDTiles * 4; ++i) o[i] *= alpha[(i / 2) % 2];
+      }
+      if constexpr (kFp8Pv) {
+        // k step kk = S n8 tiles 4 kk .. 4 kk + 3: positions 4t.. of a row are keys 2t, 2t + 1 of tiles 4 kk
+        // and 4 kk + 1 (the V^T permutation), positions 16 + 4t.. those of tiles 4 kk + 2 and 4 kk + 3.
+#pragma unroll
+        for (int kk = 0; kk < kPvSteps; ++kk) {
+          const float* x = sc + 16 * kk;
+          pa[kk][0] = tile::pack_e4m3x4(x[0], x[1], x[4], x[5]);
+          pa[kk][1] = tile::pack_e4m3x4(x[2], x[3], x[6], x[7]);
+          pa[kk][2] = tile::pack_e4m3x4(x[8], x[9], x[12], x[13]);
+          pa[kk][3] = tile::pack_e4m3x4(x[10], x[11], x[14], x[15]);
+        }
+      } else {
+#pragma unroll
+        for (int kk = 0; kk < kPvSteps; ++kk) {
+          pa[kk][0] = Elem::pack(sc[8 * kk + 0], sc[8 * kk + 1]);
+          pa[kk][1] = Elem::pack(sc[8 * kk + 2], sc[8 * kk + 3]);
+          pa[kk][2] = Elem::pack(sc[8 * kk + 4], sc[8 * kk + 5]);
+          pa[kk][3] = Elem::pack(sc[8 * kk + 6], sc[8 * kk + 7]);
+        }
+      }
+      pending = true;
+      pending_stage = s;
+      pending_parity = parity;
+    } else {  // nothing to add: release the stages once their V has landed (the producer reuses them)
+      pending = false;
+      sm90::mbar_wait(v_full(s), parity);
+      sm90::mbar_wait(v_full(s + 1), parity);
+      release(false, s);
+    }
+  }
+  if (pending) {
+    sm90::mbar_wait(v_full(pending_stage), pending_parity);
+    sm90::mbar_wait(v_full(pending_stage + 1), pending_parity);
+    sm90::fence_operands(o);
+    sm90::wgmma_fence();
+    issue_pv(pending_stage);
+    sm90::wgmma_wait<0>();
+    sm90::fence_operands(o);
+    release(false, pending_stage);
+  }
+
+  // ---------------- epilogue ----------------
+  const uint32_t o_wg = o_stage + wg * 64 * 128;  // the warpgroup's rows within every O slice
+  float* lse_row =
+      p.lse != nullptr ? p.lse + (static_cast<int64_t>(batch) * p.heads_q + head) * p.seq_q : nullptr;
+  float inv_l[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const float lt = tile::quad_sum(l[h]);
+    inv_l[h] = lt > 0.f ? 1.f / lt : 0.f;
+    const int row = row_a + 8 * h;
+    if (lse_row != nullptr && lane % 4 == 0 && row < p.seq_q)
+      lse_row[row] = lt > 0.f ? (m[h] + log2f(lt) - Cfg::kPLog2Scale) * tile::kLn2 : tile::kNegInf;
+  }
+  // FP8 P V: O column c carries the kv head's V scale c.
+  const float* v_scale_row =
+      kFp8Pv ? p.v_scale + (static_cast<int64_t>(batch) * p.heads_kv + kv_head) * kHeadDim : nullptr;
+  // O into the warpgroup's rows of the staging tile (16-bit Q: its own Q rows, whose last reads completed
+  // with its last S MMA), swizzled as TMA expects: 16-byte chunk c of row r at chunk c ^ (r % 8).
+#pragma unroll
+  for (int j = 0; j < kDTiles; ++j) {
+    float2 vs = make_float2(1.f, 1.f);
+    if constexpr (kFp8Pv) vs = __ldg(reinterpret_cast<const float2*>(v_scale_row + 8 * j + 2 * (lane % 4)));
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int r = 64 * wg + 16 * warp + lane / 4 + 8 * h;  // row within the 128-row O slice
+      const int chunk = j % 8;
+      const uint32_t addr =
+          o_stage + (j / 8) * Cfg::kOSliceBytes + r * 128 + ((chunk ^ (r % 8)) * 16) + (lane % 4) * 4;
+      const uint32_t packed =
+          Elem::pack(o[4 * j + 2 * h] * (inv_l[h] * vs.x), o[4 * j + 2 * h + 1] * (inv_l[h] * vs.y));
+      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(packed));
+    }
+  }
+  sm90::fence_proxy_async_smem();
+  sm90::named_barrier_sync(4 + wg, 128);
+  if (wtid == 0 && wg_row0 < p.seq_q) {
+#pragma unroll
+    for (int c = 0; c < kHeadDim / 64; ++c)
+      sm90::tma_store_4d(&prm.o_map, o_wg + c * Cfg::kOSliceBytes, 64 * c, wg_row0, head, batch);
+    sm90::tma_store_commit();
+    sm90::tma_store_wait_read();
+  }
   if (units > 0 && p.stage2_units != nullptr)
     atomicAdd(reinterpret_cast<unsigned long long*>(p.stage2_units), static_cast<unsigned long long>(units));
   if (skipped > 0 && p.stage2_skipped != nullptr)

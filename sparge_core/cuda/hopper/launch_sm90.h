@@ -1,7 +1,6 @@
 // Host entry points of the Hopper (sm_90a) block-sparse attention kernel (hopper/kernel_sm90.cuh), one
-// instantiation per (dtype, head dim, precision) in fwd_sm90_<dtype>_hdim<D>[_int8|_int8fp8].cu.
-// Host-includable (no torch, no CUDA driver headers). Built only when the sm_90a objects are
-// (SPARGE_HAS_SM90).
+// instantiation per (dtype, head dim, precision) in fwd_sm90_<dtype>_hdim<D>[_int8|_int8fp8].cu. Host-includable (no torch, no CUDA
+// driver headers). Built only when the sm_90a objects are (SPARGE_HAS_SM90).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -17,16 +16,10 @@ namespace sparge::cuda {
 template <DType kDtype, int kHeadDim, Precision kQk>
 cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStream_t stream);
 
-// The tile order of AttentionParams::tile_order for the Hopper kernel: the num_tiles mask rows of `counts`
-// (B * Hq * NQB listed-block counts, each in [0, num_k_blocks]) by decreasing count, into `order` (num_tiles
-// int32, device). One small kernel on `stream`.
-cudaError_t launch_tile_order_sm90(const int32_t* counts, int num_tiles, int num_k_blocks, int32_t* order,
-                                   cudaStream_t stream);
-
 #define SPARGE_DECLARE_SM90(DTYPE, HDIM, QK)                                                              \
   extern template cudaError_t launch_block_sparse_attention_sm90<DTYPE, HDIM, QK>(const AttentionParams&, \
                                                                                   cudaStream_t);
-#define SPARGE_DECLARE_SM90_ALL(QK)          \
+#define SPARGE_DECLARE_SM90_ALL(QK)           \
   SPARGE_DECLARE_SM90(DType::kFp16, 64, QK)  \
   SPARGE_DECLARE_SM90(DType::kFp16, 128, QK) \
   SPARGE_DECLARE_SM90(DType::kBf16, 64, QK)  \
