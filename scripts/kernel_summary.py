@@ -73,22 +73,16 @@ def main():
     # On an sm_90 GPU sparge_bf16 is the Hopper kernel; the portable mma.sync kernel ran next to it.
     hopper = pick(flex, method="sparge_bf16_portable") is not None
     if hopper:
-        op = pick(flex, method="sparge_bf16_portable", density=1.0, **base)
-        extra["portable_bf16_dense_vs_cudnn"] = cudnn["ms"] / op["ms"] if cudnn and op else None
-        for tag, dens in (("d50", 0.5), ("d25", 0.25), ("d10", 0.1)):
-            f = pick(flex, method="flex", density=dens, **base)
-            o = pick(flex, method="sparge_bf16_portable", density=dens, **base)
-            extra[f"portable_bf16_sparse_vs_flex_{tag}"] = f["ms"] / o["ms"] if f and o else None
-        ocp = pick(flex, method="sparge_bf16_portable", head_dim=128, seq=32768, causal=True, density=1.0)
-        extra["portable_causal_bf16_dense_vs_cudnn"] = cc["ms"] / ocp["ms"] if cc and ocp else None
-        opq = pick(flex, method="sparge_fp8_portable", density=1.0, **base)
-        extra["portable_quant_dense_vs_cudnn"] = cudnn["ms"] / opq["ms"] if cudnn and opq else None
-        for tag, dens in (("d50", 0.5), ("d25", 0.25), ("d10", 0.1)):
-            f = pick(flex, method="flex", density=dens, **base)
-            o = pick(flex, method="sparge_fp8_portable", density=dens, **base)
-            extra[f"portable_quant_sparse_vs_flex_{tag}"] = f["ms"] / o["ms"] if f and o else None
-        ocpq = pick(flex, method="sparge_fp8_portable", head_dim=128, seq=32768, causal=True, density=1.0)
-        extra["portable_causal_quant_dense_vs_cudnn"] = ccq["ms"] / ocpq["ms"] if ccq and ocpq else None
+        for kind, method, causal_den in (("bf16", "sparge_bf16_portable", cc), ("quant", "sparge_fp8_portable", ccq)):
+            op = pick(flex, method=method, density=1.0, **base)
+            extra[f"portable_{kind}_dense_vs_cudnn"] = cudnn["ms"] / op["ms"] if cudnn and op else None
+            for tag, dens in (("d50", 0.5), ("d25", 0.25), ("d10", 0.1)):
+                f = pick(flex, method="flex", density=dens, **base)
+                o = pick(flex, method=method, density=dens, **base)
+                extra[f"portable_{kind}_sparse_vs_flex_{tag}"] = f["ms"] / o["ms"] if f and o else None
+            ocp = pick(flex, method=method, head_dim=128, seq=32768, causal=True, density=1.0)
+            extra[f"portable_causal_{kind}_dense_vs_cudnn"] = \
+                causal_den["ms"] / ocp["ms"] if causal_den and ocp else None
     # The INT8-only variant (QuantMode::kInt8: bf16 P.V) on the same masks.
     for tag, dens in (("dense", 1.0), ("d50", 0.5), ("d25", 0.25), ("d10", 0.1)):
         den = cudnn if dens == 1.0 else pick(flex, method="flex", density=dens, **base)
