@@ -1,5 +1,6 @@
 // Block-sparse attention on the GPU: the mma.sync (sm_80+) FlashAttention-2-style kernel with the SpargeAttn
-// stage-2 filter. Same contract as sparge::block_sparse_attention (reference.h) with the same config.quant on
+// stage-2 filter, and on sm_90 the Hopper kernel (wgmma, TMA; KernelPath below) with the same contract in
+// every precision. Same contract as sparge::block_sparse_attention (reference.h) with the same config.quant on
 // the same BlockMask; built only when SPARGE_CUDA is on (library sparge_cuda). Quantization:
 //   QuantMode::kNone:    S and P V in the input's 16-bit type, float32 accumulation;
 //   QuantMode::kInt8:    SageAttention-style: S = (INT8 Q . INT8 smoothed K, exact int32) * q_scale * k_scale
@@ -13,7 +14,9 @@
 //                        by its per-channel scale (max over the sequence of |v| / 448) and rounded to e4m3
 //                        (the API transposes and quantizes V itself: one read of V), P V with the e4m3 MMA
 //                        (sm_89+) accumulated in float (the MMA's own adds are narrower than float32;
-//                        measured against the float32 emulation: 1e-4 - 3e-3 relative L2 up to N = 32768); O
+//                        measured against the float32 emulation: 1e-4 - 3e-3 relative L2 up to N = 32768;
+//                        the Hopper kernel, which rounds P relative to a 128-key step's maximum, 2e-3 -
+//                        1.5e-2, as close to float64 attention as the emulation); O
 //                        = acc / l * v_scale. On devices below sm_89 (no FP8 MMA) it runs kInt8's 16-bit P V
 //                        instead (fp8_pv_supported tells which).
 //
