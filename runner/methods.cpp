@@ -56,10 +56,11 @@ struct InputsKey {
 };
 
 #if SPARGE_HAVE_CUDA
-// The CUDA block-sparse kernel over a 128 x 64 mask, with its block, token and stage-2 statistics.
+// The CUDA block-sparse kernel over a 128 x 64 mask, with its block, token and stage-2 statistics (`opt`:
+// the INT8 operands of a quantized prediction, if any).
 AttentionResult kernel_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                 const BlockMask& mask, const SpargeConfig& c, double predict_ms) {
-  cuda::KernelOptions opt;
+                                 const BlockMask& mask, const SpargeConfig& c, double predict_ms,
+                                 cuda::KernelOptions opt = {}) {
   opt.collect_stats = true;
   opt.check_mask = false;
   auto r = cuda::block_sparse_attention(q, k, v, mask, c, opt);
@@ -119,9 +120,14 @@ class SpargeMethod final : public AttentionMethod {
           block_ok ? cuda::unsupported_reason(q, k, v, c) : std::string("block sizes are not 128x64");
       if (why.empty()) {
         last_ = "cuda kernels";
-        BlockMask mask;
-        const double predict_ms = timed_ms(q, [&] { mask = cuda::predict_block_mask(q, k, c).mask; });
-        return kernel_attention(q, k, v, mask, c, predict_ms);
+        // Quantized: the predictor's pass also writes the INT8 Q and smoothed K (as the torch op and the
+        // tuner do), so the kernel call does not quantize again.
+        cuda::Prediction pred;
+        const double predict_ms = timed_ms(
+            q, [&] { pred = cuda::predict_block_mask(q, k, c, /*quantize=*/c.quant != QuantMode::kNone); });
+        cuda::KernelOptions opt;
+        cuda::set_int8_operands(opt, pred);
+        return kernel_attention(q, k, v, pred.mask, c, predict_ms, opt);
       }
       if (want_ == "cuda") throw std::invalid_argument("method backend cuda cannot run this case: " + why);
     }

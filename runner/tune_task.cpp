@@ -60,12 +60,7 @@ PassResult cuda_pass(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   auto pred = cuda::predict_block_mask(q, k, c, quant);
   cuda::KernelOptions o;
   o.check_mask = false;
-  if (quant) {
-    o.q_int8 = pred.q_int8;
-    o.q_scale = pred.q_scale;
-    o.k_int8 = pred.k_int8;
-    o.k_scale = pred.k_scale;
-  }
+  cuda::set_int8_operands(o, pred);
   PassResult r;
   r.out = cuda::block_sparse_attention(q, k, v, pred.mask, c, o).out;
   r.mask = std::move(pred.mask);

@@ -157,7 +157,8 @@ bool sm90_supported(const at::Device& device) {
   return prop->major == 9 && prop->minor == 0;
 }
 
-KernelPath resolve_kernel_path(const at::Device& device, [[maybe_unused]] QuantMode quant, KernelPath requested) {
+KernelPath resolve_kernel_path(const at::Device& device, [[maybe_unused]] QuantMode quant,
+                               KernelPath requested) {
   if (requested == KernelPath::kAuto) {
     const char* env = std::getenv("SPARGE_KERNEL_PATH");
     if (env != nullptr && *env != '\0') {

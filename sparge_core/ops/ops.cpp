@@ -75,20 +75,13 @@ void set_selection(SpargeConfig& c, std::optional<double> topk, bool attention_s
   c.attention_sink = attention_sink;
 }
 
-void set_int8_operands(cuda::KernelOptions& opt, const cuda::Prediction& pred) {
-  opt.q_int8 = pred.q_int8;
-  opt.q_scale = pred.q_scale;
-  opt.k_int8 = pred.k_int8;
-  opt.k_scale = pred.k_scale;
-}
-
 std::tuple<at::Tensor, at::Tensor> run_spas(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                             const SpargeConfig& c) {
   if (!q.is_cuda()) return result(spas_attention(q, k, v, c));  // CPU: the reference implementation
   const auto pred = cuda::predict_block_mask(q, k, c, /*quantize=*/c.quant != QuantMode::kNone);
   cuda::KernelOptions opt;
   opt.check_mask = false;  // produced by the predictor: valid by construction
-  set_int8_operands(opt, pred);
+  cuda::set_int8_operands(opt, pred);
   return result(cuda::block_sparse_attention(q, k, v, pred.mask, c, opt));
 }
 

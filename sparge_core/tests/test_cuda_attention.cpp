@@ -154,8 +154,7 @@ std::vector<double> stage2_thresholds(int64_t heads) {
 // precision).
 std::vector<cuda::KernelPath> kernel_paths(QuantMode /*quant*/) {
   std::vector<cuda::KernelPath> paths = {cuda::KernelPath::kPortable};
-  if (cuda::sm90_supported(at::Device(at::kCUDA, 0)))
-    paths.push_back(cuda::KernelPath::kSm90);
+  if (cuda::sm90_supported(at::Device(at::kCUDA, 0))) paths.push_back(cuda::KernelPath::kSm90);
   return paths;
 }
 

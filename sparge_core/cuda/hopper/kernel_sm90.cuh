@@ -63,7 +63,7 @@ struct Sm90Params {
 template <int kHeadDim, Precision kQk = Precision::k16Bit>
 struct Sm90Config {
   static_assert(kHeadDim == 64 || kHeadDim == 128, "the Hopper kernel is instantiated for D = 64 and 128");
-  static constexpr bool kInt8 = kQk != Precision::k16Bit;   // INT8 Q and K tiles, s32 scores
+  static constexpr bool kInt8 = kQk != Precision::k16Bit;     // INT8 Q and K tiles, s32 scores
   static constexpr bool kFp8Pv = kQk == Precision::kInt8Fp8;  // FP8 P and V^T
   static constexpr int kBlockM = 128, kBlockN = 64;  // the mask geometry (one stage holds one key block)
   static constexpr int kStepBlocks = 2;  // key blocks per consumer step: S is 64 x 128 per warpgroup
@@ -79,7 +79,7 @@ struct Sm90Config {
   static constexpr int kQkSwizzle = kQkRowBytes < 128 ? kQkRowBytes : 128;
   static constexpr int kQkSlices = kQkRowBytes / kQkSwizzle;
   static constexpr int kQkSliceElems = kQkSwizzle / kQkBytes;
-  static constexpr int kQkSteps = kQkRowBytes / 32;        // k steps of S = Q K^T
+  static constexpr int kQkSteps = kQkRowBytes / 32;       // k steps of S = Q K^T
   static constexpr int kStepsPerSlice = kQkSwizzle / 32;  // of them within one slice
   static constexpr int kQSliceBytes = kBlockM * kQkSwizzle;
   static constexpr int kQBytes = kQkSlices * kQSliceBytes;
@@ -184,8 +184,8 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
       sm90::mbar_expect_tx(q_full, Cfg::kQBytes);
 #pragma unroll
       for (int c = 0; c < Cfg::kQkSlices; ++c)
-        sm90::tma_load_4d(&prm.q_map, q_smem + c * Cfg::kQSliceBytes, q_full, Cfg::kQkSliceElems * c, q0, head,
-                          batch);
+        sm90::tma_load_4d(&prm.q_map, q_smem + c * Cfg::kQSliceBytes, q_full, Cfg::kQkSliceElems * c, q0,
+                          head, batch);
     } else {
       sm90::tma_prefetch_desc(&prm.v_map);
     }
@@ -261,8 +261,9 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int chunk = 2 * (kk % Cfg::kStepsPerSlice) + i / 2, row = r + 8 * (i % 2);
-        const uint32_t addr = q_smem + (kk / Cfg::kStepsPerSlice) * Cfg::kQSliceBytes + row * Cfg::kQkSwizzle +
-                              sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk, row) * 16 + 4 * (lane % 4);
+        const uint32_t addr = q_smem + (kk / Cfg::kStepsPerSlice) * Cfg::kQSliceBytes +
+                              row * Cfg::kQkSwizzle + sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk, row) * 16 +
+                              4 * (lane % 4);
         asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(qa[kk][i]) : "r"(addr));
       }
   }
@@ -271,7 +272,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   // Q K(j)^T (64 x 128), then P(j-1) V(j-1), waits for S(j) only, and runs the softmax of step j while the
   // tensor cores work on P(j-1) V(j-1); then waits for that, releases its stages and rescales O.
   constexpr int kPvSteps = Cfg::kStepKeys / (kFp8Pv ? 32 : 16);  // k steps of P V per step
-  uint32_t pa[kPvSteps][4];                                       // P(j - 1) as A fragments, pending
+  uint32_t pa[kPvSteps][4];                                      // P(j - 1) as A fragments, pending
   bool pending = false;
   int pending_stage = 0;
   uint32_t pending_parity = 0;
@@ -371,7 +372,8 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     if constexpr (kInt8) {
 #pragma unroll
       for (int b = 0; b < 2; ++b)
-        ss[b] = (q_scale * __ldg(k_scale_row + (key0[b] >= 0 ? key0[b] : key0[0]) / Cfg::kBlockN)) * scale_log2;
+        ss[b] =
+            (q_scale * __ldg(k_scale_row + (key0[b] >= 0 ? key0[b] : key0[0]) / Cfg::kBlockN)) * scale_log2;
     }
 
     float sc[kNTiles * 4];
@@ -388,10 +390,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     const auto issue_s = [&] {
 #pragma unroll
       for (int kk = 0; kk < Cfg::kQkSteps; ++kk) {
-        const uint64_t db = sm90::make_desc<Cfg::kQkSwizzle>(
-            k_ring + (kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes + s * Cfg::kKSliceBytes +
-                (kk % Cfg::kStepsPerSlice) * 32,
-            16, 8 * Cfg::kQkSwizzle);
+        const uint64_t db =
+            sm90::make_desc<Cfg::kQkSwizzle>(k_ring + (kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes +
+                                                 s * Cfg::kKSliceBytes + (kk % Cfg::kStepsPerSlice) * 32,
+                                             16, 8 * Cfg::kQkSwizzle);
         if constexpr (kInt8) {
           sm90::wgmma_rs_m64n128k32_s8(si, qa[kk], db, kk > 0);
         } else if constexpr (kDtype == DType::kBf16) {

@@ -26,9 +26,9 @@ cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStr
                          p.k_head_stride, p.k_batch_stride, Cfg::kQkSliceElems, Cfg::kBlockN);
   if (err == cudaSuccess) {
     if constexpr (Cfg::kFp8Pv) {  // V^T (B, Hkv, D, NKB * 64): boxes of 64 keys x D rows
-      err = sm90::make_map(&prm.v_map, p.v, MapElement::kFp8, static_cast<int64_t>(p.num_k_blocks) * Cfg::kBlockN,
-                           kHeadDim, p.heads_kv, p.batch, p.v_row_stride, p.v_head_stride, p.v_batch_stride,
-                           Cfg::kBlockN, kHeadDim);
+      err = sm90::make_map(&prm.v_map, p.v, MapElement::kFp8,
+                           static_cast<int64_t>(p.num_k_blocks) * Cfg::kBlockN, kHeadDim, p.heads_kv, p.batch,
+                           p.v_row_stride, p.v_head_stride, p.v_batch_stride, Cfg::kBlockN, kHeadDim);
     } else {
       err = sm90::make_map(&prm.v_map, p.v, wide, kHeadDim, p.seq_k, p.heads_kv, p.batch, p.v_row_stride,
                            p.v_head_stride, p.v_batch_stride, 64, Cfg::kBlockN);
@@ -40,10 +40,11 @@ cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStr
   if (err != cudaSuccess) return err;
   constexpr auto kCta = Stage2Granularity::kCta, kWarp = Stage2Granularity::kWarp;
   const bool cta = p.stage2_granularity == kCta, stage2 = p.pvthreshd != nullptr;
-  const auto kernel = cta ? (stage2 ? &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kQk, kCta, true>
-                                    : &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kQk, kCta, false>)
-                          : (stage2 ? &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kQk, kWarp, true>
-                                    : &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kQk, kWarp, false>);
+  const auto kernel =
+      cta ? (stage2 ? &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kQk, kCta, true>
+                    : &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kQk, kCta, false>)
+          : (stage2 ? &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kQk, kWarp, true>
+                    : &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kQk, kWarp, false>);
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
   const dim3 grid(p.num_q_blocks, p.heads_q, p.batch);

@@ -1,6 +1,7 @@
 // Host entry points of the Hopper (sm_90a) block-sparse attention kernel (hopper/kernel_sm90.cuh), one
-// instantiation per (dtype, head dim, precision) in fwd_sm90_<dtype>_hdim<D>[_int8|_int8fp8].cu. Host-includable (no torch, no CUDA
-// driver headers). Built only when the sm_90a objects are (SPARGE_HAS_SM90).
+// instantiation per (dtype, head dim, precision) in fwd_sm90_<dtype>_hdim<D>[_int8|_int8fp8].cu.
+// Host-includable (no torch, no CUDA driver headers). Built only when the sm_90a objects are
+// (SPARGE_HAS_SM90).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -19,7 +20,7 @@ cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStr
 #define SPARGE_DECLARE_SM90(DTYPE, HDIM, QK)                                                              \
   extern template cudaError_t launch_block_sparse_attention_sm90<DTYPE, HDIM, QK>(const AttentionParams&, \
                                                                                   cudaStream_t);
-#define SPARGE_DECLARE_SM90_ALL(QK)           \
+#define SPARGE_DECLARE_SM90_ALL(QK)          \
   SPARGE_DECLARE_SM90(DType::kFp16, 64, QK)  \
   SPARGE_DECLARE_SM90(DType::kFp16, 128, QK) \
   SPARGE_DECLARE_SM90(DType::kBf16, 64, QK)  \

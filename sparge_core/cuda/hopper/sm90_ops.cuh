@@ -347,12 +347,15 @@ __device__ __forceinline__ void wgmma_rs_m64n128k16_f16(float (&d)[64], const ui
 // Operand lists of 32 / 64 accumulator registers with constraint C ("+f" or "+r").
 #define SPARGE_WGMMA_D8(C, i) \
   C(d[i]), C(d[i + 1]), C(d[i + 2]), C(d[i + 3]), C(d[i + 4]), C(d[i + 5]), C(d[i + 6]), C(d[i + 7])
-#define SPARGE_WGMMA_D32(C) SPARGE_WGMMA_D8(C, 0), SPARGE_WGMMA_D8(C, 8), SPARGE_WGMMA_D8(C, 16), SPARGE_WGMMA_D8(C, 24)
-#define SPARGE_WGMMA_D64(C) SPARGE_WGMMA_D32(C), SPARGE_WGMMA_D8(C, 32), SPARGE_WGMMA_D8(C, 40), SPARGE_WGMMA_D8(C, 48), SPARGE_WGMMA_D8(C, 56)
-#define SPARGE_WGMMA_R32                                                                                   \
+#define SPARGE_WGMMA_D32(C) \
+  SPARGE_WGMMA_D8(C, 0), SPARGE_WGMMA_D8(C, 8), SPARGE_WGMMA_D8(C, 16), SPARGE_WGMMA_D8(C, 24)
+#define SPARGE_WGMMA_D64(C)                                                                    \
+  SPARGE_WGMMA_D32(C), SPARGE_WGMMA_D8(C, 32), SPARGE_WGMMA_D8(C, 40), SPARGE_WGMMA_D8(C, 48), \
+      SPARGE_WGMMA_D8(C, 56)
+#define SPARGE_WGMMA_R32                                                                                  \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
   "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
-#define SPARGE_WGMMA_R64                                                                                   \
+#define SPARGE_WGMMA_R64                                                                                  \
   "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, " \
   "%22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, "  \
   "%42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, "  \

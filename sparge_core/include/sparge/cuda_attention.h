@@ -1,7 +1,7 @@
 // Block-sparse attention on the GPU: the mma.sync (sm_80+) FlashAttention-2-style kernel with the SpargeAttn
 // stage-2 filter, and on sm_90 the Hopper kernel (wgmma, TMA; KernelPath below) with the same contract in
-// every precision. Same contract as sparge::block_sparse_attention (reference.h) with the same config.quant on
-// the same BlockMask; built only when SPARGE_CUDA is on (library sparge_cuda). Quantization:
+// every precision. Same contract as sparge::block_sparse_attention (reference.h) with the same config.quant
+// on the same BlockMask; built only when SPARGE_CUDA is on (library sparge_cuda). Quantization:
 //   QuantMode::kNone:    S and P V in the input's 16-bit type, float32 accumulation;
 //   QuantMode::kInt8:    SageAttention-style: S = (INT8 Q . INT8 smoothed K, exact int32) * q_scale * k_scale
 //                        with one scale per 128-row query block / 64-row key block; P rounded to the input's

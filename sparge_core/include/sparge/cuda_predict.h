@@ -16,6 +16,7 @@
 
 #include "sparge/block_mask.h"
 #include "sparge/config.h"
+#include "sparge/cuda_attention.h"
 
 namespace sparge::cuda {
 
@@ -29,6 +30,15 @@ struct Prediction {
 
 Prediction predict_block_mask(const at::Tensor& q, const at::Tensor& k, const SpargeConfig& config,
                               bool quantize = false);
+
+// Hands a quantized prediction's INT8 operands to the attention kernel (the fused path: no second
+// quantization pass); a prediction without them leaves `options` to quantize itself.
+inline void set_int8_operands(KernelOptions& options, const Prediction& pred) {
+  options.q_int8 = pred.q_int8;
+  options.q_scale = pred.q_scale;
+  options.k_int8 = pred.k_int8;
+  options.k_scale = pred.k_scale;
+}
 
 // The INT8 operands of the quantized attention path without a prediction (for a mask given by the caller):
 // the fields of Prediction with quantize = true, bit for bit, for a config with this layout and these block
