@@ -2,7 +2,8 @@
 """One launch of our block-sparse attention op on a fixed problem, for a profiler (ncu / nsys) to capture.
 
 usage: profile_kernel.py --lib build-gpu/lib/libsparge_ops.so [--n 32768] [--d 128] [--density 1.0] [--causal]
-                         [--path auto|portable|sm90] [--dtype bf16|fp16] [--reps 1]
+                         [--path auto|portable|sm90] [--dtype bf16|fp16] [--quant none|int8|int8_fp8] [--reps 1]
+(quantized: the op quantizes q and k (and v for FP8) in its own kernels before the attention kernel)
 Warm-up launches run before the profiled ones (ncu: --launch-skip them).
 """
 import argparse
@@ -20,6 +21,7 @@ def main():
     ap.add_argument("--causal", action="store_true")
     ap.add_argument("--path", default="auto")
     ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--quant", default="none", choices=["none", "int8", "int8_fp8"])
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=1)
     args = ap.parse_args()
@@ -41,7 +43,7 @@ def main():
     order = torch.where(keep, torch.arange(nkb, device="cuda"), nkb).sort(-1).values
     indices = torch.where(order == nkb, -1, order).to(torch.int32).contiguous()
     run = lambda: torch.ops.sparge.block_sparse_attention(q, k, v, counts, indices, 128, 64,  # noqa: E731
-                                                           is_causal=args.causal)
+                                                           is_causal=args.causal, quant=args.quant)
     for _ in range(args.warmup):
         run()
     torch.cuda.synchronize()
@@ -53,7 +55,8 @@ def main():
     stop.synchronize()
     ms = start.elapsed_time(stop) / args.reps
     flops = 4.0 * b * h * n * n * args.d * counts.sum().item() / (b * h * nqb * nkb) / (2 if args.causal else 1)
-    print(f"path={args.path} N={n} D={args.d} density={args.density} causal={args.causal}: {ms:.3f} ms "
+    print(f"path={args.path} quant={args.quant} N={n} D={args.d} density={args.density} causal={args.causal}: "
+          f"{ms:.3f} ms "
           f"{flops / ms / 1e9:.1f} TFLOPS (computed blocks)")
 
 
