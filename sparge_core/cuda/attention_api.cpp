@@ -103,18 +103,9 @@ void fill_mask_stats(AttentionStats& st, const BlockMask& mask, const detail::Pr
                      const at::Tensor& counts) {
   const auto dev = counts.options();
   const int64_t bq = mask.block_q, bk = mask.block_k, nqb = mask.num_q_blocks(), nkb = mask.num_k_blocks();
-  const int64_t off = p.seq_k - p.seq_q;
   const auto valid = causal_valid_blocks(p.seq_q, p.seq_k, bq, bk, causal, dev);  // (NQB, NKB)
-  // Allowed (query, key) pairs per block: rows r < Nq see keys [k0, min(k1, r + off + 1)) (all of [k0, k1) if
-  // not causal), summed over the block's rows.
+  const auto pairs = block_pair_counts(p.seq_q, p.seq_k, bq, bk, causal, dev);    // allowed pairs, (NQB, NKB)
   const auto opt = dev.dtype(at::kLong);
-  const auto rows = at::arange(p.seq_q, opt).view({-1, 1});   // (Nq, 1)
-  const auto k0 = (at::arange(nkb, opt) * bk).view({1, -1});  // (1, NKB)
-  const auto k1 = at::clamp_max(k0 + bk, p.seq_k);
-  const auto end = causal ? at::minimum(k1, rows + off + 1) : k1.expand({p.seq_q, nkb});
-  auto per_row = at::clamp_min(end - k0, 0);  // (Nq, NKB)
-  per_row = at::constant_pad_nd(per_row, {0, 0, 0, nqb * bq - p.seq_q}, 0);
-  const auto pairs = per_row.view({nqb, bq, nkb}).sum(1);  // (NQB, NKB)
   // Listed blocks as a dense (B, H, NQB, NKB) view from counts/indices (mask.dense may be absent).
   const auto listed = at::arange(nkb, mask.indices.options()) < counts.unsqueeze(-1);
   auto dense = at::zeros({p.batch, p.heads_q, nqb, nkb + 1}, opt);

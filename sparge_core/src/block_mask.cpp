@@ -39,6 +39,24 @@ at::Tensor causal_valid_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, in
   return r.k_first <= r.q_last + (seq_k - seq_q);
 }
 
+at::Tensor block_pair_counts(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
+                             const at::TensorOptions& device) {
+  const auto r = block_ranges(seq_q, seq_k, block_q, block_k, device);
+  const auto rows = r.q_last - r.q_first + 1;   // (NQB, 1)
+  const auto width = r.k_last - r.k_first + 1;  // (1, NKB)
+  if (!causal) return rows * width;
+  // Row q_first + i sees clamp(a + i, 0, width) keys of the block, a = q_first + off + 1 - k_first; summed
+  // over i < rows as sum_{i<n} max(x + i, 0) at x = a minus the same at x = a - width.
+  const auto sum_positive = [&](const at::Tensor& x) {
+    const auto skip = at::clamp_min(-x, 0);            // leading terms that are <= 0
+    const auto terms = at::clamp_min(rows - skip, 0);  // positive or zero terms left
+    const auto first = x + skip;                       // their first value (>= 0)
+    return terms * first + terms * (terms - 1) / 2;
+  };
+  const auto a = r.q_first + (seq_k - seq_q + 1) - r.k_first;  // (NQB, NKB)
+  return sum_positive(a) - sum_positive(a - width);
+}
+
 at::Tensor causal_diagonal_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
                                   const at::TensorOptions& device) {
   const int64_t nqb = (seq_q + block_q - 1) / block_q, nkb = (seq_k + block_k - 1) / block_k;
@@ -77,21 +95,6 @@ BlockMask BlockMask::from_dense(const at::Tensor& dense, int64_t block_q, int64_
   const auto sorted = std::get<0>(keyed.sort(-1));
   m.indices = at::where(sorted == nkb, at::full_like(sorted, -1), sorted).contiguous();
   return m;
-}
-
-at::Tensor block_pair_counts(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
-                             const at::TensorOptions& device) {
-  const auto opt = device.dtype(at::kLong);
-  const int64_t nqb = (seq_q + block_q - 1) / block_q, nkb = (seq_k + block_k - 1) / block_k;
-  const auto r = block_ranges(seq_q, seq_k, block_q, block_k, device);
-  const auto k_width = (r.k_last - r.k_first + 1);  // (1, NKB)
-  if (!causal) return (r.q_last - r.q_first + 1) * k_width;
-  // Row t sees keys <= t + off: inside key block j that is clamp(t + off - k_first + 1, 0, width) keys.
-  const auto rows = at::arange(seq_q, opt) + (seq_k - seq_q);  // (Nq) last visible key
-  const auto per_row = at::clamp(rows.view({-1, 1}) - r.k_first + 1, 0).minimum(k_width);  // (Nq, NKB)
-  const auto padded = at::zeros({nqb * block_q, nkb}, opt);
-  padded.slice(0, 0, seq_q).copy_(per_row);
-  return padded.view({nqb, block_q, nkb}).sum(1);
 }
 
 double token_sparsity(const BlockMask& mask, bool causal) {

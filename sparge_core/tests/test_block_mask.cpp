@@ -120,20 +120,32 @@ TEST(BlockMask, RejectsWrongShape) {
 }
 
 TEST(CausalGeometry, MatchesBruteForce) {
-  for (auto [nq, nk, bq, bk] : std::vector<std::array<int64_t, 4>>{
-           {100, 100, 32, 32}, {100, 230, 64, 32}, {1, 77, 128, 64}, {239, 239, 128, 64}, {50, 51, 16, 48}}) {
+  for (auto [nq, nk, bq, bk] : std::vector<std::array<int64_t, 4>>{{100, 100, 32, 32},
+                                                                   {100, 230, 64, 32},
+                                                                   {1, 77, 128, 64},
+                                                                   {239, 239, 128, 64},
+                                                                   {50, 51, 16, 48},
+                                                                   {300, 129, 128, 64},
+                                                                   {77, 5, 16, 4}}) {
     const auto valid = causal_valid_blocks(nq, nk, bq, bk, true, at::TensorOptions());
     const auto diag = causal_diagonal_blocks(nq, nk, bq, bk, true, at::TensorOptions());
+    const auto pairs = block_pair_counts(nq, nk, bq, bk, true, at::TensorOptions());
+    const auto pairs_full = block_pair_counts(nq, nk, bq, bk, false, at::TensorOptions());
     for (int64_t i = 0; i * bq < nq; ++i)
       for (int64_t j = 0; j * bk < nk; ++j) {
         bool any = false, has_diag = false;
+        int64_t allowed = 0, all = 0;
         for (int64_t r = i * bq; r < std::min(nq, (i + 1) * bq); ++r)
           for (int64_t s = j * bk; s < std::min(nk, (j + 1) * bk); ++s) {
             any |= s <= r + nk - nq;
             has_diag |= s == r + nk - nq;
+            allowed += s <= r + nk - nq;
+            ++all;
           }
         EXPECT_EQ(valid[i][j].item<bool>(), any) << i << "," << j;
         EXPECT_EQ(diag[i][j].item<bool>(), has_diag) << i << "," << j;
+        EXPECT_EQ(pairs[i][j].item<int64_t>(), allowed) << i << "," << j;
+        EXPECT_EQ(pairs_full[i][j].item<int64_t>(), all) << i << "," << j;
       }
   }
 }

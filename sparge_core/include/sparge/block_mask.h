@@ -34,7 +34,8 @@ struct BlockMask {
 BlockMask refine_block_mask(const BlockMask& mask, int64_t block_q, int64_t block_k);
 
 // (NQB, NKB) int64: the causal-allowed (query, key) pairs inside each block (all pairs when !causal), so that
-// (mask.dense * counts).sum() is a mask's computed pairs whatever its block size.
+// (mask.dense * counts).sum() is a mask's computed pairs whatever its block size. Closed form: O(NQB * NKB)
+// memory at any sequence length (no per-row tensor).
 at::Tensor block_pair_counts(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,
                              const at::TensorOptions& device);
 
