@@ -6,6 +6,7 @@
 #include <cmath>
 #include <utility>
 
+#include "internal.h"
 #include "sparge/error.h"
 
 namespace sparge {
@@ -45,16 +46,10 @@ at::Tensor block_pair_counts(int64_t seq_q, int64_t seq_k, int64_t block_q, int6
   const auto rows = r.q_last - r.q_first + 1;   // (NQB, 1)
   const auto width = r.k_last - r.k_first + 1;  // (1, NKB)
   if (!causal) return rows * width;
-  // Row q_first + i sees clamp(a + i, 0, width) keys of the block, a = q_first + off + 1 - k_first; summed
-  // over i < rows as sum_{i<n} max(x + i, 0) at x = a minus the same at x = a - width.
-  const auto sum_positive = [&](const at::Tensor& x) {
-    const auto skip = at::clamp_min(-x, 0);            // leading terms that are <= 0
-    const auto terms = at::clamp_min(rows - skip, 0);  // positive or zero terms left
-    const auto first = x + skip;                       // their first value (>= 0)
-    return terms * first + terms * (terms - 1) / 2;
-  };
+  // Row q_first + i sees clamp(a + i, 0, width) = max(a + i, 0) - max(a + i - width, 0) keys of the block,
+  // a = q_first + off + 1 - k_first.
   const auto a = r.q_first + (seq_k - seq_q + 1) - r.k_first;  // (NQB, NKB)
-  return sum_positive(a) - sum_positive(a - width);
+  return detail::sum_positive(a, rows) - detail::sum_positive(a - width, rows);
 }
 
 at::Tensor causal_diagonal_blocks(int64_t seq_q, int64_t seq_k, int64_t block_q, int64_t block_k, bool causal,

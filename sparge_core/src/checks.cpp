@@ -124,4 +124,12 @@ at::Tensor pad_blocks(const at::Tensor& x, int64_t block) {
   return padded.view({x.size(0), x.size(1), nb, block, x.size(3)});
 }
 
+at::Tensor sum_positive(const at::Tensor& x, const at::Tensor& n) {
+  const auto last = x + n - 1;
+  // Integer halves (tensor `/` is true division); both products are even.
+  return at::where(
+      last <= 0, at::zeros_like(last),
+      at::where(x >= 0, n * x + at::floor_divide(n * (n - 1), 2), at::floor_divide(last * (last + 1), 2)));
+}
+
 }  // namespace sparge::detail

@@ -52,4 +52,8 @@ at::ScalarType math_dtype(at::ScalarType input);
 // Rows of x (B, H, N, D) padded with zeros to `padded` tokens, viewed as (B, H, padded / block, block, D).
 at::Tensor pad_blocks(const at::Tensor& x, int64_t block);
 
+// Sum over i = 0 .. n-1 of max(x + i, 0), elementwise over int64 tensors (any broadcastable shapes; n >= 1),
+// in int64 (exact).
+at::Tensor sum_positive(const at::Tensor& x, const at::Tensor& n);
+
 }  // namespace sparge::detail

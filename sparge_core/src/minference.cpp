@@ -567,15 +567,6 @@ IndexHost check_index(const char* fn, const VerticalSlashIndex& ix) {
   return h;
 }
 
-// sum_positive above over tensors (int64, any broadcastable shapes; n >= 1).
-at::Tensor sum_positive_t(const at::Tensor& x, const at::Tensor& n) {
-  const auto last = x + n - 1;
-  // Integer halves (tensor `/` is true division); both products are even.
-  return at::where(
-      last <= 0, at::zeros_like(last),
-      at::where(x >= 0, n * x + at::floor_divide(n * (n - 1), 2), at::floor_divide(last * (last + 1), 2)));
-}
-
 // index_stats on a CUDA index with tensor ops on its device: no host copy of the lists (hundreds of MB at
 // N = 64K). The contract is checked there too; on a violation the host path runs to name the first one.
 std::optional<AttentionStats> index_stats_device(const VerticalSlashIndex& ix) {
@@ -598,7 +589,7 @@ std::optional<AttentionStats> index_stats_device(const VerticalSlashIndex& ix) {
   const auto hi = at::clamp_max(bo + kBlock, nk);
   const auto tile_ok = in_tiles & (hi > bo);
   const auto a = r0 + off + 1 - bo;
-  const auto tile_pairs = sum_positive_t(a, rows) - sum_positive_t(a - (hi - bo), rows);
+  const auto tile_pairs = detail::sum_positive(a, rows) - detail::sum_positive(a - (hi - bo), rows);
   const auto pairs =
       at::where(tile_ok, tile_pairs, at::zeros_like(tile_pairs)).sum() + (in_cols.to(L) * rows).sum();
   const auto used_end = at::minimum(hi, last_diag + 1);

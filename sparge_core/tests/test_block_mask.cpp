@@ -131,6 +131,8 @@ TEST(CausalGeometry, MatchesBruteForce) {
     const auto diag = causal_diagonal_blocks(nq, nk, bq, bk, true, at::TensorOptions());
     const auto pairs = block_pair_counts(nq, nk, bq, bk, true, at::TensorOptions());
     const auto pairs_full = block_pair_counts(nq, nk, bq, bk, false, at::TensorOptions());
+    EXPECT_EQ(pairs.scalar_type(), at::kLong);  // exact counts (callers sum them as int64)
+    EXPECT_EQ(pairs_full.scalar_type(), at::kLong);
     for (int64_t i = 0; i * bq < nq; ++i)
       for (int64_t j = 0; j * bk < nk; ++j) {
         bool any = false, has_diag = false;
