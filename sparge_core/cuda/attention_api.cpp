@@ -148,8 +148,7 @@ bool sm90_supported(const at::Device& device) {
   return prop->major == 9 && prop->minor == 0;
 }
 
-KernelPath resolve_kernel_path(const at::Device& device, [[maybe_unused]] QuantMode quant,
-                               KernelPath requested) {
+KernelPath resolve_kernel_path(const at::Device& device, KernelPath requested) {
   if (requested == KernelPath::kAuto) {
     const char* env = std::getenv("SPARGE_KERNEL_PATH");
     if (env != nullptr && *env != '\0') {
@@ -162,7 +161,6 @@ KernelPath resolve_kernel_path(const at::Device& device, [[maybe_unused]] QuantM
       }
     }
   }
-  // Every precision has a Hopper instantiation (quant is kept for precisions that may not).
   const bool sm90_applies = sm90_supported(device);
   if (requested == KernelPath::kSm90) {
     SPARGE_CHECK(sm90_applies,
@@ -350,7 +348,7 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
   }
 
   const bool fp16 = q.scalar_type() == at::kHalf;
-  const KernelPath path = resolve_kernel_path(q.device(), c.quant, options.path);
+  const KernelPath path = resolve_kernel_path(q.device(), options.path);
   const auto launch_qk = [&]<Precision kQk>() {
     if (path == KernelPath::kSm90) {
       if (p.head_dim == 64)

@@ -152,7 +152,7 @@ std::vector<double> stage2_thresholds(int64_t heads) {
 
 // The kernels that can run a case on this device: the portable one always, the Hopper one on sm_90 (every
 // precision).
-std::vector<cuda::KernelPath> kernel_paths(QuantMode /*quant*/) {
+std::vector<cuda::KernelPath> kernel_paths() {
   std::vector<cuda::KernelPath> paths = {cuda::KernelPath::kPortable};
   if (cuda::sm90_supported(at::Device(at::kCUDA, 0))) paths.push_back(cuda::KernelPath::kSm90);
   return paths;
@@ -187,7 +187,7 @@ int64_t run_case(const Case& c) {
   kcfg.layout = c.layout;
   const auto q = to_layout(in.q, c.layout), k = to_layout(in.k, c.layout), v = to_layout(in.v, c.layout);
   int64_t skipped = 0;
-  for (const cuda::KernelPath path : kernel_paths(c.quant)) {
+  for (const cuda::KernelPath path : kernel_paths()) {
     SCOPED_TRACE(std::string("kernel path ") + std::string(cuda::to_string(path)));
     cuda::KernelOptions opt;
     opt.path = path;
@@ -478,7 +478,7 @@ TEST(CudaAttention, StridedAndMisalignedInputs) {
   const auto in = random_qkv(1, 4, 2, 200, 300, 64, seed, at::TensorOptions(at::kHalf).device(at::kCUDA));
   const auto mask = random_mask(1, 4, 200, 300, false, 0.6, seed);
   SpargeConfig cfg;
-  for (const cuda::KernelPath path : kernel_paths(QuantMode::kNone)) {
+  for (const cuda::KernelPath path : kernel_paths()) {
     SCOPED_TRACE(std::string("kernel path ") + std::string(cuda::to_string(path)));
     cuda::KernelOptions opt;
     opt.path = path;

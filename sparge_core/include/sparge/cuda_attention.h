@@ -78,10 +78,10 @@ struct KernelOptions {
 
 // Whether the Hopper kernel can run on `device` (compute capability 9.0 exactly: its code is sm_90a).
 bool sm90_supported(const at::Device& device);
-// The kernel block_sparse_attention runs for these arguments (kPortable or kSm90): `requested` (kAuto: the
-// environment's choice, then the best that applies). Throws naming `options.path` when kSm90 is requested
-// where it cannot run.
-KernelPath resolve_kernel_path(const at::Device& device, QuantMode quant, KernelPath requested);
+// The kernel block_sparse_attention runs on `device` (kPortable or kSm90): `requested` (kAuto: the
+// environment's choice, then the best that applies; both kernels have every precision). Throws naming
+// `options.path` when kSm90 is requested where it cannot run.
+KernelPath resolve_kernel_path(const at::Device& device, KernelPath requested);
 
 // Whether QuantMode::kInt8Fp8 runs its P V in FP8 on `device` (compute capability 8.9 or newer).
 bool fp8_pv_supported(const at::Device& device);
