@@ -7,7 +7,9 @@
 #
 #   scripts/gpu_profile.sh OUTDIR [CONFIG...]
 #     CONFIG = path:quant:density[:causal], e.g. sm90:int8_fp8:1.0 (default: sm90 none / int8_fp8 at density
-#     1.0, sm90 int8_fp8 at 0.1, portable int8_fp8 at 1.0)
+#     1.0, sm90 int8_fp8 at 0.1, portable int8_fp8 at 1.0): the attention kernel of one op call;
+#     all:path:quant:density[:causal]: every kernel of one op call (the quantization passes too);
+#     predict:N: every kernel of one stage-1 prediction (sparge::predict_block_mask, bf16, D = 128, B = 32K / N)
 #   SPARGE_PROFILE_SOURCE=1   also the source-level stall sampling (SourceCounters; slower)
 # OUTDIR gets env.txt, build.log, <config>.ncu-rep, <config>.csv, <config>.log (the timing line of the
 # un-profiled warm-ups) and profile.log.
@@ -32,13 +34,25 @@ sections=(--section SpeedOfLight --section ComputeWorkloadAnalysis --section Sch
 [[ "${SPARGE_PROFILE_SOURCE:-0}" == 1 ]] && sections+=(--section SourceCounters)
 status=0
 for cfg in "${configs[@]}"; do
-  IFS=: read -r path quant density causal <<< "$cfg"
-  name="${path}_${quant}_d${density}${causal:+_causal}"
-  args=(--lib build-gpu/lib/libsparge_ops.so --path "$path" --quant "$quant" --density "$density" --warmup 2)
-  [[ -n "${causal:-}" ]] && args+=(--causal)
+  # The attention kernel of the third call (two warm-ups), or every kernel of that call (the NVTX range).
+  filter=(--kernel-name regex:'block_sparse_attention_kernel' --launch-skip 2 --launch-count 1)
+  whole=(--nvtx --nvtx-include 'profiled/')
+  case "$cfg" in
+    predict:*)
+      n="${cfg#predict:}"
+      name="predict_n${n}"
+      args=(--lib build-gpu/lib/libsparge_ops.so --op predict --n "$n" --warmup 2)
+      filter=("${whole[@]}") ;;
+    *)
+      [[ "$cfg" == all:* ]] && { filter=("${whole[@]}"); cfg="${cfg#all:}"; }
+      IFS=: read -r path quant density causal <<< "$cfg"
+      name="${path}_${quant}_d${density}${causal:+_causal}"
+      [[ "${filter[0]}" == --nvtx ]] && name="all_$name"
+      args=(--lib build-gpu/lib/libsparge_ops.so --path "$path" --quant "$quant" --density "$density" --warmup 2)
+      [[ -n "${causal:-}" ]] && args+=(--causal) ;;
+  esac
   t0=$SECONDS
-  # The attention kernels only (the quantization and mask kernels of the op are not profiled).
-  if "$ncu_bin" --kernel-name regex:'block_sparse_attention_kernel' --launch-skip 2 --launch-count 1 \
+  if "$ncu_bin" "${filter[@]}" \
        "${sections[@]}" --import-source yes -f -o "$out/$name" "$py" scripts/profile_kernel.py "${args[@]}" \
        > "$out/$name.log" 2>&1; then
     "$ncu_bin" --import "$out/$name.ncu-rep" --csv --page details > "$out/$name.csv" 2>> "$out/profile.log"
@@ -49,11 +63,22 @@ for cfg in "${configs[@]}"; do
     tail -5 "$out/$name.log"
   fi
 done
-# The headline numbers of every configuration.
+# The headline numbers of every configuration, per kernel launch.
 for f in "$out"/*.csv; do
   [[ -f "$f" ]] || continue
   echo "==== $(basename "$f" .csv)"
-  grep -E '"(Duration|Compute \(SM\) Throughput|Memory Throughput|Issue Slots Busy|Issued Ipc Active|Warp Cycles Per Issued Instruction|No Eligible|Executed Instructions)"' "$f" |
-    awk -F'","' '{printf "  %-40s %s %s\n", $(NF-2), $NF, $(NF-1)}' | tr -d '"' | head -12
+  "$py" - "$f" <<'PY'
+import csv, sys
+keep = ("Duration", "Compute (SM) Throughput", "Memory Throughput", "DRAM Throughput", "Issue Slots Busy",
+        "Warp Cycles Per Issued Instruction", "No Eligible", "Executed Instructions", "Achieved Occupancy",
+        "Registers Per Thread", "Grid Size")
+seen = {}
+for row in csv.DictReader(open(sys.argv[1])):
+    if row.get("Metric Name") in keep:
+        key = (row["ID"], row["Kernel Name"][:70])
+        seen.setdefault(key, []).append(f'{row["Metric Name"]}={row["Metric Value"]}{row["Metric Unit"]}')
+for (i, name), vals in seen.items():
+    print(f"  [{i}] {name}\n      " + "; ".join(vals))
+PY
 done
 exit "$status"

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """One launch of our block-sparse attention op on a fixed problem, for a profiler (ncu / nsys) to capture.
 
-usage: profile_kernel.py --lib build-gpu/lib/libsparge_ops.so [--n 32768] [--d 128] [--density 1.0] [--causal]
-                         [--path auto|portable|sm90] [--dtype bf16|fp16] [--quant none|int8|int8_fp8] [--reps 1]
-(quantized: the op quantizes q and k (and v for FP8) in its own kernels before the attention kernel)
+usage: profile_kernel.py --lib build-gpu/lib/libsparge_ops.so [--op attention|predict] [--n 32768] [--d 128]
+                         [--density 1.0] [--causal] [--path auto|portable|sm90] [--dtype bf16|fp16]
+                         [--quant none|int8|int8_fp8] [--reps 1]
+--op attention (default): sparge::block_sparse_attention on a random block mask (quantized: the op quantizes q
+and k (and v for FP8) in its own kernels before the attention kernel); --op predict: sparge::predict_block_mask
+(stage-1 prediction: statistics, score GEMM, selection; CDF threshold 0.9).
 Warm-up launches run before the profiled ones (ncu: --launch-skip them).
 """
 import argparse
@@ -15,6 +18,7 @@ import torch
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
+    ap.add_argument("--op", default="attention", choices=["attention", "predict"])
     ap.add_argument("--n", type=int, default=32768)
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--density", type=float, default=1.0)
@@ -44,16 +48,24 @@ def main():
     indices = torch.where(order == nkb, -1, order).to(torch.int32).contiguous()
     run = lambda: torch.ops.sparge.block_sparse_attention(q, k, v, counts, indices, 128, 64,  # noqa: E731
                                                            is_causal=args.causal, quant=args.quant)
+    if args.op == "predict":
+        run = lambda: torch.ops.sparge.predict_block_mask(q, k, is_causal=args.causal,  # noqa: E731
+                                                           cdfthreshd=0.9)
     for _ in range(args.warmup):
         run()
     torch.cuda.synchronize()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.nvtx.range_push("profiled")  # ncu --nvtx --nvtx-include profiled/ captures only these launches
     start.record()
     for _ in range(args.reps):
         run()
     stop.record()
+    torch.cuda.nvtx.range_pop()
     stop.synchronize()
     ms = start.elapsed_time(stop) / args.reps
+    if args.op == "predict":
+        print(f"predict N={n} B={b} D={args.d} causal={args.causal}: {ms:.4f} ms")
+        return
     flops = 4.0 * b * h * n * n * args.d * counts.sum().item() / (b * h * nqb * nkb) / (2 if args.causal else 1)
     print(f"path={args.path} quant={args.quant} N={n} D={args.d} density={args.density} causal={args.causal}: "
           f"{ms:.3f} ms "
