@@ -57,22 +57,19 @@ void check_mask_tensors(const BlockMask& mask, const detail::Problem& p, const a
                ", got ", mask.indices.device());
 }
 
-// Device-side validation of the lists (one synchronization).
+// Device-side validation of the lists: one kernel, one synchronization (counts and indices contiguous).
 void check_mask_contents(const at::Tensor& counts, const at::Tensor& indices, int64_t nkb) {
-  const auto listed = at::arange(nkb, indices.options()) < counts.unsqueeze(-1);  // (B, H, NQB, NKB)
-  const auto counts_ok = ((counts >= 0) & (counts <= nkb)).all();
-  const auto range_ok = (listed.logical_not() | ((indices >= 0) & (indices < nkb))).all();
-  auto order_ok = at::ones({}, counts.options().dtype(at::kBool));
-  if (nkb > 1)
-    order_ok = (listed.narrow(-1, 1, nkb - 1).logical_not() |
-                (indices.narrow(-1, 1, nkb - 1) > indices.narrow(-1, 0, nkb - 1)))
-                   .all();
-  const auto ok = at::stack({counts_ok, range_ok, order_ok}).cpu();
-  const auto* v = ok.data_ptr<bool>();
-  SPARGE_CHECK(v[0], "argument `mask.counts`: expected values in [0, ", nkb, "]");
-  SPARGE_CHECK(v[1], "argument `mask.indices`: expected the first counts entries of each row in [0, ", nkb,
-               ")");
-  SPARGE_CHECK(v[2],
+  const auto flags = at::zeros({1}, counts.options());
+  const auto stream = at::cuda::getCurrentCUDAStream(counts.device().index()).stream();
+  const cudaError_t err =
+      launch_check_mask(counts.data_ptr<int32_t>(), indices.data_ptr<int32_t>(), counts.numel(),
+                        static_cast<int>(nkb), flags.data_ptr<int32_t>(), stream);
+  SPARGE_CHECK(err == cudaSuccess, "block mask check launch failed: ", cudaGetErrorString(err));
+  const int bad = flags.item<int32_t>();
+  SPARGE_CHECK(!(bad & kMaskBadCount), "argument `mask.counts`: expected values in [0, ", nkb, "]");
+  SPARGE_CHECK(!(bad & kMaskBadIndex),
+               "argument `mask.indices`: expected the first counts entries of each row in [0, ", nkb, ")");
+  SPARGE_CHECK(!(bad & kMaskNotAscending),
                "argument `mask.indices`: expected the listed key blocks of each row strictly ascending");
 }
 

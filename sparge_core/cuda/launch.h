@@ -46,4 +46,11 @@ struct QuantizeVParams {
 };
 cudaError_t launch_quantize_v_fp8(const QuantizeVParams& p, DType dtype, cudaStream_t stream);
 
+// Validation of a block mask's lists (mask_check.cu): for each of `rows` rows, counts[row] in [0, nkb] and
+// its first counts[row] entries of indices (rows of nkb int32) in [0, nkb) and strictly ascending. ORs the
+// error bits below into *flags (zero it first). Contiguous int32 tensors.
+constexpr int kMaskBadCount = 1, kMaskBadIndex = 2, kMaskNotAscending = 4;
+cudaError_t launch_check_mask(const int* counts, const int* indices, int64_t rows, int nkb, int* flags,
+                              cudaStream_t stream);
+
 }  // namespace sparge::cuda

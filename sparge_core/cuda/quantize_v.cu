@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "launch.h"
+#include "predict/predict_math.h"
 #include "tile_ops.cuh"
 
 namespace sparge::cuda {
@@ -64,13 +65,20 @@ template <typename T, int kD>
 __global__ void __launch_bounds__(kTransposeThreads) transpose_quantize_kernel(QuantizeVParams p) {
   constexpr int kStride = kD + 1;
   __shared__ T s_v[kTileKeys * kStride];
-  __shared__ float s_scale[kD];  // divided by (IEEE), as the reference does, not multiplied by a reciprocal
+  // Values are divided by the scale (IEEE), as the reference does: rn_quotient with the reciprocal, or the
+  // division itself for a scale outside quotient_fast_scale (CTA-uniform: s_fast).
+  __shared__ float s_scale[kD], s_inv[kD];
+  __shared__ int s_fast;
   const int b = blockIdx.z, h = blockIdx.y, tid = threadIdx.x, key0 = blockIdx.x * kTileKeys;
   const int64_t bh = static_cast<int64_t>(b) * p.heads + h;
+  if (tid == 0) s_fast = 1;
+  __syncthreads();
   for (int c = tid; c < kD; c += kTransposeThreads) {
     const float amax = p.amax_work[bh * kD + c];
     const float scale = amax > 0.f ? amax / kFp8Max : 1.f / kFp8Max;
     s_scale[c] = scale;
+    s_inv[c] = __frcp_rn(scale);
+    if (!predict::quotient_fast_scale(scale)) s_fast = 0;
     if (blockIdx.x == 0) p.v_scale[bh * kD + c] = scale;
   }
   const T* base = static_cast<const T*>(p.v) + b * p.batch_stride + h * p.head_stride;
@@ -86,21 +94,32 @@ __global__ void __launch_bounds__(kTransposeThreads) transpose_quantize_kernel(Q
   }
   __syncthreads();
   uint8_t* out = p.vt + bh * kD * static_cast<int64_t>(p.n_pad) + key0;
-  for (int c = tid; c < kD * (kTileKeys / 16); c += kTransposeThreads) {
-    const int d = c / (kTileKeys / 16), g = c % (kTileKeys / 16);
-    const float scale = s_scale[d];
-    float q[16];
+  const auto quantize = [&](auto fast) {  // std::true_type: rn_quotient, std::false_type: the division
+    for (int c = tid; c < kD * (kTileKeys / 16); c += kTransposeThreads) {
+      const int d = c / (kTileKeys / 16), g = c % (kTileKeys / 16);
+      const float scale = s_scale[d], inv = s_inv[d];
+      float q[16];
 #pragma unroll
-    for (int pos = 0; pos < 16; ++pos) {
-      const int key = fp8_key_at_position(pos);
-      q[pos] = __fdiv_rn(to_float(s_v[(g * 16 + key) * kStride + d]), scale);
+      for (int pos = 0; pos < 16; ++pos) {
+        const float x = to_float(s_v[(g * 16 + fp8_key_at_position(pos)) * kStride + d]);
+        if constexpr (decltype(fast)::value) {
+          q[pos] = predict::rn_quotient(x, scale, inv);
+        } else {
+          q[pos] = __fdiv_rn(x, scale);
+        }
+      }
+      uint4 packed;
+      packed.x = tile::pack_e4m3x4(q[0], q[1], q[2], q[3]);
+      packed.y = tile::pack_e4m3x4(q[4], q[5], q[6], q[7]);
+      packed.z = tile::pack_e4m3x4(q[8], q[9], q[10], q[11]);
+      packed.w = tile::pack_e4m3x4(q[12], q[13], q[14], q[15]);
+      *reinterpret_cast<uint4*>(out + static_cast<int64_t>(d) * p.n_pad + g * 16) = packed;
     }
-    uint4 packed;
-    packed.x = tile::pack_e4m3x4(q[0], q[1], q[2], q[3]);
-    packed.y = tile::pack_e4m3x4(q[4], q[5], q[6], q[7]);
-    packed.z = tile::pack_e4m3x4(q[8], q[9], q[10], q[11]);
-    packed.w = tile::pack_e4m3x4(q[12], q[13], q[14], q[15]);
-    *reinterpret_cast<uint4*>(out + static_cast<int64_t>(d) * p.n_pad + g * 16) = packed;
+  };
+  if (s_fast != 0) {
+    quantize(std::true_type{});
+  } else {
+    quantize(std::false_type{});
   }
 }
 

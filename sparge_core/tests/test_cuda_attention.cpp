@@ -555,7 +555,21 @@ TEST(CudaAttention, RejectsBadInputs) {
   broken.indices = gpu_mask.indices.clone();
   broken.indices.index_put_({0, 0, 0, 0}, 7);
   expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, broken, cfg); },
-               "argument `mask.indices`");
+               "argument `mask.indices`: expected the first counts entries of each row in [0, 2)");
+  broken.indices = gpu_mask.indices.clone();  // the last row's second entry: every row is scanned
+  broken.indices.index_put_({0, 1, 0, 1}, -3);
+  expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, broken, cfg); },
+               "argument `mask.indices`: expected the first counts entries");
+  broken.indices = gpu_mask.indices.flip(-1).contiguous();  // {1, 0}: in range, descending
+  expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, broken, cfg); },
+               "argument `mask.indices`: expected the listed key blocks of each row strictly ascending");
+  broken.indices = gpu_mask.indices;
+  broken.counts = gpu_mask.counts.clone();
+  broken.counts.index_put_({0, 1, 0}, 3);
+  expect_error([&] { cuda::block_sparse_attention(in.q, in.k, in.v, broken, cfg); },
+               "argument `mask.counts`: expected values in [0, 2]");
+  broken.counts.index_put_({0, 1, 0}, 1);  // a shorter list: valid (entries past the count are not read)
+  EXPECT_NO_THROW(cuda::block_sparse_attention(in.q, in.k, in.v, broken, cfg));
   expect_error(
       [&] {
         cuda::block_sparse_attention(in.q, in.k.narrow(2, 0, 50), in.v.narrow(2, 0, 50), gpu_mask, cfg);

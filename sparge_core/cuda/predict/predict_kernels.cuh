@@ -141,8 +141,9 @@ __device__ __forceinline__ void cp_async_wait_all() {
 // sq: this lane's partial sums of squares of 4 rows. Reduces them over the warp with the legacy butterfly's
 // pairing (lanes xor 16, then 8, 4, 2, 1; float addition is commutative, so each partial sum is the same
 // value) in 6 shuffles instead of 20: at xor 16 each lane keeps 2 of the rows and sends the other 2, at xor 8
-// it keeps 1. Returns 1 / sqrtf(sum) of row (lane >> 3) & 3 (the legacy division), or -1 for a zero row
-// (skipped: it adds nothing to the unit-row mean).
+// it keeps 1. Returns 1 / sqrtf(sum) of row (lane >> 3) & 3 (the legacy division), or 0 for a zero row: the
+// legacy kernel skips such a row, here it adds its elements (+-0) times 0, which leaves every unit-row sum
+// unchanged but for the sign of a zero sum (squared away in the similarity).
 __device__ __forceinline__ float inverse_row_norm(const float (&sq)[kRowsPerStep], int lane) {
   static_assert(kRowsPerStep == 4, "two halving steps");
   const bool hi = (lane & 16) != 0, mid = (lane & 8) != 0;
@@ -153,7 +154,7 @@ __device__ __forceinline__ float inverse_row_norm(const float (&sq)[kRowsPerStep
   s += __shfl_xor_sync(kFullMask, s, 2);
   s += __shfl_xor_sync(kFullMask, s, 1);
   const float norm = sqrtf(s);
-  return norm > 0.f ? 1.f / norm : -1.f;
+  return norm > 0.f ? 1.f / norm : 0.f;
 }
 
 // One block of rows of one CTA item: raw 16-bit values of up to kChunkRows rows in registers (filled from the
@@ -231,43 +232,45 @@ struct BlockWorker {
     }
   }
 
-  // Row (s, u) as floats minus the shift (x - 0 = x exactly, so a zero shift changes nothing).
-  __device__ __forceinline__ void unpack_row(int s, int u, const float (&shift)[kVec],
-                                             float (&v)[kVec]) const {
+  // Row (s, u) as floats, and minus the shift.
+  __device__ __forceinline__ void unpack_row(int s, int u, float (&v)[kVec]) const {
 #pragma unroll
     for (int i = 0; i < kWords; ++i) {
       const float2 f = unpack2<kDtype>(raw[s][u][i]);
       v[2 * i] = f.x;
       v[2 * i + 1] = f.y;
     }
+  }
+  __device__ __forceinline__ void unpack_row(int s, int u, const float (&shift)[kVec],
+                                             float (&v)[kVec]) const {
+    unpack_row(s, u, v);
 #pragma unroll
     for (int e = 0; e < kVec; ++e) v[e] -= shift[e];
   }
 
   // Accumulates the loaded chunk in the legacy order. kShift: subtract the K mean; kSumsOnly: column sums
-  // only (the first pass over K).
-  template <bool kShift, bool kSumsOnly>
-  __device__ __forceinline__ void accumulate(int rows, int c0, const float (&shift)[kVec], bool need_unit,
-                                             bool need_amax, int warp, int lane) {
+  // only (the first pass over K); kUnit: unit-row sums (similarity); kAmax: max|x| (quantization); kTail:
+  // rows may end inside a step (rows % 16 != 0), whose missing rows must add nothing (the fill's zero words
+  // minus the shift would), else every step begun is whole and no element needs a select.
+  template <bool kShift, bool kSumsOnly, bool kUnit, bool kAmax, bool kTail>
+  __device__ __forceinline__ void accumulate(int rows, int c0, const float (&shift)[kVec], int warp,
+                                             int lane) {
 #pragma unroll
     for (int s = 0; s < kChunkSteps; ++s) {
       if (row_of(c0, s, warp, 0) >= rows) break;  // warp-uniform: the legacy loop's bound
       float v[kRowsPerStep][kVec];
 #pragma unroll
       for (int u = 0; u < kRowsPerStep; ++u) {
-        const bool valid = row_of(c0, s, warp, u) < rows;
-#pragma unroll
-        for (int i = 0; i < kWords; ++i) {
-          const float2 f = unpack2<kDtype>(raw[s][u][i]);
-          v[u][2 * i] = f.x;
-          v[u][2 * i + 1] = f.y;
-        }
         if constexpr (kShift) {
-#pragma unroll
-          for (int e = 0; e < kVec; ++e) v[u][e] -= shift[e];
+          unpack_row(s, u, shift, v[u]);
+        } else {
+          unpack_row(s, u, v[u]);
         }
+        if constexpr (kTail) {
+          const bool valid = row_of(c0, s, warp, u) < rows;
 #pragma unroll
-        for (int e = 0; e < kVec; ++e) v[u][e] = valid ? v[u][e] : 0.f;  // zero rows add nothing anywhere
+          for (int e = 0; e < kVec; ++e) v[u][e] = valid ? v[u][e] : 0.f;
+        }
       }
       float sq[kRowsPerStep];
 #pragma unroll
@@ -276,56 +279,54 @@ struct BlockWorker {
 #pragma unroll
         for (int e = 0; e < kVec; ++e) {
           sum[e] += v[u][e];
-          if constexpr (!kSumsOnly) {
-            sq[u] += v[u][e] * v[u][e];
-            if (need_amax) amax = fmaxf(amax, fabsf(v[u][e]));
-          }
+          if constexpr (!kSumsOnly && kUnit) sq[u] += v[u][e] * v[u][e];
+          if constexpr (!kSumsOnly && kAmax) amax = fmaxf(amax, fabsf(v[u][e]));
         }
       }
-      if constexpr (!kSumsOnly) {
-        if (need_unit) {
-          const float inv_own = inverse_row_norm(sq, lane);
+      if constexpr (!kSumsOnly && kUnit) {
+        const float inv_own = inverse_row_norm(sq, lane);
 #pragma unroll
-          for (int u = 0; u < kRowsPerStep; ++u) {
-            const float inv = __shfl_sync(kFullMask, inv_own, u * 8);  // lanes 8u.. hold row u
-            if (inv >= 0.f) {
+        for (int u = 0; u < kRowsPerStep; ++u) {
+          const float inv = __shfl_sync(kFullMask, inv_own, u * 8);  // lanes 8u.. hold row u
 #pragma unroll
-              for (int e = 0; e < kVec; ++e) unit[e] += v[u][e] * inv;
-            }
-          }
-        }
-      }
-    }
-  }
-
-  // INT8 values of the chunk's rows from the registers; out points at the block's first row, lane's first
-  // element.
-  __device__ __forceinline__ void store_int8(int8_t* out, int rows, const float (&shift)[kVec], float scale,
-                                             int warp, int lane) const {
-#pragma unroll
-    for (int s = 0; s < kChunkSteps; ++s) {
-#pragma unroll
-      for (int u = 0; u < kRowsPerStep; ++u) {
-        const int r = row_of(0, s, warp, u);
-        if (r < rows) {
-          float v[kVec];
-          unpack_row(s, u, shift, v);
-          store_int8_row(out + static_cast<int64_t>(r) * kD, v, scale);
+          for (int e = 0; e < kVec; ++e) unit[e] += v[u][e] * inv;
         }
       }
     }
     (void)lane;
   }
 
-  static __device__ __forceinline__ void store_int8_row(int8_t* dst, const float (&v)[kVec], float scale) {
-    uint32_t packed = 0;
+  // INT8 values of the chunk's rows from the registers; out points at the block's first row, lane's first
+  // element.
+  template <bool kShift>
+  __device__ __forceinline__ void store_int8(int8_t* out, int rows, const float (&shift)[kVec],
+                                             const Int8Quantizer& quant, int warp) const {
 #pragma unroll
-    for (int e = 0; e < kVec; ++e)
-      packed |= static_cast<uint32_t>(static_cast<uint8_t>(quantize_int8(v[e], scale))) << (8 * e);
+    for (int s = 0; s < kChunkSteps; ++s) {
+      if (row_of(0, s, warp, 0) >= rows) break;  // warp-uniform
+#pragma unroll
+      for (int u = 0; u < kRowsPerStep; ++u) {
+        const int r = row_of(0, s, warp, u);
+        if (r < rows) {
+          float v[kVec];
+          if constexpr (kShift) {
+            unpack_row(s, u, shift, v);
+          } else {
+            unpack_row(s, u, v);
+          }
+          store_int8_row(out + static_cast<int64_t>(r) * kD, v, quant);
+        }
+      }
+    }
+  }
+
+  static __device__ __forceinline__ void store_int8_row(int8_t* dst, const float (&v)[kVec],
+                                                        const Int8Quantizer& quant) {
+    const uint32_t packed = quant.pack<kVec>(v);
     if constexpr (kVec == 4) {
       __stcs(reinterpret_cast<unsigned*>(dst), packed);
     } else {
-      *reinterpret_cast<uint16_t*>(dst) = static_cast<uint16_t>(packed);
+      __stcs(reinterpret_cast<unsigned short*>(dst), static_cast<unsigned short>(packed));
     }
   }
 };
@@ -367,8 +368,10 @@ __device__ __forceinline__ ItemRows<T> item_rows(const StatsParams& p, const Ite
   return r;
 }
 
-// grid: persistent (kStatsCtasPerSm per SM at most), kStatsThreads threads. See the file comment.
-template <DType kDtype, int kD>
+// grid: persistent (kStatsCtasPerSm per SM at most), kStatsThreads threads. See the file comment. kUnit:
+// the similarities are computed (pointers set for Q and K), kQuant: the INT8 values (likewise); the launcher
+// checks both operands agree.
+template <DType kDtype, int kD, bool kUnit, bool kQuant>
 __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(const StatsParams p) {
   using W = BlockWorker<kDtype, kD>;
   using T = typename Element<kDtype>::T;
@@ -417,7 +420,9 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
 
     const int64_t bh = static_cast<int64_t>(it.b) * heads + it.h;  // the group g for K items
     const int64_t out_block = bh * num_blocks + it.blk;
-    const bool need_unit = similarity != nullptr, need_amax = quant != nullptr;
+    // Steps whole (no select per element) unless a block ends inside one (a tail block, or a block size
+    // not a multiple of 16).
+    const bool tail = rows % (kStatsWarps * kRowsPerStep) != 0;
 
     float shift[kVec] = {};
     W w;
@@ -450,12 +455,20 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
                  !is_sum);
         next_chunk(c0);
       }
-      if (is_sum) {
-        w.template accumulate<false, true>(rows, c0, shift, false, false, warp, lane);
+      if (is_sum) {  // sums only: the tail's selects cost little here (one instantiation)
+        w.template accumulate<false, true, false, false, true>(rows, c0, shift, warp, lane);
       } else if (is_q) {
-        w.template accumulate<false, false>(rows, c0, shift, need_unit, need_amax, warp, lane);
+        if (tail) {
+          w.template accumulate<false, false, kUnit, kQuant, true>(rows, c0, shift, warp, lane);
+        } else {
+          w.template accumulate<false, false, kUnit, kQuant, false>(rows, c0, shift, warp, lane);
+        }
       } else {
-        w.template accumulate<true, false>(rows, c0, shift, need_unit, need_amax, warp, lane);
+        if (tail) {
+          w.template accumulate<true, false, kUnit, kQuant, true>(rows, c0, shift, warp, lane);
+        } else {
+          w.template accumulate<true, false, kUnit, kQuant, false>(rows, c0, shift, warp, lane);
+        }
       }
     }
 
@@ -464,7 +477,7 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
       s_sum[warp][lane * kVec + i] = w.sum[i];
       s_unit[warp][lane * kVec + i] = w.unit[i];
     }
-    if (need_amax) {
+    if (kQuant && !is_sum) {
       const float m = warp_max(w.amax);
       if (lane == 0) s_amax[warp] = m;
     }
@@ -522,7 +535,7 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
         }
       }
     } else {
-      if (similarity != nullptr) {
+      if (kUnit) {
         sim_part = warp_sum(sim_part);
         if (lane == 0) s_red[warp] = sim_part;
         __syncthreads();
@@ -533,7 +546,7 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
           similarity[out_block] = sim;
         }
       }
-      if (quant != nullptr) {
+      if (kQuant) {
         if (tid == 0) {
           float m = 0.f;
 #pragma unroll
@@ -543,10 +556,14 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
           quant_scale[out_block] = scale;
         }
         __syncthreads();
-        const float scale = s_scale;
+        const Int8Quantizer quantizer(s_scale);
         int8_t* out = quant + (bh * seq + row0) * kD + lane * kVec;
-        if (rows <= kChunkRows) {
-          w.store_int8(out, rows, shift, scale, warp, lane);  // the block is still in registers
+        if (rows <= kChunkRows) {  // the block is still in registers
+          if (is_q) {
+            w.template store_int8<false>(out, rows, shift, quantizer, warp);
+          } else {
+            w.template store_int8<true>(out, rows, shift, quantizer, warp);
+          }
         } else {
           for (int r = warp; r < rows; r += kStatsWarps) {  // a second read of the block: an L2 hit
             const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
@@ -557,7 +574,7 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
               v[2 * i] = f.x - shift[2 * i];
               v[2 * i + 1] = f.y - shift[2 * i + 1];
             }
-            W::store_int8_row(out + static_cast<int64_t>(r) * kD, v, scale);
+            W::store_int8_row(out + static_cast<int64_t>(r) * kD, v, quantizer);
           }
         }
       }
@@ -568,33 +585,49 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
 }
 
 // The launcher: lookahead and item count, then a persistent grid of min(items, SMs x resident CTAs).
-template <DType kDtype, int kD>
-cudaError_t launch_stats_kernel(StatsParams p, cudaStream_t stream) {
+template <DType kDtype, int kD, bool kUnit, bool kQuant>
+cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
   const int groups = p.batch * p.k.heads;
   const int64_t group_bytes = static_cast<int64_t>(p.k.seq) * kD * 2;      // one group's K, 16-bit
   const int64_t ahead = (kKReuseBytes + group_bytes) / (2 * group_bytes);  // rounded kKReuseBytes / 2 groups
   p.lookahead = static_cast<int>(ahead < 1 ? 1 : ahead > groups ? groups : ahead);
   p.num_items = 2 * groups * p.k.num_blocks + p.batch * p.q.heads * p.q.num_blocks;
 
-  // Resident CTAs per SM and SM count, queried once per device (the query costs more than the launch).
+  // Resident CTAs per SM and SM count, queried once per device and variant (the query costs more than the
+  // launch).
   constexpr int kMaxDevices = 64;
   static std::atomic<int> grid_cache[kMaxDevices];
   int device = 0;
   cudaError_t e = cudaGetDevice(&device);
   if (e != cudaSuccess) return e;
   int grid = device < kMaxDevices ? grid_cache[device].load(std::memory_order_relaxed) : 0;
+  const auto kernel = stats_kernel<kDtype, kD, kUnit, kQuant>;
   if (grid == 0) {
     int sms = 0, per_sm = 0;
     e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
     if (e != cudaSuccess) return e;
-    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, stats_kernel<kDtype, kD>, kStatsThreads, 0);
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStatsThreads, 0);
     if (e != cudaSuccess) return e;
     grid = sms * (per_sm < 1 ? 1 : per_sm);
     if (device < kMaxDevices) grid_cache[device].store(grid, std::memory_order_relaxed);
   }
   if (grid > p.num_items) grid = p.num_items;
-  stats_kernel<kDtype, kD><<<grid, kStatsThreads, 0, stream>>>(p);
+  kernel<<<grid, kStatsThreads, 0, stream>>>(p);
   return cudaGetLastError();
+}
+
+// The variant of the outputs requested, the same for Q and K: similarities (prediction), INT8 values
+// (quantization), or both. (Neither is not a use of this kernel: cudaErrorInvalidValue.)
+template <DType kDtype, int kD>
+cudaError_t launch_stats_kernel(const StatsParams& p, cudaStream_t stream) {
+  const bool unit = p.q.similarity != nullptr, quant = p.q.quant != nullptr;
+  if (unit != (p.k.similarity != nullptr) || quant != (p.k.quant != nullptr) || !(unit || quant))
+    return cudaErrorInvalidValue;
+  if (unit) {
+    return quant ? launch_stats_variant<kDtype, kD, true, true>(p, stream)
+                 : launch_stats_variant<kDtype, kD, true, false>(p, stream);
+  }
+  return launch_stats_variant<kDtype, kD, false, true>(p, stream);
 }
 
 }  // namespace sparge::cuda::predict
