@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 #include <random>
+#include <vector>
 
 #include "../cuda/predict/predict_math.h"
 #include "test_util.h"
@@ -15,6 +16,7 @@
 namespace sparge {
 namespace {
 
+using cuda::predict::FastDiv;
 using cuda::predict::int8_round_bits;
 using cuda::predict::quotient_fast_scale;
 using cuda::predict::rn_quotient;
@@ -92,6 +94,28 @@ TEST(PredictMath, ExtremeScalesLeaveTheFastPath) {
   EXPECT_FALSE(quotient_fast_scale(0x1p121f));
   EXPECT_FALSE(quotient_fast_scale(INFINITY));
   EXPECT_FALSE(quotient_fast_scale(NAN));
+}
+
+// The statistics kernel decodes work items with FastDiv (the device takes __umulhi, the same product).
+TEST(PredictMath, FastDivIsIntegerDivision) {
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> numerator(0, 0x7fffffff), small(1, 4096), large(1, 0x7fffffff);
+  std::vector<int> divisors = {1,   2,   3,   5,   7,    16,   63,    64,    65,         127,
+                               128, 129, 255, 256, 1000, 4096, 65535, 65536, 0x40000000, 0x7fffffff};
+  for (int i = 0; i < 200; ++i) divisors.push_back(i % 2 ? small(rng) : large(rng));
+  for (const int d : divisors) {
+    const FastDiv f(d);
+    std::vector<int> ns = {0, 1, d - 1, d, 0x7fffffff, 0x7ffffffe};
+    if (d < 0x7fffffff) ns.push_back(d + 1);
+    for (int k = 0; k < 2000; ++k) ns.push_back(numerator(rng));
+    for (int k = 1; k < 50; ++k) {  // around multiples of d
+      const int64_t m = static_cast<int64_t>(d) * (k * 977 % 4093);
+      if (m < 0x7fffffff) ns.insert(ns.end(), {static_cast<int>(m), static_cast<int>(m > 0 ? m - 1 : 0)});
+    }
+    for (const int n : ns) ASSERT_EQ(f.div(n), n / d) << n << " / " << d;
+  }
 }
 
 }  // namespace

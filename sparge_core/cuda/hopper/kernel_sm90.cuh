@@ -115,6 +115,12 @@ struct Sm90Config {
   static constexpr float kScoreBias = 12582912.f;
   // log2 of the factor P and l carry: 448 (the e4m3 maximum) for FP8 P, 1 otherwise.
   static constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.f;
+  // Lazy rescaling (as FlashAttention-4): the softmax stabilizer of a row moves to the running maximum only
+  // when that exceeds it by more than this (log2 units), so P <= 2^kLazyLog2 and most steps skip the O
+  // rescale (every step that raises some row's maximum of the warp did before: nearly all of a sparse row's).
+  // O, l and the LSE are exact in any stabilizer; only P's rounding points move. FP8 P carries 448 = its
+  // maximum already: no slack there.
+  static constexpr float kLazyLog2 = kFp8Pv ? 0.f : 8.f;
   // Registers: 384 threads at 168 each at launch; the producer drops to 24, the consumers take 240.
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
 };
@@ -237,7 +243,9 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   float o[kDTiles * 4];
 #pragma unroll
   for (int i = 0; i < kDTiles * 4; ++i) o[i] = 0.f;
-  float m[2] = {tile::kNegInf, tile::kNegInf}, l[2] = {0.f, 0.f};
+  // m: the running row maxima (log2 units; stage 2 judges against them); ns: the softmax stabilizers (the
+  // maxima when last moved, see kLazyLog2) minus kPLog2Scale, which P, l and O are relative to.
+  float m[2] = {tile::kNegInf, tile::kNegInf}, ns[2] = {tile::kNegInf, tile::kNegInf}, l[2] = {0.f, 0.f};
   int units = 0, skipped = 0;
   const bool counting =
       kGranularity == Stage2Granularity::kCta ? (wg == 0 && wtid == 0) : (lane == 0 && warp % 2 == 0);
@@ -369,11 +377,22 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     // Log2-unit multiplier of each block's raw scores (quantized: times q_scale * k_scale, rounded first as
     // in the reference emulation; the padding block reuses block 0's).
     float ss[2] = {scale_log2, scale_log2};
+    // Quantized: the scores stay biased floats f = x + kScoreBias (exact, no subtraction per element) and
+    // the exponent takes f * ss + (shift - kScoreBias * ss) in one FMA, exactly as x * ss + shift: ss is
+    // truncated to 22 significant bits (relative change < 2^-22), so ebias = kScoreBias * ss (2 bits times
+    // 22) is exact, and the stabilizer is kept on a grid of 2 ulp(ebias) (`grid`, a power of two), so that
+    // -ns - ebias is exact too (no rounding at the bias's magnitude).
+    float ebias[2] = {0.f, 0.f}, grid = 0.f;
     if constexpr (kInt8) {
 #pragma unroll
-      for (int b = 0; b < 2; ++b)
+      for (int b = 0; b < 2; ++b) {
         ss[b] =
             (q_scale * __ldg(k_scale_row + (key0[b] >= 0 ? key0[b] : key0[0]) / Cfg::kBlockN)) * scale_log2;
+        ss[b] = __int_as_float(__float_as_int(ss[b]) & ~3);
+        ebias[b] = Cfg::kScoreBias * ss[b];
+        grid = fmaxf(grid, __int_as_float(__float_as_int(ebias[b]) & 0x7f800000) * 0x1p-22f);
+      }
+      grid = fmaxf(grid, 0x1p-100f);  // (ceil(n / grid) * grid stays finite and exact)
     }
 
     float sc[kNTiles * 4];
@@ -424,7 +443,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
       sm90::fence_operands(si);
 #pragma unroll
       for (int i = 0; i < kNTiles * 4; ++i)
-        sc[i] = __int_as_float(si[i] + Cfg::kScoreBiasBits) - Cfg::kScoreBias;  // exactly float(si[i])
+        sc[i] = __int_as_float(si[i] + Cfg::kScoreBiasBits);  // exactly float(si[i]) + kScoreBias
     } else {
       sm90::fence_operands(sc);
     }
@@ -463,6 +482,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
           x[jj % 4] = jj < 4 ? pair : fmaxf(x[jj % 4], pair);
         }
         m_blk[b][h] = tile::quad_max(fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3])));
+        if constexpr (kInt8) m_blk[b][h] -= Cfg::kScoreBias;  // exact (-inf stays -inf)
       }
     }
 
@@ -506,19 +526,31 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     const bool compute = __all_sync(tile::kFullWarp, !(wg_skip[0] && wg_skip[1]));
 
     // Online softmax of the thread's two rows over the step's blocks. P = exp2(S * scale - m') with m' the
-    // maximum after both blocks (the portable kernel rescales block 0's P by exp2(m_0 - m') after the fact
-    // instead: equal up to rounding); masked scores are -inf, so their P is exactly 0. FP8 P carries 448.
+    // stabilizer: the maximum after both blocks, or an earlier maximum at most kLazyLog2 below it (the
+    // portable kernel rescales block 0's P by exp2(m_0 - m') after the fact instead: equal up to rounding);
+    // masked scores are -inf, so their P is exactly 0. FP8 P carries 448.
     float alpha[2] = {1.f, 1.f};
     bool rescale = false;
     if (compute) {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const float m_new = m_run[h];
-        const float m_use = m_new == tile::kNegInf ? 0.f : m_new;
-        alpha[h] = tile::exp2_approx(m[h] - m_use);
-        rescale |= alpha[h] != 1.f;
         m[h] = m_new;
-        const float shift = Cfg::kPLog2Scale - m_use;
+        // The stabilizer as ns = m' - kPLog2Scale (the exponent's shift is -ns). -inf + kLazyLog2 = -inf: the
+        // first allowed key always sets it. Quantized: rounded up to the step's grid (a power of two: exact;
+        // moves only for a coarser grid than before), so that -ns - ebias[b] is exact.
+        const float n_new = m_new - Cfg::kPLog2Scale;
+        float n_stab = n_new > ns[h] + Cfg::kLazyLog2 ? n_new : ns[h];
+        if constexpr (kInt8) {
+          if (n_stab != tile::kNegInf) n_stab = ceilf(n_stab / grid) * grid;
+        }
+        const float n_use = n_stab == tile::kNegInf ? 0.f : n_stab;  // (every P of the row is 0 then)
+        alpha[h] = tile::exp2_approx(ns[h] - n_use);
+        rescale |= alpha[h] != 1.f;
+        ns[h] = n_stab;
+        float shift[2];
+#pragma unroll
+        for (int b = 0; b < 2; ++b) shift[b] = -n_use - ebias[b];
         float sum[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
         for (int t = 0; t < kNTiles; ++t)
@@ -527,9 +559,9 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
             float& x = sc[4 * t + 2 * h + e];
             const int b = t / kHalfTiles;
             if constexpr (kStage2) {
-              x = skip[b] ? 0.f : tile::exp2_approx(fmaf(x, ss[b], shift));
+              x = skip[b] ? 0.f : tile::exp2_approx(fmaf(x, ss[b], shift[b]));
             } else {
-              x = tile::exp2_approx(fmaf(x, ss[b], shift));
+              x = tile::exp2_approx(fmaf(x, ss[b], shift[b]));
             }
             sum[t % 4] += x;
           }
@@ -596,7 +628,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     inv_l[h] = lt > 0.f ? 1.f / lt : 0.f;
     const int row = row_a + 8 * h;
     if (lse_row != nullptr && lane % 4 == 0 && row < p.seq_q)
-      lse_row[row] = lt > 0.f ? (m[h] + log2f(lt) - Cfg::kPLog2Scale) * tile::kLn2 : tile::kNegInf;
+      lse_row[row] = lt > 0.f ? (ns[h] + log2f(lt)) * tile::kLn2 : tile::kNegInf;
   }
   // FP8 P V: O column c carries the kv head's V scale c.
   const float* v_scale_row =

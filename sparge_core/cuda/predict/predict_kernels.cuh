@@ -6,10 +6,11 @@
 //   ||mean of unit rows||^2, INT8 values and scales), and the same statistics of the Q blocks.
 // Work items (one block of rows each) come from an atomic queue in this order (L = lookahead):
 //   Ksum(0) .. Ksum(L-1), Ksum(L), Kstats(0), Ksum(L+1), Kstats(1), ..., Kstats(G-1), then every Q item,
-// so that a group's K is read once from DRAM: its second read (Kstats, 2 L groups of K later, ~kKReuseBytes
-// of traffic) hits L2. The CTA finishing the last K-sum item of a part of g adds that part in float64 (a
-// ticket counter finds it); the one finishing the last part adds the parts, writes the mean and releases the
-// group's ready flag; Kstats items of g, their rows already loaded, spin (acquire) on that flag.
+// so that a group's K is read once from DRAM where L groups of K fit in L2: its second read (Kstats, 2 L - 1
+// groups of items later) hits L2 (L: see kInFlightItemsPerCta). The CTA finishing the last K-sum item of a
+// part of g adds that part in float64 (a ticket counter finds it); the one finishing the last part adds the
+// parts, writes the mean and releases the group's ready flag; Kstats items of g, their rows already loaded,
+// spin (acquire) on that flag (rarely: the lookahead is chosen so that the mean is ready).
 // Pipelining: each CTA stages the rows of an item (up to kChunkRows) in shared memory with 16-byte cp.async
 // copies. As soon as item i's rows are moved from the stage into registers, the copies of item i + 1 are
 // issued into it, so they are in flight during item i's arithmetic, epilogue and any K-stats wait (the
@@ -29,7 +30,8 @@
 // then one sqrtf and one division per lane instead of 4, broadcast), the warps combine in order w = 0..3,
 // the mean of K sums the block sums in the legacy mean kernel's order. So statistics, masks and INT8 values
 // are bit-identical to the legacy predictor's; the GPU test checks it. (The stage only moves bits: the
-// registers hold the same words as direct global loads would, zeros for the rows past a tail block's end.)
+// registers hold the same words as direct global loads would; the rows past a tail block's end are replaced
+// by zeros in the arithmetic, as the legacy kernel's zero rows.)
 #pragma once
 
 #include <cuda/atomic>
@@ -52,11 +54,14 @@ constexpr int kChunkRows = kChunkSteps * kStatsWarps * kRowsPerStep;
 // item's 16-32 KiB of copies in flight nearly all the time: 64-128 KiB per SM, several times DRAM latency x
 // bandwidth per SM.
 constexpr int kStatsCtasPerSm = 4;
-// Queue bytes between a group's K-sum and K-stats items: long enough that the K-sum items being processed
-// (~8 MB of 16 KiB blocks at 4 CTAs/SM, plus one item each whose copies are in flight) and the mean (a few
-// L2 round trips) finish before the K-stats items are processed (no spinning), short enough that the group's
-// K is still in the 50 MB L2 (footprint ~ this + one group's K).
-constexpr int64_t kKReuseBytes = int64_t{20} << 20;
+// The K-sum lookahead L (launcher): a group's K-stats items are dequeued (2 L - 1) x NKB items after its last
+// K-sum item, and the CTAs hold up to three items each (processed, copies in flight, reserved), so L is the
+// least with (2 L - 1) x NKB >= kInFlightItemsPerCta x grid: the mean is ready before its K-stats items are
+// processed (a profile with L from an L2 byte budget, L = 1 at N = 32K, showed the CTAs spinning on it for
+// 15% of their time). The group's K is then read again after L groups of K-sum reads (kept in L2) and the
+// streamed evict-first reads between: an L2 hit while L groups of K fit in L2 (N = 32K: L = 3, 24 MB), else
+// a second DRAM read of K, which costs less than spinning (the pass uses ~25% of the DRAM bandwidth).
+constexpr int kInFlightItemsPerCta = 3;
 constexpr int kMeanUnroll = 16;       // float64 part sums: loads in flight per thread
 constexpr int kMaxSpinSleepNs = 256;  // back-off cap of the K-stats wait
 
@@ -73,8 +78,8 @@ __device__ __forceinline__ Item decode_item(const StatsParams& p, int item) {
   Item it;
   int g;
   if (item < k_items) {
-    const int chunk = item / nkb;  // one group's K-sum or K-stats items
-    it.blk = item % nkb;
+    const int chunk = p.k_blocks_div.div(item);  // one group's K-sum or K-stats items
+    it.blk = item - chunk * nkb;
     if (chunk < ahead) {
       it.kind = ItemKind::kKSum;
       g = chunk;
@@ -86,14 +91,14 @@ __device__ __forceinline__ Item decode_item(const StatsParams& p, int item) {
       it.kind = ItemKind::kKStats;
       g = chunk - groups;
     }
-    it.b = g / p.k.heads;
-    it.h = g % p.k.heads;
+    it.b = p.k_heads_div.div(g);
+    it.h = g - it.b * p.k.heads;
   } else {
-    const int i = item - k_items, bh = i / p.q.num_blocks;
+    const int i = item - k_items, bh = p.q_blocks_div.div(i);
     it.kind = ItemKind::kQStats;
-    it.blk = i % p.q.num_blocks;
-    it.b = bh / p.q.heads;
-    it.h = bh % p.q.heads;
+    it.blk = i - bh * p.q.num_blocks;
+    it.b = p.q_heads_div.div(bh);
+    it.h = bh - it.b * p.q.heads;
   }
   return it;
 }
@@ -196,6 +201,7 @@ struct BlockWorker {
 #pragma unroll
     for (int j = 0; j < kCopies; ++j) {
       const int k = j * kRowsPerCopy, rj = row_of(0, k / kRowsPerStep, 0, k % kRowsPerStep);
+      if (row_of(0, k / kRowsPerStep, warp, 0) >= rows) break;  // warp-uniform: the steps fill() reads
       if (rj + rt < rows) {
         const T* s = src + static_cast<int64_t>(rj) * row_stride;
         if (streaming) {
@@ -208,25 +214,22 @@ struct BlockWorker {
   }
 
   // Fills the registers from the stage (after this warp's copies completed): raw[s][u] holds the lane's
-  // words of row row_of(0, s, warp, u), or zeros for rows >= `rows` (the bits of the former global loads).
+  // words of row row_of(0, s, warp, u) for every step begun before `rows` (a warp-uniform bound); the rows of
+  // a step past `rows` (a tail) hold stale stage words, which accumulate<..., kTail> replaces by zeros and
+  // store_int8 skips, and later steps are not read at all.
   __device__ __forceinline__ void fill(const uint32_t* stage, int rows, int warp, int lane) {
 #pragma unroll
     for (int s = 0; s < kChunkSteps; ++s) {
+      if (row_of(0, s, warp, 0) >= rows) break;
 #pragma unroll
       for (int u = 0; u < kRowsPerStep; ++u) {
-        const int r = row_of(0, s, warp, u);
-        if (r < rows) {
-          const uint32_t* src = stage + r * (kD / 2) + lane * kWords;
-          if constexpr (kWords == 2) {
-            const uint2 w = *reinterpret_cast<const uint2*>(src);
-            raw[s][u][0] = w.x;
-            raw[s][u][1] = w.y;
-          } else {
-            raw[s][u][0] = *src;
-          }
+        const uint32_t* src = stage + row_of(0, s, warp, u) * (kD / 2) + lane * kWords;
+        if constexpr (kWords == 2) {
+          const uint2 w = *reinterpret_cast<const uint2*>(src);
+          raw[s][u][0] = w.x;
+          raw[s][u][1] = w.y;
         } else {
-#pragma unroll
-          for (int i = 0; i < kWords; ++i) raw[s][u][i] = 0u;
+          raw[s][u][0] = *src;
         }
       }
     }
@@ -588,10 +591,11 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
 template <DType kDtype, int kD, bool kUnit, bool kQuant>
 cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
   const int groups = p.batch * p.k.heads;
-  const int64_t group_bytes = static_cast<int64_t>(p.k.seq) * kD * 2;      // one group's K, 16-bit
-  const int64_t ahead = (kKReuseBytes + group_bytes) / (2 * group_bytes);  // rounded kKReuseBytes / 2 groups
-  p.lookahead = static_cast<int>(ahead < 1 ? 1 : ahead > groups ? groups : ahead);
   p.num_items = 2 * groups * p.k.num_blocks + p.batch * p.q.heads * p.q.num_blocks;
+  p.k_blocks_div = FastDiv(p.k.num_blocks);
+  p.k_heads_div = FastDiv(p.k.heads);
+  p.q_blocks_div = FastDiv(p.q.num_blocks);
+  p.q_heads_div = FastDiv(p.q.heads);
 
   // Resident CTAs per SM and SM count, queried once per device and variant (the query costs more than the
   // launch).
@@ -611,6 +615,10 @@ cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
     grid = sms * (per_sm < 1 ? 1 : per_sm);
     if (device < kMaxDevices) grid_cache[device].store(grid, std::memory_order_relaxed);
   }
+  // Lookahead: the least L with (2 L - 1) NKB >= kInFlightItemsPerCta x grid, within [1, groups].
+  const int64_t nkb = p.k.num_blocks;
+  const int64_t ahead = ((kInFlightItemsPerCta * static_cast<int64_t>(grid) + nkb - 1) / nkb + 2) / 2;
+  p.lookahead = static_cast<int>(ahead < 1 ? 1 : ahead > groups ? groups : ahead);
   if (grid > p.num_items) grid = p.num_items;
   kernel<<<grid, kStatsThreads, 0, stream>>>(p);
   return cudaGetLastError();

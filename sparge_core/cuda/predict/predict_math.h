@@ -40,4 +40,26 @@ SPARGE_PREDICT_HD bool quotient_fast_scale(float scale) {
   return scale >= 0x1p-120f && scale <= 0x1p120f;
 }
 
+// Division of non-negative int32 numerators by a fixed positive divisor with one multiply-high, one add and
+// one shift (round-up multiplier: s = ceil(log2 d), m = floor(2^32 (2^s - d) / d) + 1, n / d = (mulhi(n, m) +
+// n) >> s for 0 <= n < 2^31): the work-item decoding of the statistics kernel divides by runtime sizes per
+// item.
+struct FastDiv {
+  uint32_t m = 1;
+  int shift = 0, d = 1;
+  FastDiv() = default;
+  explicit FastDiv(int divisor) : d(divisor) {
+    while ((int64_t{1} << shift) < divisor) ++shift;
+    m = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << shift) - divisor)) / divisor + 1);
+  }
+  SPARGE_PREDICT_HD int div(int n) const {
+#if defined(__CUDA_ARCH__)
+    const uint32_t hi = __umulhi(static_cast<uint32_t>(n), m);
+#else
+    const uint32_t hi = static_cast<uint32_t>((uint64_t{static_cast<uint32_t>(n)} * m) >> 32);
+#endif
+    return static_cast<int>((hi + static_cast<uint32_t>(n)) >> shift);
+  }
+};
+
 }  // namespace sparge::cuda::predict

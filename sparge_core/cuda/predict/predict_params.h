@@ -9,7 +9,8 @@
 
 #include <cstdint>
 
-#include "../params.h"  // DType
+#include "../params.h"     // DType
+#include "predict_math.h"  // FastDiv
 
 namespace sparge::cuda {
 
@@ -50,8 +51,10 @@ struct StatsParams {
   double* k_parts = nullptr;  // (B, Hkv, mean_parts(D), D) workspace: float64 part sums of the K mean
   float* k_mean = nullptr;    // (B, Hkv, D) output: the smoothing vector
   int* counters = nullptr;    // stats_counter_count(B * Hkv) int32, zero at launch
-  // Set by the launcher: K-sum groups issued ahead of the K statistics, and the number of work items.
+  // Set by the launcher: K-sum groups issued ahead of the K statistics, the number of work items, and the
+  // divisors of the item decoding (K blocks, kv heads, Q blocks, query heads).
   int lookahead = 1, num_items = 0;
+  predict::FastDiv k_blocks_div, k_heads_div, q_blocks_div, q_heads_div;
 };
 
 // The selection of one mask row (a warp per row up to kWarpSelectMaxKeyBlocks key blocks, else a CTA).
