@@ -3,10 +3,12 @@
 
 usage: profile_kernel.py --lib build-gpu/lib/libsparge_ops.so [--op attention|predict] [--n 32768] [--d 128]
                          [--density 1.0] [--causal] [--path auto|portable|sm90] [--dtype bf16|fp16]
-                         [--quant none|int8|int8_fp8] [--reps 1]
+                         [--quant none|int8|int8_fp8] [--reps 1] [--ab-env NAME]
 --op attention (default): sparge::block_sparse_attention on a random block mask (quantized: the op quantizes q
 and k (and v for FP8) in its own kernels before the attention kernel); --op predict: sparge::predict_block_mask
 (stage-1 prediction: statistics, score GEMM, selection; CDF threshold 0.9).
+--ab-env NAME: an A/B timing of the same call with the environment variable NAME (read by the op at every
+call, e.g. SPARGE_SM90_LAZY) set to 1 and to 0, interleaved over 15 rounds of --reps calls; prints the medians.
 Warm-up launches run before the profiled ones (ncu: --launch-skip them).
 """
 import argparse
@@ -28,6 +30,7 @@ def main():
     ap.add_argument("--quant", default="none", choices=["none", "int8", "int8_fp8"])
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=1)
+    ap.add_argument("--ab-env", default=None)
     args = ap.parse_args()
     os.environ["SPARGE_KERNEL_PATH"] = args.path
     torch.ops.load_library(args.lib)
@@ -55,6 +58,24 @@ def main():
         run()
     torch.cuda.synchronize()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    if args.ab_env:
+        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        times = {"1": [], "0": []}
+        for _ in range(15):
+            for val in ("1", "0"):
+                os.environ[args.ab_env] = val
+                run()
+                start.record()
+                for _ in range(args.reps):
+                    run()
+                stop.record()
+                stop.synchronize()
+                times[val].append(start.elapsed_time(stop) / args.reps)
+        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        print(f"A/B {args.ab_env} path={args.path} quant={args.quant} N={n} density={args.density} "
+              f"causal={args.causal}: 1 -> {med['1']:.3f} ms, 0 -> {med['0']:.3f} ms, ratio 0/1 = "
+              f"{med['0'] / med['1']:.3f}")
+        return
     torch.cuda.nvtx.range_push("profiled")  # ncu --nvtx --nvtx-include profiled/ captures only these launches
     start.record()
     for _ in range(args.reps):

@@ -57,6 +57,7 @@ namespace sparge::cuda {
 struct Sm90Params {
   AttentionParams p;
   int pingpong = 1;  // order the two consumer warpgroups' MMA issue (see the consumer loop)
+  int lazy = 1;      // lazy rescaling on (16-bit P; see Sm90Config::kLazyLog2)
   CUtensorMap q_map, k_map, v_map, o_map;
 };
 
@@ -120,7 +121,7 @@ struct Sm90Config {
   // rescale (every step that raises some row's maximum of the warp did before: nearly all of a sparse row's).
   // O, l and the LSE are exact in any stabilizer; only P's rounding points move. FP8 P carries 448 = its
   // maximum already: no slack there.
-  static constexpr float kLazyLog2 = kFp8Pv ? 0.f : 8.f;
+  static constexpr float kLazyLog2 = kFp8Pv ? 0.f : 8.f;  // (0 also where Sm90Params::lazy is off)
   // Registers: 384 threads at 168 each at launch; the producer drops to 24, the consumers take 240.
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
 };
@@ -235,6 +236,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   const float pvthreshd = kStage2 ? p.pvthreshd[head] : __builtin_huge_valf();
   const bool stage2_on = kStage2 && pvthreshd != __builtin_huge_valf();
   const float scale_log2 = p.scale_log2;
+  const float lazy_log2 = prm.lazy ? Cfg::kLazyLog2 : 0.f;
   // Quantized: the tile's Q scale and the kv head's K scales (one per key block).
   const float q_scale = kInt8 ? __ldg(p.q_scale + mask_row) : 1.f;
   const float* k_scale_row =
@@ -382,7 +384,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     // truncated to 22 significant bits (relative change < 2^-22), so ebias = kScoreBias * ss (2 bits times
     // 22) is exact, and the stabilizer is kept on a grid of 2 ulp(ebias) (`grid`, a power of two), so that
     // -ns - ebias is exact too (no rounding at the bias's magnitude).
-    float ebias[2] = {0.f, 0.f}, grid = 0.f;
+    float ebias[2] = {0.f, 0.f}, grid = 0.f, inv_grid = 0.f;
     if constexpr (kInt8) {
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
@@ -393,6 +395,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
         grid = fmaxf(grid, __int_as_float(__float_as_int(ebias[b]) & 0x7f800000) * 0x1p-22f);
       }
       grid = fmaxf(grid, 0x1p-100f);  // (ceil(n / grid) * grid stays finite and exact)
+      inv_grid = __int_as_float((254 << 23) - __float_as_int(grid));  // 2^-k for grid = 2^k, exact
     }
 
     float sc[kNTiles * 4];
@@ -540,9 +543,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
         // first allowed key always sets it. Quantized: rounded up to the step's grid (a power of two: exact;
         // moves only for a coarser grid than before), so that -ns - ebias[b] is exact.
         const float n_new = m_new - Cfg::kPLog2Scale;
-        float n_stab = n_new > ns[h] + Cfg::kLazyLog2 ? n_new : ns[h];
-        if constexpr (kInt8) {
-          if (n_stab != tile::kNegInf) n_stab = ceilf(n_stab / grid) * grid;
+        float n_stab = n_new > ns[h] + lazy_log2 ? n_new : ns[h];
+        if constexpr (kInt8) {  // (a multiply by the power of two 1 / grid, not a division: this is on the
+                                // step's critical path)
+          if (n_stab != tile::kNegInf) n_stab = ceilf(n_stab * inv_grid) * grid;
         }
         const float n_use = n_stab == tile::kNegInf ? 0.f : n_stab;  // (every P of the row is 0 then)
         alpha[h] = tile::exp2_approx(ns[h] - n_use);

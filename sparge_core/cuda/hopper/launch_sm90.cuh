@@ -19,6 +19,8 @@ cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStr
   prm.p = p;
   const char* pingpong = std::getenv("SPARGE_SM90_PINGPONG");  // measurement switch (default on)
   prm.pingpong = pingpong != nullptr && pingpong[0] == '0' ? 0 : 1;
+  const char* lazy = std::getenv("SPARGE_SM90_LAZY");  // measurement switch (default on)
+  prm.lazy = lazy != nullptr && lazy[0] == '0' ? 0 : 1;
   cudaError_t err = sm90::make_map(&prm.q_map, p.q, qk, kHeadDim, p.seq_q, p.heads_q, p.batch, p.q_row_stride,
                                    p.q_head_stride, p.q_batch_stride, Cfg::kQkSliceElems, Cfg::kBlockM);
   if (err == cudaSuccess)
