@@ -38,7 +38,9 @@ def pick(rows, **kw):
 def main():
     out = sys.argv[1]
     flex = json.load(open(os.path.join(out, "flex.json")))["rows"]
-    predict = json.load(open(os.path.join(out, "predict.json")))
+    # A run without bench_predict (a kernel-only rerun) leaves the prediction ratios null, with a note.
+    predict_path = os.path.join(out, "predict.json")
+    predict = json.load(open(predict_path)) if os.path.exists(predict_path) else []
     env = json.load(open(os.path.join(out, "env.json")))
     mma_path = os.path.join(out, "mma.json")
     mma = json.load(open(mma_path)) if os.path.exists(mma_path) else []
@@ -66,6 +68,8 @@ def main():
     for tag, n in (("n8k", 8192), ("n32k", 32768), ("n128k", 131072)):
         p = next((r for r in predict if r["seq"] == n), None)
         ratios[f"predict_overhead_{tag}"] = p["overhead"] if p else None
+        if not p:
+            notes[f"predict_overhead_{tag}"] = "no bench_predict row for this N in this run (predict.json)"
     # Extra context (not targets): the causal bf16 dense ratio and the quantization-fused prediction overhead.
     cc = pick(flex, method="cudnn", head_dim=128, seq=32768, causal=True)
     oc = pick(flex, method="sparge_bf16", head_dim=128, seq=32768, causal=True, density=1.0)
