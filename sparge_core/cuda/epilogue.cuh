@@ -40,8 +40,7 @@ struct Epilogue {
         const float inv_l = l > 0.f ? 1.f / l : 0.f;
         if (lse_row != nullptr && lane % 4 == 0 && q0 + row < p.seq_q)
           lse_row[q0 + row] =
-              l > 0.f ? (st.softmax.stabilizer(mt, hh) + log2f(l) - Loop::kPLog2Scale) * tile::kLn2
-                      : tile::kNegInf;
+              l > 0.f ? (st.softmax.m[mt][hh] + log2f(l) - Loop::kPLog2Scale) * tile::kLn2 : tile::kNegInf;
 #pragma unroll
         for (int dt = 0; dt < Loop::kDTiles; ++dt) {
           float2 f = make_float2(inv_l, inv_l);

@@ -46,6 +46,7 @@ struct Mainloop {
   static constexpr int kMTiles = Cfg::kMTiles;
   static constexpr int kNTiles = Cfg::kBlockN / 8;  // n8 tiles of S
   static constexpr int kDTiles = kHeadDim / 8;      // n8 tiles of O
+  using Softmax = OnlineSoftmax<kMTiles, kNTiles>;
   // D = 64: the warp's Q fragments (32 registers) stay in registers for the whole loop, a fifth fewer
   // ldmatrix per block; D = 128 would need 64 more registers next to the 128-float accumulator, so Q is
   // re-read from smem.
@@ -55,9 +56,6 @@ struct Mainloop {
   // with the per-CTA vote's two CTA reductions in the loop, the extra branch made ptxas spill 128 bytes
   // inside the loop at D = 128 (24 without it).
   static constexpr bool kSkipUnitRescale = kGranularity == Stage2Granularity::kWarp;
-  // No lazy rescaling (OnlineSoftmax kLazy) here: its stabilizers made ptxas spill 36-76 bytes at D = 128
-  // in the per-warp variants (4 without).
-  using Softmax = OnlineSoftmax<kMTiles, kNTiles>;
 
   // Per-warp state that the epilogue consumes.
   struct State {

@@ -1,43 +1,22 @@
 // Online softmax of one warp's rows in log2 units, with the SpargeAttn stage-2 vote.
 // A lane owns rows g and g + 8 of each m16 tile (g = lane / 4); the 4 lanes of a quad hold one row's columns.
 //   m: running max of S * scale * log2(e) over the blocks not skipped (-inf before the first)
-//   ms: the softmax stabilizer (kLazy: lazy rescaling, as FlashAttention-4): m when it last moved, which
-//       happens when m exceeds it by more than kLazyLog2, so P <= 2^kLazyLog2 and most steps leave it (and O)
-//       alone; without kLazy, ms = m. l and O are relative to it.
 //   l: this lane's share of the running row sum (the quad's shares are summed once, in the epilogue)
 // For a computed block with local row max m_blk (scaled):
 //   stage 2: the row is negligible iff it has no allowed key here or m_blk - m < -pvthreshd;
-//   update:  m = max(m, m_blk); ms' = m if m > ms + kLazyLog2 else ms; P = exp2(S * scale - ms');
-//            l = l * exp2(ms - ms') + rowsum(P); O *= exp2(ms - ms')
-// (ms' = -inf is replaced by 0 in the exponents, so rows without any key keep l = 0 and O = 0).
+//   update:  m' = max(m, m_blk); P = exp2(S * scale - m'); l = l * exp2(m - m') + rowsum(P); O *= exp2(m -
+//   m')
+// (m' = -inf is replaced by 0 in the exponents, so rows without any key keep l = 0 and O = 0).
 #pragma once
 
 #include "tile_ops.cuh"
 
 namespace sparge::cuda {
 
-// The stabilizers of kLazy (none otherwise: ms = m).
-template <int kMTiles, bool kLazy>
-struct LazyStabilizer {};
-template <int kMTiles>
-struct LazyStabilizer<kMTiles, true> {
-  float lazy_ms[kMTiles][2];
-};
-
-// kLazy only pays with the warp-uniform skip of unit rescales (update<true>) and needs P's slack (16-bit P).
-template <int kMTiles, int kNTiles, bool kLazy = false>
-struct OnlineSoftmax : LazyStabilizer<kMTiles, kLazy> {
-  static constexpr float kLazyLog2 = 8.f;
+template <int kMTiles, int kNTiles>
+struct OnlineSoftmax {
   float m[kMTiles][2];
   float l[kMTiles][2];
-
-  __device__ float stabilizer(int mt, int hh) const {
-    if constexpr (kLazy) {
-      return this->lazy_ms[mt][hh];
-    } else {
-      return m[mt][hh];
-    }
-  }
 
   __device__ void init() {
 #pragma unroll
@@ -45,7 +24,6 @@ struct OnlineSoftmax : LazyStabilizer<kMTiles, kLazy> {
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         m[mt][hh] = tile::kNegInf;
-        if constexpr (kLazy) this->lazy_ms[mt][hh] = tile::kNegInf;
         l[mt][hh] = 0.f;
       }
   }
@@ -79,8 +57,8 @@ struct OnlineSoftmax : LazyStabilizer<kMTiles, kLazy> {
       }
   }
 
-  // s: S on entry, P = exp2(S * scale - ms' + p_log2_scale) on exit (p_log2_scale: log2 of the factor P and
-  // l carry, FP8's 448; 0 otherwise); rescales the accumulator rows by exp2(ms - ms').
+  // s: S on entry, P = exp2(S * scale - m' + p_log2_scale) on exit (p_log2_scale: log2 of the factor P and l
+  // carry, FP8's 448; 0 otherwise); rescales the accumulator rows by exp2(m - m').
   // kSkipUnitRescale: skip the rescale (warp-uniformly) when no row of the warp got a larger max: multiplying
   // by exp2(0) = 1 changes nothing, and after the first blocks a row's max rarely grows (a warp's 32 rows:
   // ~32 / n of the steps at step n), saving 64 (D = 64) or 128 (D = 128) FMULs per thread and step.
@@ -94,15 +72,10 @@ struct OnlineSoftmax : LazyStabilizer<kMTiles, kLazy> {
 #pragma unroll
       for (int hh = 0; hh < 2; ++hh) {
         const float m_new = fmaxf(m[mt][hh], m_blk[mt][hh] * scale_log2);
-        float m_stab = m_new;
-        if constexpr (kLazy) {  // -inf + kLazyLog2 = -inf: the first allowed key always sets it
-          m_stab = m_new > stabilizer(mt, hh) + kLazyLog2 ? m_new : stabilizer(mt, hh);
-        }
-        const float m_use = m_stab == tile::kNegInf ? 0.f : m_stab;
-        alpha[mt][hh] = tile::exp2_approx(stabilizer(mt, hh) - m_use);  // exp2(ms - ms')
+        const float m_use = m_new == tile::kNegInf ? 0.f : m_new;
+        alpha[mt][hh] = tile::exp2_approx(m[mt][hh] - m_use);  // exp2(m - m')
         rescale |= alpha[mt][hh] != 1.f;
         m[mt][hh] = m_new;
-        if constexpr (kLazy) this->lazy_ms[mt][hh] = m_stab;
         const float shift = m_use - p_log2_scale;
         float sum = 0.f;
 #pragma unroll

@@ -30,7 +30,7 @@ struct VsMainloop {
   static constexpr int kKSteps = kHeadDim / 16;     // MMA k steps of S = Q K^T
   static constexpr int kNTiles = Cfg::kBlockN / 8;  // n8 tiles of S
   static constexpr int kDTiles = kHeadDim / 8;      // n8 tiles of O
-  using Softmax = OnlineSoftmax<1, kNTiles, true>;  // one m16 tile per warp; lazy rescaling
+  using Softmax = OnlineSoftmax<1, kNTiles>;        // one m16 tile per warp
   using QFragments = uint32_t[kKSteps][4];          // the warp's Q A-fragments, held for the whole loop
 
   struct State {
@@ -190,7 +190,7 @@ struct VsEpilogue {
       const float l = tile::quad_sum(st.softmax.l[0][hh]);
       const float inv_l = l > 0.f ? 1.f / l : 0.f;
       if (lse_row != nullptr && lane % 4 == 0 && q0 + row < p.seq_q)
-        lse_row[q0 + row] = l > 0.f ? (st.softmax.stabilizer(0, hh) + log2f(l)) * tile::kLn2 : tile::kNegInf;
+        lse_row[q0 + row] = l > 0.f ? (st.softmax.m[0][hh] + log2f(l)) * tile::kLn2 : tile::kNegInf;
 #pragma unroll
       for (int dt = 0; dt < Loop::kDTiles; ++dt) {
         const uint32_t packed =
