@@ -4,12 +4,13 @@
 // and smoothed K (fused into the statistics pass), the prediction replayed from a CUDA graph (GPU time only,
 // no host overhead), the quantization alone (quantize_qk_int8), and the first GPU predictor (legacy, the
 // baseline of the speedup). Median of 20 CUDA-event timings after 3 warm-ups.
-//   bench_predict [--json PATH] [--quick]
+//   bench_predict [--json PATH] [--quick] [--only N]   (--only: that sequence length alone, e.g. to profile)
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -22,9 +23,11 @@
 int main(int argc, char** argv) {
   std::string json_path;
   bool quick = false;
+  int64_t only = 0;
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_path = argv[++i];
     if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--only") && i + 1 < argc) only = std::atoll(argv[++i]);
   }
   if (!at::hasCUDA()) {
     std::fprintf(stderr, "bench_predict: no CUDA device\n");
@@ -33,6 +36,7 @@ int main(int argc, char** argv) {
   const int64_t heads = 16, dim = 128;
   std::vector<int64_t> lens = {8192, 16384, 32768, 65536, 131072};
   if (quick) lens = {8192, 32768};
+  if (only > 0) lens = {only};
   std::vector<std::string> rows;
   std::printf("%-8s %-4s %-10s %-10s %-10s %-10s %-11s %-10s %-10s %-10s %-10s\n", "N", "B", "cudnn_ms",
               "pred_ms", "pred+q_ms", "graph_ms", "quantize_ms", "legacy_ms", "overhead", "overhead+q",

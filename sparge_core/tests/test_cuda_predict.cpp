@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "../cuda/predict/predict_legacy.h"
@@ -123,8 +124,9 @@ bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
 // Cases for the bit-exactness test. They span the selection paths (key blocks per row <= 32, 64, 128, 256
 // and 512 on a warp, more on a CTA), the statistics paths (blocks of <= 128 rows held in registers, longer
 // blocks in chunks, tails, tiny blocks), the K queue order (all K sums first when every group fits in the
-// reuse window; interleaved with lookahead 5 and 1 for the 16K and 32K cases), MHA/GQA/MQA, causal with
-// Nq < Nk, both layouts and dtypes, structured (self-similar blocks, peaked scores) and random inputs.
+// reuse window; interleaved in the 32K 16-head case; forced to lookahead 1 in a separate test), MHA/GQA/MQA,
+// causal with Nq < Nk, both layouts and dtypes, structured (self-similar blocks, peaked scores) and random
+// inputs.
 struct LegacyCase {
   int64_t batch, seq_q, seq_k, heads_q, heads_kv, head_dim, block_q, block_k;
   bool causal, topk, sink, crossing, structured;
@@ -132,12 +134,7 @@ struct LegacyCase {
   Layout layout;
 };
 
-class CudaPredictLegacy : public ::testing::TestWithParam<LegacyCase> {};
-
-TEST_P(CudaPredictLegacy, BitIdenticalToTheFirstPredictor) {
-  if (!at::hasCUDA())
-    GTEST_SKIP() << "no CUDA device on this machine: GPU prediction tests run on the GPU machine";
-  const auto c = GetParam();
+void expect_bit_identical_to_legacy(const LegacyCase& c) {
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   QKV in;
@@ -187,7 +184,11 @@ TEST_P(CudaPredictLegacy, BitIdenticalToTheFirstPredictor) {
   EXPECT_TRUE(bitwise_equal(now.mask.dense, old.mask.dense));
   EXPECT_TRUE(bitwise_equal(now.mask.counts, old.mask.counts));
   EXPECT_TRUE(bitwise_equal(now.mask.indices, old.mask.indices));
-  EXPECT_TRUE(bitwise_equal(plain.mask.indices, old.mask.indices));  // quantization changes nothing else
+  // The prediction without INT8 values runs the warp-per-item statistics kernel, with them the CTA kernel.
+  EXPECT_TRUE(bitwise_equal(plain.mask.dense, old.mask.dense));
+  EXPECT_TRUE(bitwise_equal(plain.mask.counts, old.mask.counts));
+  EXPECT_TRUE(bitwise_equal(plain.mask.indices, old.mask.indices));
+  EXPECT_TRUE(bitwise_equal(plain.k_mean, old.k_mean));
   EXPECT_TRUE(bitwise_equal(now.k_mean, old.k_mean));
   EXPECT_TRUE(bitwise_equal(now.q_int8, old.q_int8));
   EXPECT_TRUE(bitwise_equal(now.q_scale, old.q_scale));
@@ -200,6 +201,27 @@ TEST_P(CudaPredictLegacy, BitIdenticalToTheFirstPredictor) {
   EXPECT_TRUE(bitwise_equal(qk.k_int8, now.k_int8));
   EXPECT_TRUE(bitwise_equal(qk.k_scale, now.k_scale));
   EXPECT_TRUE(bitwise_equal(qk.k_mean, now.k_mean));
+}
+
+class CudaPredictLegacy : public ::testing::TestWithParam<LegacyCase> {};
+
+TEST_P(CudaPredictLegacy, BitIdenticalToTheFirstPredictor) {
+  if (!at::hasCUDA())
+    GTEST_SKIP() << "no CUDA device on this machine: GPU prediction tests run on the GPU machine";
+  expect_bit_identical_to_legacy(GetParam());
+}
+
+// The K-stats items wait on their group's mean far more often with the K-sum lookahead forced to 1 (the
+// measurement switch SPARGE_STATS_LOOKAHEAD): the waits and the ticketed float64 mean stay exact.
+TEST(CudaPredictLegacyLookahead, BitIdenticalWithLookaheadOne) {
+  if (!at::hasCUDA())
+    GTEST_SKIP() << "no CUDA device on this machine: GPU prediction tests run on the GPU machine";
+  ASSERT_EQ(setenv("SPARGE_STATS_LOOKAHEAD", "1", 1), 0);
+  expect_bit_identical_to_legacy(LegacyCase{2, 8192, 8192, 8, 8, 128, 128, 64, false, false, false, false,
+                                            false, at::kBFloat16, Layout::kHND});
+  expect_bit_identical_to_legacy(LegacyCase{1, 5000, 5000, 4, 2, 64, 128, 100, true, false, false, false,
+                                            true, at::kHalf, Layout::kNHD});
+  ASSERT_EQ(unsetenv("SPARGE_STATS_LOOKAHEAD"), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaPredictLegacy,

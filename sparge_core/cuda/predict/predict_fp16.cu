@@ -1,6 +1,6 @@
 // Instantiation: the stage-1 statistics kernel for fp16 inputs, head dims 64 and 128.
-#include "predict_kernels.cuh"
 #include "predict_launch.h"
+#include "predict_stats_launch.cuh"
 
 namespace sparge::cuda {
 

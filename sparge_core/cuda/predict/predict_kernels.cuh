@@ -1,5 +1,6 @@
-// Stage-1 prediction: the persistent block-statistics kernel (device code) and its launcher template,
-// instantiated per dtype in predict_<dtype>.cu. The selection and the score GEMM are in predict_select.cu.
+// Stage-1 prediction: the persistent block-statistics kernel with one CTA per work item (device code; the
+// launchers are in predict_stats_launch.cuh, the warp-per-item kernel of the prediction variant in
+// predict_warp_stats.cuh). The selection and the score GEMM are in predict_select.cu.
 //
 // One launch computes, for every (batch, kv head) group g of K and every query head of Q:
 //   K block sums -> the float64 K mean of g -> the smoothed-K block statistics (pooled means, similarity
@@ -35,8 +36,6 @@
 #pragma once
 
 #include <cuda/atomic>
-
-#include <atomic>
 
 #include "predict_common.cuh"
 
@@ -585,57 +584,6 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
     if (tid == 0) s_item = reserved;  // every thread read s_item before the barrier after s_sum's writes
     item = next;
   }
-}
-
-// The launcher: lookahead and item count, then a persistent grid of min(items, SMs x resident CTAs).
-template <DType kDtype, int kD, bool kUnit, bool kQuant>
-cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
-  const int groups = p.batch * p.k.heads;
-  p.num_items = 2 * groups * p.k.num_blocks + p.batch * p.q.heads * p.q.num_blocks;
-  p.k_blocks_div = FastDiv(p.k.num_blocks);
-  p.k_heads_div = FastDiv(p.k.heads);
-  p.q_blocks_div = FastDiv(p.q.num_blocks);
-  p.q_heads_div = FastDiv(p.q.heads);
-
-  // Resident CTAs per SM and SM count, queried once per device and variant (the query costs more than the
-  // launch).
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> grid_cache[kMaxDevices];
-  int device = 0;
-  cudaError_t e = cudaGetDevice(&device);
-  if (e != cudaSuccess) return e;
-  int grid = device < kMaxDevices ? grid_cache[device].load(std::memory_order_relaxed) : 0;
-  const auto kernel = stats_kernel<kDtype, kD, kUnit, kQuant>;
-  if (grid == 0) {
-    int sms = 0, per_sm = 0;
-    e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-    if (e != cudaSuccess) return e;
-    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kStatsThreads, 0);
-    if (e != cudaSuccess) return e;
-    grid = sms * (per_sm < 1 ? 1 : per_sm);
-    if (device < kMaxDevices) grid_cache[device].store(grid, std::memory_order_relaxed);
-  }
-  // Lookahead: the least L with (2 L - 1) NKB >= kInFlightItemsPerCta x grid, within [1, groups].
-  const int64_t nkb = p.k.num_blocks;
-  const int64_t ahead = ((kInFlightItemsPerCta * static_cast<int64_t>(grid) + nkb - 1) / nkb + 2) / 2;
-  p.lookahead = static_cast<int>(ahead < 1 ? 1 : ahead > groups ? groups : ahead);
-  if (grid > p.num_items) grid = p.num_items;
-  kernel<<<grid, kStatsThreads, 0, stream>>>(p);
-  return cudaGetLastError();
-}
-
-// The variant of the outputs requested, the same for Q and K: similarities (prediction), INT8 values
-// (quantization), or both. (Neither is not a use of this kernel: cudaErrorInvalidValue.)
-template <DType kDtype, int kD>
-cudaError_t launch_stats_kernel(const StatsParams& p, cudaStream_t stream) {
-  const bool unit = p.q.similarity != nullptr, quant = p.q.quant != nullptr;
-  if (unit != (p.k.similarity != nullptr) || quant != (p.k.quant != nullptr) || !(unit || quant))
-    return cudaErrorInvalidValue;
-  if (unit) {
-    return quant ? launch_stats_variant<kDtype, kD, true, true>(p, stream)
-                 : launch_stats_variant<kDtype, kD, true, false>(p, stream);
-  }
-  return launch_stats_variant<kDtype, kD, false, true>(p, stream);
 }
 
 }  // namespace sparge::cuda::predict

@@ -1,0 +1,92 @@
+// The launchers of the stage-1 statistics kernels (the CTA kernel of predict_kernels.cuh, the warp kernel of
+// predict_warp_stats.cuh), instantiated per dtype in predict_<dtype>.cu.
+#pragma once
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+#include "predict_warp_stats.cuh"
+
+namespace sparge::cuda::predict {
+
+// SMs x resident CTAs of kKernel at kThreads threads, queried once per device (the query costs more than the
+// launch).
+template <auto kKernel, int kThreads>
+cudaError_t persistent_grid(int* grid) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices];
+  int device = 0;
+  cudaError_t e = cudaGetDevice(&device);
+  if (e != cudaSuccess) return e;
+  *grid = device < kMaxDevices ? cache[device].load(std::memory_order_relaxed) : 0;
+  if (*grid != 0) return cudaSuccess;
+  int sms = 0, per_sm = 0;
+  e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (e != cudaSuccess) return e;
+  e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kThreads, 0);
+  if (e != cudaSuccess) return e;
+  *grid = sms * (per_sm < 1 ? 1 : per_sm);
+  if (device < kMaxDevices) cache[device].store(*grid, std::memory_order_relaxed);
+  return cudaSuccess;
+}
+
+// The launcher: lookahead and item count, then a persistent grid of min(items, SMs x resident CTAs) of the
+// CTA kernel, or of the warp kernel (the prediction variant, kUnit && !kQuant, unless
+// SPARGE_STATS_KERNEL=cta: a measurement switch).
+template <DType kDtype, int kD, bool kUnit, bool kQuant>
+cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
+  const int groups = p.batch * p.k.heads;
+  p.num_items = 2 * groups * p.k.num_blocks + p.batch * p.q.heads * p.q.num_blocks;
+  p.k_blocks_div = FastDiv(p.k.num_blocks);
+  p.k_heads_div = FastDiv(p.k.heads);
+  p.q_blocks_div = FastDiv(p.q.num_blocks);
+  p.q_heads_div = FastDiv(p.q.heads);
+
+  bool warp_items = kUnit && !kQuant;
+  if (const char* env = std::getenv("SPARGE_STATS_KERNEL"); env != nullptr && std::strcmp(env, "cta") == 0)
+    warp_items = false;
+  int grid = 0;
+  cudaError_t e = cudaSuccess;
+  int64_t in_flight = 0;  // items held by all workers at once
+  if (warp_items) {
+    e = persistent_grid<warp_stats_kernel<kDtype, kD>, kWarpStatsThreads>(&grid);
+    in_flight = int64_t{kInFlightItemsPerWorker} * grid * (kWarpStatsThreads / 32);
+  } else {
+    e = persistent_grid<stats_kernel<kDtype, kD, kUnit, kQuant>, kStatsThreads>(&grid);
+    in_flight = int64_t{kInFlightItemsPerCta} * grid;
+  }
+  if (e != cudaSuccess) return e;
+  // Lookahead: the least L with (2 L - 1) NKB >= the items in flight, within [1, groups]
+  // (SPARGE_STATS_LOOKAHEAD=L overrides it: a measurement switch).
+  const int64_t nkb = p.k.num_blocks;
+  int64_t ahead = ((in_flight + nkb - 1) / nkb + 2) / 2;
+  if (const char* env = std::getenv("SPARGE_STATS_LOOKAHEAD"); env != nullptr && std::atoi(env) > 0)
+    ahead = std::atoi(env);
+  p.lookahead = static_cast<int>(ahead < 1 ? 1 : ahead > groups ? groups : ahead);
+  if (warp_items) {
+    const int64_t ctas = (p.num_items + kWarpStatsThreads / 32 - 1) / (kWarpStatsThreads / 32);
+    if (grid > ctas) grid = static_cast<int>(ctas);
+    warp_stats_kernel<kDtype, kD><<<grid, kWarpStatsThreads, 0, stream>>>(p);
+  } else {
+    if (grid > p.num_items) grid = p.num_items;
+    stats_kernel<kDtype, kD, kUnit, kQuant><<<grid, kStatsThreads, 0, stream>>>(p);
+  }
+  return cudaGetLastError();
+}
+
+// The variant of the outputs requested, the same for Q and K: similarities (prediction), INT8 values
+// (quantization), or both. (Neither is not a use of this kernel: cudaErrorInvalidValue.)
+template <DType kDtype, int kD>
+cudaError_t launch_stats_kernel(const StatsParams& p, cudaStream_t stream) {
+  const bool unit = p.q.similarity != nullptr, quant = p.q.quant != nullptr;
+  if (unit != (p.k.similarity != nullptr) || quant != (p.k.quant != nullptr) || !(unit || quant))
+    return cudaErrorInvalidValue;
+  if (unit) {
+    return quant ? launch_stats_variant<kDtype, kD, true, true>(p, stream)
+                 : launch_stats_variant<kDtype, kD, true, false>(p, stream);
+  }
+  return launch_stats_variant<kDtype, kD, false, true>(p, stream);
+}
+
+}  // namespace sparge::cuda::predict
