@@ -7,7 +7,7 @@
 //   ||mean of unit rows||^2, INT8 values and scales), and the same statistics of the Q blocks.
 // Work items (one block of rows each) come from an atomic queue in this order (L = lookahead):
 //   Ksum(0) .. Ksum(L-1), Ksum(L), Kstats(0), Ksum(L+1), Kstats(1), ..., Kstats(G-1), then every Q item,
-// so that a group's K is read once from DRAM where L groups of K fit in L2: its second read (Kstats, 2 L - 1
+// so that a group's K is read once from DRAM where L groups of K fit in L2: its second read (Kstats, L to 2 L
 // groups of items later) hits L2 (L: see kInFlightItemsPerCta). The CTA finishing the last K-sum item of a
 // part of g adds that part in float64 (a ticket counter finds it); the one finishing the last part adds the
 // parts, writes the mean and releases the group's ready flag; Kstats items of g, their rows already loaded,
@@ -53,13 +53,14 @@ constexpr int kChunkRows = kChunkSteps * kStatsWarps * kRowsPerStep;
 // item's 16-32 KiB of copies in flight nearly all the time: 64-128 KiB per SM, several times DRAM latency x
 // bandwidth per SM.
 constexpr int kStatsCtasPerSm = 4;
-// The K-sum lookahead L (launcher): a group's K-stats items are dequeued (2 L - 1) x NKB items after its last
-// K-sum item, and the CTAs hold up to three items each (processed, copies in flight, reserved), so L is the
-// least with (2 L - 1) x NKB >= kInFlightItemsPerCta x grid: the mean is ready before its K-stats items are
+// The K-sum lookahead L (launcher): between the last K-sum item of group g and its first K-stats item the
+// queue holds (L + g) NKB items for g < L and 2 L NKB after (L NKB at least), and the CTAs hold up to three
+// items each (processed, copies in flight, reserved; the warp kernel's CTAs publish two items ahead), so L is
+// the least with L x NKB >= kInFlightItemsPerCta x grid: the mean is ready before its K-stats items are
 // processed (a profile with L from an L2 byte budget, L = 1 at N = 32K, showed the CTAs spinning on it for
-// 15% of their time). The group's K is then read again after L groups of K-sum reads (kept in L2) and the
-// streamed evict-first reads between: an L2 hit while L groups of K fit in L2 (N = 32K: L = 3, 24 MB), else
-// a second DRAM read of K, which costs less than spinning (the pass uses ~25% of the DRAM bandwidth).
+// 15% of their time). The group's K is then read again after L to 2 L groups of K-sum reads (kept in L2) and
+// the streamed evict-first reads between: an L2 hit while those fit in L2 (N = 32K: L = 4, 32 MB), else a
+// second DRAM read of K, which costs less than spinning.
 constexpr int kInFlightItemsPerCta = 3;
 constexpr int kMeanUnroll = 16;       // float64 part sums: loads in flight per thread
 constexpr int kMaxSpinSleepNs = 256;  // back-off cap of the K-stats wait

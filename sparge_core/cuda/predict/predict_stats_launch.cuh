@@ -48,25 +48,21 @@ cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
     warp_items = false;
   int grid = 0;
   cudaError_t e = cudaSuccess;
-  int64_t in_flight = 0;  // items held by all workers at once
   if (warp_items) {
     e = persistent_grid<warp_stats_kernel<kDtype, kD>, kWarpStatsThreads>(&grid);
-    in_flight = int64_t{kInFlightItemsPerWorker} * grid * (kWarpStatsThreads / 32);
   } else {
     e = persistent_grid<stats_kernel<kDtype, kD, kUnit, kQuant>, kStatsThreads>(&grid);
-    in_flight = int64_t{kInFlightItemsPerCta} * grid;
   }
   if (e != cudaSuccess) return e;
-  // Lookahead: the least L with (2 L - 1) NKB >= the items in flight, within [1, groups]
-  // (SPARGE_STATS_LOOKAHEAD=L overrides it: a measurement switch).
-  const int64_t nkb = p.k.num_blocks;
-  int64_t ahead = ((in_flight + nkb - 1) / nkb + 2) / 2;
+  // Lookahead (see kInFlightItemsPerCta): the least L with L NKB >= the items held at once, within [1,
+  // groups] (SPARGE_STATS_LOOKAHEAD=L overrides it: a measurement switch).
+  const int64_t nkb = p.k.num_blocks, in_flight = int64_t{kInFlightItemsPerCta} * grid;
+  int64_t ahead = (in_flight + nkb - 1) / nkb;
   if (const char* env = std::getenv("SPARGE_STATS_LOOKAHEAD"); env != nullptr && std::atoi(env) > 0)
     ahead = std::atoi(env);
   p.lookahead = static_cast<int>(ahead < 1 ? 1 : ahead > groups ? groups : ahead);
   if (warp_items) {
-    const int64_t ctas = (p.num_items + kWarpStatsThreads / 32 - 1) / (kWarpStatsThreads / 32);
-    if (grid > ctas) grid = static_cast<int>(ctas);
+    if (grid > p.num_items) grid = p.num_items;
     warp_stats_kernel<kDtype, kD><<<grid, kWarpStatsThreads, 0, stream>>>(p);
   } else {
     if (grid > p.num_items) grid = p.num_items;

@@ -1,22 +1,30 @@
-// The statistics kernel of the prediction (similarities and pooled means, no INT8 values) with one warp per
-// work item. It shares the CTA kernel's work queue (order, decoding, K-mean tickets, ready flags) and
-// per-block arithmetic (predict_kernels.cuh). Why a second kernel: the CTA kernel's per-item cost (CTA
-// barriers, the stage fill, a thread-0 spin that holds four warps) was about half of its instructions and a
-// sixth of its stall samples (hopper/NOTES.md). Here every warp is an independent worker: no shared memory
-// and no CTA barrier, a spin holds one warp, and the loads of the next round of rows (of this item or of the
-// next) are in flight while a round is computed. The INT8 variants keep the CTA kernel: their second use of a
-// block's values (quantizing with the block's scale) reads them from registers there, from L2 or DRAM here.
+// The statistics kernel of the prediction (similarities and pooled means, no INT8 values) with the legacy
+// kernel's warp structure and no CTA barrier in its loop: the four warps of a CTA process each block item
+// together, warp w the rows of legacy warp w ("set" w: rows 4 w + 16 s + u, s = 0, 1, ..., u < 4) straight
+// from global memory into registers, and the last warp to finish its set of an item (a shared-memory
+// counter) adds the four sets' sums in order and writes the outputs. It shares the CTA kernel's work queue
+// (order, decoding, K-mean tickets, ready flags) and per-block arithmetic (predict_kernels.cuh).
+// Why a second kernel: the CTA kernel's per-item cost (CTA barriers, the shared-memory stage and its fill,
+// a thread-0 spin that holds four warps) was about half of its instructions and a sixth of its stall samples
+// (hopper/NOTES.md). Here a warp computes one round (4 steps of its set: 16 rows, 4 KiB at D = 128) while the
+// loads of its next round (of this item or of the next) are issued step by step, a K-mean wait holds each
+// warp only until the flag is seen, and no warp waits for another's arithmetic. A first version with one
+// warp per item (results/kernels/h100/warp_stats_trial) was slower: 4x the items in progress pushed K's
+// second read out of L2. The INT8 variants keep the CTA kernel: their second use of a block's values
+// (quantizing with the block's scale) reads them from registers there.
 //
-// Bit-exactness with the legacy kernel (4 warps; warp w accumulates rows 4 w + 16 s + u, s = 0, 1, ..., u <
-// 4, in that order; the warps' column sums are added in order w = 0..3 from 0): a worker reads a block in the
-// legacy warps' order, "set" w after set w - 1, so only one set's partial sums are live (the registers go to
-// the loads in flight). A round is kRoundSteps steps s .. s + 3 of one set (rows 16 s + 4 w + u: 4 runs of 4
-// consecutive rows); each step's row norms reduce as in the CTA kernel (inverse_row_norm); after a set's last
-// round its sums are added to the block totals. The similarity replays the legacy reduction (a butterfly over
-// the 32 columns of each legacy warp, then the warps in order) on this lane -> column mapping. Rows past a
-// block's end add nothing: unshifted they are zero words (0 added to a sum that is never -0 leaves it
-// unchanged), shifted they are replaced by zeros after the shift (kTail), and steps wholly past the end are
-// skipped.
+// Items: warp 0 publishes the CTA's items (queue ids) into a ring of kSplitRing shared-memory slots two items
+// ahead of its own; the slot of item k also receives the four sets' sums and is freed by k's epilogue, before
+// item k + kSplitRing is published into it. Every wait is on a smaller item or on warp 0 publishing, which
+// waits only on epilogues of items two behind its own: no cycle (and the global argument of the CTA kernel
+// holds per CTA).
+//
+// Bit-exactness with the legacy kernel: each warp accumulates its set in the legacy order (steps s
+// ascending, rows u ascending, per-row norms as in the CTA kernel: inverse_row_norm), the epilogue adds the
+// sets in order 0..3 from 0, and the similarity replays the legacy reduction (a butterfly over the 32
+// columns of each legacy warp, then the warps in order) on this lane -> column mapping. Rows past a block's
+// end add nothing: unshifted they are zero words (0 added to a sum that is never -0 leaves it unchanged),
+// shifted they are replaced by zeros after the shift (kTail), and steps wholly past the end are skipped.
 #pragma once
 
 #include "predict_kernels.cuh"
@@ -34,11 +42,8 @@ __device__ __forceinline__ void store_floats(float* dst, const float (&v)[kN]) {
   }
 }
 
-constexpr int kWarpStatsThreads = 128;  // 4 independent workers per CTA (no shared state)
+constexpr int kWarpStatsThreads = 128;  // one warp per legacy set of a block's rows
 constexpr int kWarpStatsCtasPerSm = 4;  // 16 warps per SM at <= 128 registers per thread
-// Items a worker holds at once (computed, next with loads in flight, reserved): sizes the lookahead as
-// kInFlightItemsPerCta does for the CTA kernel.
-constexpr int kInFlightItemsPerWorker = 3;
 
 template <DType kDtype, int kD>
 struct WarpStats {
@@ -218,7 +223,32 @@ __device__ __forceinline__ void finish_k_sum(const StatsParams& p, int64_t g, in
   }
 }
 
-// grid: persistent (kWarpStatsCtasPerSm per SM at most), kWarpStatsThreads threads; each warp a worker.
+// The CTA's ring of items (shared memory): item number k of the CTA (k = 0, 1, ...) sits in slot k %
+// kSplitRing from its publication (warp 0, two items ahead of its own) until its epilogue has read the four
+// sets' sums. Flags are block-scope atomics (acquire / release), spun on by lane 0 of a warp.
+constexpr int kSplitRing = 4;
+template <int kD>
+struct alignas(16) SplitRing {
+  float sum[kSplitRing][kStatsWarps][kD];   // each set's column sums of the slot's item
+  float unit[kSplitRing][kStatsWarps][kD];  // ... and unit-row sums
+  int id[kSplitRing];                       // the queue id of the slot's item (>= num_items: the end)
+  int seq[kSplitRing];                      // k of the item published in the slot
+  int arrived[kSplitRing];                  // warps done with their set of it
+  int freed[kSplitRing];                    // k of the last item whose epilogue finished in the slot
+};
+
+__device__ __forceinline__ int load_acquire_block(int* x) {
+  return ::cuda::atomic_ref<int, ::cuda::thread_scope_block>(*x).load(::cuda::memory_order_acquire);
+}
+__device__ __forceinline__ void store_release_block(int* x, int v) {
+  ::cuda::atomic_ref<int, ::cuda::thread_scope_block>(*x).store(v, ::cuda::memory_order_release);
+}
+// Lane 0 spins until *x == v (acquire).
+__device__ __forceinline__ void spin_until_block(int* x, int v) {
+  while (load_acquire_block(x) != v) __nanosleep(32);
+}
+
+// grid: persistent (kWarpStatsCtasPerSm per SM at most), kWarpStatsThreads threads = one warp per set.
 template <DType kDtype, int kD>
 __global__ void __launch_bounds__(kWarpStatsThreads, kWarpStatsCtasPerSm)
     warp_stats_kernel(const StatsParams p) {
@@ -226,43 +256,72 @@ __global__ void __launch_bounds__(kWarpStatsThreads, kWarpStatsCtasPerSm)
   using T = typename S::T;
   using Round = typename S::Round;
   constexpr int kVec = S::kVec, kSets = S::kSets;
-  constexpr int kRoundRowsAllSets = S::kRows * kSets;  // rows covered by one round of each set
-  const int lane = threadIdx.x % 32;
+  constexpr int kItemRowsPerRound = S::kRows * kSets;  // rows of an item covered by one round of each set
+  static_assert(kWarpStatsThreads / 32 == kSets, "one warp per set");
+  __shared__ SplitRing<kD> ring;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (threadIdx.x < kSplitRing) {
+    ring.seq[threadIdx.x] = -1;
+    ring.arrived[threadIdx.x] = 0;
+    ring.freed[threadIdx.x] = static_cast<int>(threadIdx.x) - kSplitRing;
+  }
+  __syncthreads();  // the only CTA barrier
 
-  // Queue: lane 0 takes ids; `nxt` (broadcast) is the item after the loader's, `reserved` (lane 0 only) the
-  // one after that, taken one item early so that the atomic's latency is hidden.
-  const auto take = [&]() {
-    int id = 0;
-    if (lane == 0) id = atomicAdd(p.counters, 1);
-    return __shfl_sync(kFullMask, id, 0);
+  // Warp 0 publishes the CTA's items: lane 0 holds the next queue id (`reserved`, its atomic issued one
+  // publication early), `published` counts the items published.
+  int reserved = 0, published = 0;
+  if (warp == 0 && lane == 0) reserved = atomicAdd(p.counters, 1);
+  const auto publish_upto = [&](int k) {  // warp 0: items up to k, each once its slot is free
+    if (lane == 0) {
+      while (published <= k && (published == 0 || ring.id[(published - 1) % kSplitRing] < p.num_items)) {
+        const int slot = published % kSplitRing;
+        spin_until_block(&ring.freed[slot], published - kSplitRing);
+        const int id = reserved;
+        if (id < p.num_items) reserved = atomicAdd(p.counters, 1);
+        ring.id[slot] = id;
+        store_release_block(&ring.seq[slot], published);
+        ++published;
+      }
+    }
+    __syncwarp();
   };
-  // The loader's cursor: the round it issued last. Item id, its rows and kind, the round's set and first
-  // step within the set, the steps per set (a multiple of kRoundSteps), the item's first row and row stride.
+  const auto item_of = [&](int k) {  // the queue id of the CTA's item k, once published
+    int id = 0;
+    if (lane == 0) {
+      spin_until_block(&ring.seq[k % kSplitRing], k);
+      id = ring.id[k % kSplitRing];
+    }
+    id = __shfl_sync(kFullMask, id, 0);
+    __syncwarp();  // lane 0's acquire orders the slot's earlier readers before this warp's writes to it
+    return id;
+  };
+
+  // The loader's cursor: the round it issued last. The CTA's item number k, its queue id, rows and kind, the
+  // round within this warp's set, the rounds per set, the item's first row and row stride.
   struct Cursor {
-    int id, rows, set, step, steps;
+    int k, id, rows, round, rounds;
     ItemKind kind;
     const T* base;
     int64_t stride;
-    __device__ int first() const { return step * S::kStepStride + set * kRowsPerStep; }
+    __device__ int first(int set) const { return round * kItemRowsPerRound + set * kRowsPerStep; }
   };
-  const auto open = [&](Cursor& c, int id) {
-    c.id = id;
-    c.set = 0;
-    c.step = 0;
-    if (id >= p.num_items) return;
-    const Item it = decode_item(p, id);
+  const auto open = [&](Cursor& c, int k) {
+    c.k = k;
+    c.id = item_of(k);
+    c.round = 0;
+    if (c.id >= p.num_items) return;
+    const Item it = decode_item(p, c.id);
     const ItemRows<T> r = item_rows<T>(p, it);
     c.rows = r.rows;
-    c.steps = (r.rows + kRoundRowsAllSets - 1) / kRoundRowsAllSets * S::kRoundSteps;
+    c.rounds = (r.rows + kItemRowsPerRound - 1) / kItemRowsPerRound;
     c.kind = it.kind;
     c.base = r.base;
     c.stride = r.row_stride;
   };
+  if (warp == 0) publish_upto(1);
   Cursor l;
-  open(l, take());
+  open(l, 0);
   if (l.id >= p.num_items) return;
-  int nxt = take(), reserved = p.num_items;
-  if (lane == 0 && nxt < p.num_items) reserved = atomicAdd(p.counters, 1);
 
   // The L2 policies of the loads (see load_step).
   uint64_t keep_policy = 0, stream_policy = 0;
@@ -273,7 +332,7 @@ __global__ void __launch_bounds__(kWarpStatsThreads, kWarpStatsCtasPerSm)
   // The loads of the loader's round, step by step: fetch(t) after the computation of step t of the round
   // before (or all at once for the first round).
   const auto fetcher = [&](Round& r) {
-    const int first = l.first();
+    const int first = l.first(warp);
     const bool live = l.id < p.num_items;
     const T* at = live ? l.base + first * l.stride + lane * kVec : nullptr;
     const int left = live ? l.rows - first : 0;
@@ -283,27 +342,21 @@ __global__ void __launch_bounds__(kWarpStatsThreads, kWarpStatsCtasPerSm)
     };
   };
   const auto advance = [&]() {
-    l.step += S::kRoundSteps;
-    if (l.step < l.steps) return;
-    l.step = 0;
-    if (++l.set < kSets) return;
-    open(l, nxt);
-    if (nxt < p.num_items) {
-      nxt = __shfl_sync(kFullMask, reserved, 0);
-      if (lane == 0 && nxt < p.num_items) reserved = atomicAdd(p.counters, 1);
-    }
+    if (++l.round < l.rounds) return;
+    open(l, l.k + 1);
   };
 
-  // The current set's sums, the block totals (sets added in order), the K mean of a K-stats item.
-  float sum[kVec] = {}, unit[kVec] = {}, total[kVec] = {}, unit_total[kVec] = {}, shift[kVec] = {};
+  // This warp's set sums of the current item, the K mean of a K-stats item.
+  float sum[kVec] = {}, unit[kVec] = {}, shift[kVec] = {};
   // One round: `now` holds the round of cursor c (the loader's before it advances); the loads of the next
-  // round go into `later` first, then `now` is computed, then the set's and the item's ends.
+  // round go into `later` step by step while `now` is computed, then the set's end and the item's epilogue.
   const auto step = [&](Round& now, Round& later) {
     const Cursor c = l;
     if (c.id >= p.num_items) return false;
+    if (warp == 0 && c.round == 0) publish_upto(c.k + 2);
     advance();
     auto fetch = fetcher(later);
-    if (c.set == 0 && c.step == 0 && c.kind == ItemKind::kKStats) {
+    if (c.round == 0 && c.kind == ItemKind::kKStats) {
       const Item it = decode_item(p, c.id);
       const int64_t g = static_cast<int64_t>(it.b) * p.k.heads + it.h;
       if (lane == 0) wait_for_flag(p.counters + 1 + g * kGroupCounters + kMaxMeanParts + 1);
@@ -311,7 +364,7 @@ __global__ void __launch_bounds__(kWarpStatsThreads, kWarpStatsCtasPerSm)
 #pragma unroll
       for (int e = 0; e < kVec; ++e) shift[e] = __ldcg(p.k_mean + g * kD + lane * kVec + e);
     }
-    const int left = c.rows - c.first();
+    const int left = c.rows - c.first(warp);
     if (c.kind == ItemKind::kKSum) {
       S::template accumulate<false, true, false>(now, left, shift, sum, unit, lane, fetch);
     } else if (c.kind == ItemKind::kQStats) {
@@ -321,30 +374,48 @@ __global__ void __launch_bounds__(kWarpStatsThreads, kWarpStatsCtasPerSm)
     } else {
       S::template accumulate<true, false, true>(now, left, shift, sum, unit, lane, fetch);
     }
-    if (c.step + S::kRoundSteps < c.steps) return true;
+    if (c.round + 1 < c.rounds) return true;
+
+    // The set's end: its sums to the slot; the last warp of the item (block-scope acq_rel counter) adds the
+    // four sets in order (the legacy epilogue) and writes the outputs.
+    const int slot = c.k % kSplitRing;
+    store_floats<kVec>(&ring.sum[slot][warp][lane * kVec], sum);
+    store_floats<kVec>(&ring.unit[slot][warp][lane * kVec], unit);
 #pragma unroll
-    for (int e = 0; e < kVec; ++e) {  // the set's end: its sums to the totals (the legacy warp order)
-      total[e] += sum[e];
-      unit_total[e] += unit[e];
+    for (int e = 0; e < kVec; ++e) {
       sum[e] = 0.f;
       unit[e] = 0.f;
     }
-    if (c.set + 1 < kSets) return true;
-
-    // The item's end: its outputs, then zero totals for the next.
+    __syncwarp();
+    int last = 0;
+    if (lane == 0) {
+      ::cuda::atomic_ref<int, ::cuda::thread_scope_block> arrived(ring.arrived[slot]);
+      last = arrived.fetch_add(1, ::cuda::memory_order_acq_rel) == kSets - 1;
+    }
+    if (!__shfl_sync(kFullMask, last, 0)) return true;
+    __syncwarp();
+    float out[kVec], mean_unit[kVec];
+    const float count = static_cast<float>(c.rows);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      float t = 0.f, ut = 0.f;
+#pragma unroll
+      for (int w = 0; w < kSets; ++w) {
+        t += ring.sum[slot][w][lane * kVec + e];
+        ut += ring.unit[slot][w][lane * kVec + e];
+      }
+      out[e] = t;
+      mean_unit[e] = ut / count;
+    }
+    __syncwarp();  // every lane has read the slot
+    if (lane == 0) {
+      ring.arrived[slot] = 0;
+      store_release_block(&ring.freed[slot], c.k);
+    }
     const Item it = decode_item(p, c.id);
     const bool is_q = c.kind == ItemKind::kQStats;
     const int64_t bh = static_cast<int64_t>(it.b) * (is_q ? p.q.heads : p.k.heads) + it.h;
     const int64_t out_block = bh * (is_q ? p.q.num_blocks : p.k.num_blocks) + it.blk;
-    const float count = static_cast<float>(c.rows);
-    float out[kVec], mean_unit[kVec];
-#pragma unroll
-    for (int e = 0; e < kVec; ++e) {
-      out[e] = total[e];
-      mean_unit[e] = unit_total[e] / count;
-      total[e] = 0.f;
-      unit_total[e] = 0.f;
-    }
     if (c.kind == ItemKind::kKSum) {
       finish_k_sum<kD>(p, bh, it.blk, out, lane);
       return true;
