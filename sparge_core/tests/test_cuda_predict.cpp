@@ -184,7 +184,7 @@ void expect_bit_identical_to_legacy(const LegacyCase& c) {
   EXPECT_TRUE(bitwise_equal(now.mask.dense, old.mask.dense));
   EXPECT_TRUE(bitwise_equal(now.mask.counts, old.mask.counts));
   EXPECT_TRUE(bitwise_equal(now.mask.indices, old.mask.indices));
-  // The prediction without INT8 values runs the warp-per-item statistics kernel, with them the CTA kernel.
+  // The prediction without INT8 values (the statistics kernel's similarity-only variant):
   EXPECT_TRUE(bitwise_equal(plain.mask.dense, old.mask.dense));
   EXPECT_TRUE(bitwise_equal(plain.mask.counts, old.mask.counts));
   EXPECT_TRUE(bitwise_equal(plain.mask.indices, old.mask.indices));

@@ -1,6 +1,5 @@
-// Stage-1 prediction: the persistent block-statistics kernel with one CTA per work item (device code; the
-// launchers are in predict_stats_launch.cuh, the warp-per-item kernel of the prediction variant in
-// predict_warp_stats.cuh). The selection and the score GEMM are in predict_select.cu.
+// Stage-1 prediction: the persistent block-statistics kernel (device code; its launcher is in
+// predict_stats_launch.cuh). The selection and the score GEMM are in predict_select.cu.
 //
 // One launch computes, for every (batch, kv head) group g of K and every query head of Q:
 //   K block sums -> the float64 K mean of g -> the smoothed-K block statistics (pooled means, similarity
@@ -55,12 +54,12 @@ constexpr int kChunkRows = kChunkSteps * kStatsWarps * kRowsPerStep;
 constexpr int kStatsCtasPerSm = 4;
 // The K-sum lookahead L (launcher): between the last K-sum item of group g and its first K-stats item the
 // queue holds (L + g) NKB items for g < L and 2 L NKB after (L NKB at least), and the CTAs hold up to three
-// items each (processed, copies in flight, reserved; the warp kernel's CTAs publish two items ahead), so L is
-// the least with L x NKB >= kInFlightItemsPerCta x grid: the mean is ready before its K-stats items are
-// processed (a profile with L from an L2 byte budget, L = 1 at N = 32K, showed the CTAs spinning on it for
-// 15% of their time). The group's K is then read again after L to 2 L groups of K-sum reads (kept in L2) and
-// the streamed evict-first reads between: an L2 hit while those fit in L2 (N = 32K: L = 4, 32 MB), else a
-// second DRAM read of K, which costs less than spinning.
+// items each (processed, copies in flight, reserved), so L is the least with L x NKB >= kInFlightItemsPerCta
+// x grid: the mean is ready before its K-stats items are processed (a profile with L from an L2 byte budget,
+// L = 1 at N = 32K, showed the CTAs spinning on it for 15% of their time). The group's K is then read again
+// after L to 2 L groups of K-sum reads (kept in L2) and the streamed evict-first reads between: an L2 hit
+// while those fit in L2 (N = 32K: L = 4, 32 MB), else a second DRAM read of K, which costs less than
+// spinning.
 constexpr int kInFlightItemsPerCta = 3;
 constexpr int kMeanUnroll = 16;       // float64 part sums: loads in flight per thread
 constexpr int kMaxSpinSleepNs = 256;  // back-off cap of the K-stats wait

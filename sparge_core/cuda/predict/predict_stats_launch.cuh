@@ -1,12 +1,11 @@
-// The launchers of the stage-1 statistics kernels (the CTA kernel of predict_kernels.cuh, the warp kernel of
-// predict_warp_stats.cuh), instantiated per dtype in predict_<dtype>.cu.
+// The launcher of the stage-1 statistics kernel (predict_kernels.cuh), instantiated per dtype in
+// predict_<dtype>.cu.
 #pragma once
 
 #include <atomic>
 #include <cstdlib>
-#include <cstring>
 
-#include "predict_warp_stats.cuh"
+#include "predict_kernels.cuh"
 
 namespace sparge::cuda::predict {
 
@@ -31,9 +30,7 @@ cudaError_t persistent_grid(int* grid) {
   return cudaSuccess;
 }
 
-// The launcher: lookahead and item count, then a persistent grid of min(items, SMs x resident CTAs) of the
-// CTA kernel, or of the warp kernel (the prediction variant, kUnit && !kQuant, unless
-// SPARGE_STATS_KERNEL=cta: a measurement switch).
+// The launcher: lookahead and item count, then a persistent grid of min(items, SMs x resident CTAs).
 template <DType kDtype, int kD, bool kUnit, bool kQuant>
 cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
   const int groups = p.batch * p.k.heads;
@@ -43,16 +40,8 @@ cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
   p.q_blocks_div = FastDiv(p.q.num_blocks);
   p.q_heads_div = FastDiv(p.q.heads);
 
-  bool warp_items = kUnit && !kQuant;
-  if (const char* env = std::getenv("SPARGE_STATS_KERNEL"); env != nullptr && std::strcmp(env, "cta") == 0)
-    warp_items = false;
   int grid = 0;
-  cudaError_t e = cudaSuccess;
-  if (warp_items) {
-    e = persistent_grid<warp_stats_kernel<kDtype, kD>, kWarpStatsThreads>(&grid);
-  } else {
-    e = persistent_grid<stats_kernel<kDtype, kD, kUnit, kQuant>, kStatsThreads>(&grid);
-  }
+  const cudaError_t e = persistent_grid<stats_kernel<kDtype, kD, kUnit, kQuant>, kStatsThreads>(&grid);
   if (e != cudaSuccess) return e;
   // Lookahead (see kInFlightItemsPerCta): the least L with L NKB >= the items held at once, within [1,
   // groups] (SPARGE_STATS_LOOKAHEAD=L overrides it: a measurement switch).
@@ -61,13 +50,8 @@ cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
   if (const char* env = std::getenv("SPARGE_STATS_LOOKAHEAD"); env != nullptr && std::atoi(env) > 0)
     ahead = std::atoi(env);
   p.lookahead = static_cast<int>(ahead < 1 ? 1 : ahead > groups ? groups : ahead);
-  if (warp_items) {
-    if (grid > p.num_items) grid = p.num_items;
-    warp_stats_kernel<kDtype, kD><<<grid, kWarpStatsThreads, 0, stream>>>(p);
-  } else {
-    if (grid > p.num_items) grid = p.num_items;
-    stats_kernel<kDtype, kD, kUnit, kQuant><<<grid, kStatsThreads, 0, stream>>>(p);
-  }
+  if (grid > p.num_items) grid = p.num_items;
+  stats_kernel<kDtype, kD, kUnit, kQuant><<<grid, kStatsThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
