@@ -123,10 +123,11 @@ bool bitwise_equal(const at::Tensor& a, const at::Tensor& b) {
 
 // Cases for the bit-exactness test. They span the selection paths (key blocks per row <= 32, 64, 128, 256
 // and 512 on a warp, more on a CTA), the statistics paths (blocks of <= 128 rows held in registers, longer
-// blocks in chunks, tails, tiny blocks), the K queue order (all K sums first when every group fits in the
-// reuse window; interleaved in the 32K 16-head case; forced to lookahead 1 in a separate test), MHA/GQA/MQA,
-// causal with Nq < Nk, both layouts and dtypes, structured (self-similar blocks, peaked scores) and random
-// inputs.
+// blocks in chunks, tails, tiny blocks; K items of two 64-row blocks in the prediction without INT8 values,
+// with an odd block count and a tail in the second block), the K queue order (all K sums first when every
+// group fits in the reuse window; interleaved in the 32K 16-head case; forced to lookahead 1 in a separate
+// test), MHA/GQA/MQA, causal with Nq < Nk, both layouts and dtypes, structured (self-similar blocks, peaked
+// scores) and random inputs.
 struct LegacyCase {
   int64_t batch, seq_q, seq_k, heads_q, heads_kv, head_dim, block_q, block_k;
   bool causal, topk, sink, crossing, structured;

@@ -76,7 +76,7 @@ detail::Problem check_gpu_inputs(const char* fn, const at::Tensor& q, const at::
                config.block_k);
   const int64_t nqb = (pr.seq_q + config.block_q - 1) / config.block_q;
   const int64_t nkb = (pr.seq_k + config.block_k - 1) / config.block_k;
-  // The statistics kernel numbers its work items (one block each) with int32.
+  // The statistics kernel numbers its work items (one or two blocks each) with int32.
   const int64_t items = 2 * pr.batch * pr.heads_kv * nkb + pr.batch * pr.heads_q * nqb;
   SPARGE_CHECK(pr.seq_q <= kMaxIndex && pr.seq_k <= kMaxIndex, "argument `q`: at most ", kMaxIndex,
                " tokens per sequence, got Nq = ", pr.seq_q, ", Nk = ", pr.seq_k);

@@ -4,7 +4,8 @@
 // One launch computes, for every (batch, kv head) group g of K and every query head of Q:
 //   K block sums -> the float64 K mean of g -> the smoothed-K block statistics (pooled means, similarity
 //   ||mean of unit rows||^2, INT8 values and scales), and the same statistics of the Q blocks.
-// Work items (one block of rows each) come from an atomic queue in this order (L = lookahead):
+// Work items (one block of rows each; a K item of the prediction variant two consecutive blocks where both
+// fit one chunk: StatsParams::k_item_blocks) come from an atomic queue in this order (L = lookahead):
 //   Ksum(0) .. Ksum(L-1), Ksum(L), Kstats(0), Ksum(L+1), Kstats(1), ..., Kstats(G-1), then every Q item,
 // so that a group's K is read once from DRAM where L groups of K fit in L2: its second read (Kstats, L to 2 L
 // groups of items later) hits L2 (L: see kInFlightItemsPerCta). The CTA finishing the last K-sum item of a
@@ -67,18 +68,21 @@ constexpr int kMaxSpinSleepNs = 256;  // back-off cap of the K-stats wait
 enum class ItemKind { kKSum, kKStats, kQStats };
 struct Item {
   ItemKind kind;
-  int b, h, blk;
+  int b, h, blk;  // blk: the first block
+  int blocks;     // consecutive blocks of the item (K items: up to StatsParams::k_item_blocks; Q: 1)
 };
 
 // The work item at queue position `item` (order in the file comment).
 __device__ __forceinline__ Item decode_item(const StatsParams& p, int item) {
-  const int nkb = p.k.num_blocks, groups = p.batch * p.k.heads, ahead = p.lookahead;
-  const int k_items = 2 * groups * nkb;
+  const int nki = p.k_items, groups = p.batch * p.k.heads, ahead = p.lookahead;
+  const int k_items = 2 * groups * nki;
   Item it;
+  it.blocks = 1;
   int g;
   if (item < k_items) {
-    const int chunk = p.k_blocks_div.div(item);  // one group's K-sum or K-stats items
-    it.blk = item - chunk * nkb;
+    const int chunk = p.k_items_div.div(item);  // one group's K-sum or K-stats items
+    it.blk = (item - chunk * nki) * p.k_item_blocks;
+    it.blocks = min(p.k_item_blocks, p.k.num_blocks - it.blk);
     if (chunk < ahead) {
       it.kind = ItemKind::kKSum;
       g = chunk;
@@ -173,6 +177,15 @@ struct BlockWorker {
   uint32_t raw[kChunkSteps][kRowsPerStep][kWords];
   float sum[kVec] = {}, unit[kVec] = {}, amax = 0.f;
 
+  __device__ __forceinline__ void zero() {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      sum[e] = 0.f;
+      unit[e] = 0.f;
+    }
+    amax = 0.f;
+  }
+
   // The row of (step s, slot u) of warp w in the chunk starting at row c0: the legacy row order.
   static __device__ __forceinline__ int row_of(int c0, int s, int warp, int u) {
     return c0 + s * (kStatsWarps * kRowsPerStep) + warp * kRowsPerStep + u;
@@ -254,11 +267,13 @@ struct BlockWorker {
   // only (the first pass over K); kUnit: unit-row sums (similarity); kAmax: max|x| (quantization); kTail:
   // rows may end inside a step (rows % 16 != 0), whose missing rows must add nothing (the fill's zero words
   // minus the shift would), else every step begun is whole and no element needs a select.
+  // Steps before s_lo are skipped (the chunk's first block of a two-block item, already accumulated).
   template <bool kShift, bool kSumsOnly, bool kUnit, bool kAmax, bool kTail>
-  __device__ __forceinline__ void accumulate(int rows, int c0, const float (&shift)[kVec], int warp,
+  __device__ __forceinline__ void accumulate(int rows, int c0, int s_lo, const float (&shift)[kVec], int warp,
                                              int lane) {
 #pragma unroll
     for (int s = 0; s < kChunkSteps; ++s) {
+      if (s < s_lo) continue;
       if (row_of(c0, s, warp, 0) >= rows) break;  // warp-uniform: the legacy loop's bound
       float v[kRowsPerStep][kVec];
 #pragma unroll
@@ -301,10 +316,11 @@ struct BlockWorker {
   // INT8 values of the chunk's rows from the registers; out points at the block's first row, lane's first
   // element.
   template <bool kShift>
-  __device__ __forceinline__ void store_int8(int8_t* out, int rows, const float (&shift)[kVec],
+  __device__ __forceinline__ void store_int8(int8_t* out, int rows, int s_lo, const float (&shift)[kVec],
                                              const Int8Quantizer& quant, int warp) const {
 #pragma unroll
     for (int s = 0; s < kChunkSteps; ++s) {
+      if (s < s_lo) continue;
       if (row_of(0, s, warp, 0) >= rows) break;  // warp-uniform
 #pragma unroll
       for (int u = 0; u < kRowsPerStep; ++u) {
@@ -350,7 +366,8 @@ __device__ __forceinline__ bool take_last_ticket(int* counter, int expected) {
   return c.fetch_add(1, ::cuda::memory_order_acq_rel) == expected - 1;
 }
 
-// The rows of item `it`: the first row's address, the row stride and the row count (< block for the tail).
+// The rows of item `it` (all its blocks): the first row's address, the row stride and the row count (short of
+// blocks x block rows for the tail).
 template <typename T>
 struct ItemRows {
   const T* base;
@@ -364,7 +381,7 @@ __device__ __forceinline__ ItemRows<T> item_rows(const StatsParams& p, const Ite
   ItemRows<T> r;
   r.row_stride = o.row_stride;
   r.row0 = it.blk * o.block;
-  r.rows = min(o.block, o.seq - r.row0);
+  r.rows = min(it.blocks * o.block, o.seq - r.row0);
   r.base = static_cast<const T*>(o.x) + it.b * o.batch_stride + it.h * o.head_stride +
            static_cast<int64_t>(r.row0) * r.row_stride;
   return r;
@@ -421,10 +438,6 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
     float* quant_scale = is_q ? p.q.quant_scale : p.k.quant_scale;
 
     const int64_t bh = static_cast<int64_t>(it.b) * heads + it.h;  // the group g for K items
-    const int64_t out_block = bh * num_blocks + it.blk;
-    // Steps whole (no select per element) unless a block ends inside one (a tail block, or a block size
-    // not a multiple of 16).
-    const bool tail = rows % (kStatsWarps * kRowsPerStep) != 0;
 
     float shift[kVec] = {};
     W w;
@@ -451,132 +464,148 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
 #pragma unroll
       for (int e = 0; e < kVec; ++e) shift[e] = __ldcg(p.k_mean + bh * kD + lane * kVec + e);
     }
-    for (int c0 = 0; c0 < rows; c0 += kChunkRows) {
-      if (c0 > 0) {
-        W::stage(s_stage, base + static_cast<int64_t>(c0) * row_stride, row_stride, rows - c0, warp, lane,
-                 !is_sum);
-        next_chunk(c0);
+    // The item's blocks one after another: two only where both are in the registers (rows <= kChunkRows) and
+    // the block is a multiple of 16 rows, so that the second block's rows sit with the legacy warps from
+    // step s_lo on.
+    for (int sub = 0; sub < it.blocks; ++sub) {
+      const int block = is_q ? p.q.block : p.k.block;
+      const int sub_row0 = sub * block, s_lo = sub_row0 / (kStatsWarps * kRowsPerStep);
+      const int rows_end = sub + 1 < it.blocks ? sub_row0 + block : rows;  // the block's end in the item
+      const int64_t out_block = bh * num_blocks + it.blk + sub;
+      // Steps whole (no select per element) unless the block ends inside one (a tail block, or a block size
+      // not a multiple of 16).
+      const bool tail = rows_end % (kStatsWarps * kRowsPerStep) != 0;
+      if (sub > 0) {
+        __syncthreads();  // every thread is done with the previous block's shared buffers
+        w.zero();
       }
-      if (is_sum) {  // sums only: the tail's selects cost little here (one instantiation)
-        w.template accumulate<false, true, false, false, true>(rows, c0, shift, warp, lane);
-      } else if (is_q) {
-        if (tail) {
-          w.template accumulate<false, false, kUnit, kQuant, true>(rows, c0, shift, warp, lane);
-        } else {
-          w.template accumulate<false, false, kUnit, kQuant, false>(rows, c0, shift, warp, lane);
+      for (int c0 = 0; c0 < rows_end; c0 += kChunkRows) {
+        if (c0 > 0) {
+          W::stage(s_stage, base + static_cast<int64_t>(c0) * row_stride, row_stride, rows - c0, warp, lane,
+                   !is_sum);
+          next_chunk(c0);
         }
-      } else {
-        if (tail) {
-          w.template accumulate<true, false, kUnit, kQuant, true>(rows, c0, shift, warp, lane);
+        if (is_sum) {  // sums only: the tail's selects cost little here (one instantiation)
+          w.template accumulate<false, true, false, false, true>(rows_end, c0, s_lo, shift, warp, lane);
+        } else if (is_q) {
+          if (tail) {
+            w.template accumulate<false, false, kUnit, kQuant, true>(rows_end, c0, s_lo, shift, warp, lane);
+          } else {
+            w.template accumulate<false, false, kUnit, kQuant, false>(rows_end, c0, s_lo, shift, warp, lane);
+          }
         } else {
-          w.template accumulate<true, false, kUnit, kQuant, false>(rows, c0, shift, warp, lane);
+          if (tail) {
+            w.template accumulate<true, false, kUnit, kQuant, true>(rows_end, c0, s_lo, shift, warp, lane);
+          } else {
+            w.template accumulate<true, false, kUnit, kQuant, false>(rows_end, c0, s_lo, shift, warp, lane);
+          }
         }
       }
-    }
 
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-      s_sum[warp][lane * kVec + i] = w.sum[i];
-      s_unit[warp][lane * kVec + i] = w.unit[i];
-    }
-    if (kQuant && !is_sum) {
-      const float m = warp_max(w.amax);
-      if (lane == 0) s_amax[warp] = m;
-    }
-    __syncthreads();
-
-    // Column totals in a fixed warp order (the legacy epilogue), then the block's outputs.
-    const float count = static_cast<float>(rows);
-    float sim_part = 0.f;
-    for (int c = tid; c < kD; c += kStatsThreads) {
-      float total = 0.f, unit_total = 0.f;
-#pragma unroll
-      for (int wi = 0; wi < kStatsWarps; ++wi) {
-        total += s_sum[wi][c];
-        unit_total += s_unit[wi][c];
+      for (int i = 0; i < kVec; ++i) {
+        s_sum[warp][lane * kVec + i] = w.sum[i];
+        s_unit[warp][lane * kVec + i] = w.unit[i];
       }
-      if (is_sum) p.k_sums[out_block * kD + c] = total;
-      if (pooled != nullptr) pooled[out_block * kD + c] = total / count;
-      const float mean_unit = unit_total / count;
-      sim_part += mean_unit * mean_unit;
-    }
-
-    if (is_sum) {
-      // The last block of a part adds the part's block sums in float64 (block order); the last part adds the
-      // parts in order and publishes the mean (the legacy mean kernel's order, see predict_params.h).
-      const int nkb = num_blocks, per = (nkb + kParts - 1) / kParts, used_parts = (nkb + per - 1) / per;
-      const int part = it.blk / per, j0 = part * per, j1 = min(nkb, j0 + per);
-      int* group_counters = p.counters + 1 + bh * kGroupCounters;
-      __syncthreads();  // the block sums of every thread are written
-      if (tid == 0) s_last_part = take_last_ticket(group_counters + part, j1 - j0);
+      if (kQuant && !is_sum) {
+        const float m = warp_max(w.amax);
+        if (lane == 0) s_amax[warp] = m;
+      }
       __syncthreads();
-      if (s_last_part) {
-        if (tid < kD) {
-          const float* col = p.k_sums + bh * nkb * static_cast<int64_t>(kD) + tid;
-          double acc = 0.0;
-#pragma unroll kMeanUnroll
-          for (int j = j0; j < j1; ++j) acc += __ldcg(col + static_cast<int64_t>(j) * kD);
-          p.k_parts[(bh * kParts + part) * kD + tid] = acc;
-        }
-        __syncthreads();
-        if (tid == 0) s_last_group = take_last_ticket(group_counters + kMaxMeanParts, used_parts);
-        __syncthreads();
-        if (s_last_group) {
-          if (tid < kD) {
-            double total = 0.0;
+
+      // Column totals in a fixed warp order (the legacy epilogue), then the block's outputs.
+      const float count = static_cast<float>(rows_end - sub_row0);
+      float sim_part = 0.f;
+      for (int c = tid; c < kD; c += kStatsThreads) {
+        float total = 0.f, unit_total = 0.f;
 #pragma unroll
-            for (int q = 0; q < kParts; ++q)
-              total += q < used_parts ? __ldcg(p.k_parts + (bh * kParts + q) * kD + tid) : 0.0;
-            p.k_mean[bh * kD + tid] = static_cast<float>(total / seq);
+        for (int wi = 0; wi < kStatsWarps; ++wi) {
+          total += s_sum[wi][c];
+          unit_total += s_unit[wi][c];
+        }
+        if (is_sum) p.k_sums[out_block * kD + c] = total;
+        if (pooled != nullptr) pooled[out_block * kD + c] = total / count;
+        const float mean_unit = unit_total / count;
+        sim_part += mean_unit * mean_unit;
+      }
+
+      if (is_sum) {
+        // The last block of a part adds the part's block sums in float64 (block order); the last part adds
+        // the parts in order and publishes the mean (the legacy mean kernel's order, see predict_params.h).
+        const int nkb = num_blocks, per = (nkb + kParts - 1) / kParts, used_parts = (nkb + per - 1) / per;
+        const int part = (it.blk + sub) / per, j0 = part * per, j1 = min(nkb, j0 + per);
+        int* group_counters = p.counters + 1 + bh * kGroupCounters;
+        __syncthreads();  // the block sums of every thread are written
+        if (tid == 0) s_last_part = take_last_ticket(group_counters + part, j1 - j0);
+        __syncthreads();
+        if (s_last_part) {
+          if (tid < kD) {
+            const float* col = p.k_sums + bh * nkb * static_cast<int64_t>(kD) + tid;
+            double acc = 0.0;
+#pragma unroll kMeanUnroll
+            for (int j = j0; j < j1; ++j) acc += __ldcg(col + static_cast<int64_t>(j) * kD);
+            p.k_parts[(bh * kParts + part) * kD + tid] = acc;
           }
           __syncthreads();
-          if (tid == 0) {
-            ::cuda::atomic_ref<int, ::cuda::thread_scope_device> ready(group_counters[kMaxMeanParts + 1]);
-            ready.store(1, ::cuda::memory_order_release);
-          }
-        }
-      }
-    } else {
-      if (kUnit) {
-        sim_part = warp_sum(sim_part);
-        if (lane == 0) s_red[warp] = sim_part;
-        __syncthreads();
-        if (tid == 0) {
-          float sim = 0.f;
+          if (tid == 0) s_last_group = take_last_ticket(group_counters + kMaxMeanParts, used_parts);
+          __syncthreads();
+          if (s_last_group) {
+            if (tid < kD) {
+              double total = 0.0;
 #pragma unroll
-          for (int wi = 0; wi < kStatsWarps; ++wi) sim += s_red[wi];
-          similarity[out_block] = sim;
-        }
-      }
-      if (kQuant) {
-        if (tid == 0) {
-          float m = 0.f;
-#pragma unroll
-          for (int wi = 0; wi < kStatsWarps; ++wi) m = fmaxf(m, s_amax[wi]);
-          const float scale = m > 0.f ? m / kInt8Max : 1.f / kInt8Max;
-          s_scale = scale;
-          quant_scale[out_block] = scale;
-        }
-        __syncthreads();
-        const Int8Quantizer quantizer(s_scale);
-        int8_t* out = quant + (bh * seq + row0) * kD + lane * kVec;
-        if (rows <= kChunkRows) {  // the block is still in registers
-          if (is_q) {
-            w.template store_int8<false>(out, rows, shift, quantizer, warp);
-          } else {
-            w.template store_int8<true>(out, rows, shift, quantizer, warp);
-          }
-        } else {
-          for (int r = warp; r < rows; r += kStatsWarps) {  // a second read of the block: an L2 hit
-            const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
-            float v[kVec];
-#pragma unroll
-            for (int i = 0; i < kVec / 2; ++i) {
-              const float2 f = unpack2<kDtype>(*reinterpret_cast<const uint32_t*>(src + 2 * i));
-              v[2 * i] = f.x - shift[2 * i];
-              v[2 * i + 1] = f.y - shift[2 * i + 1];
+              for (int q = 0; q < kParts; ++q)
+                total += q < used_parts ? __ldcg(p.k_parts + (bh * kParts + q) * kD + tid) : 0.0;
+              p.k_mean[bh * kD + tid] = static_cast<float>(total / seq);
             }
-            W::store_int8_row(out + static_cast<int64_t>(r) * kD, v, quantizer);
+            __syncthreads();
+            if (tid == 0) {
+              ::cuda::atomic_ref<int, ::cuda::thread_scope_device> ready(group_counters[kMaxMeanParts + 1]);
+              ready.store(1, ::cuda::memory_order_release);
+            }
+          }
+        }
+      } else {
+        if (kUnit) {
+          sim_part = warp_sum(sim_part);
+          if (lane == 0) s_red[warp] = sim_part;
+          __syncthreads();
+          if (tid == 0) {
+            float sim = 0.f;
+#pragma unroll
+            for (int wi = 0; wi < kStatsWarps; ++wi) sim += s_red[wi];
+            similarity[out_block] = sim;
+          }
+        }
+        if (kQuant) {
+          if (tid == 0) {
+            float m = 0.f;
+#pragma unroll
+            for (int wi = 0; wi < kStatsWarps; ++wi) m = fmaxf(m, s_amax[wi]);
+            const float scale = m > 0.f ? m / kInt8Max : 1.f / kInt8Max;
+            s_scale = scale;
+            quant_scale[out_block] = scale;
+          }
+          __syncthreads();
+          const Int8Quantizer quantizer(s_scale);
+          int8_t* out = quant + (bh * seq + row0) * kD + lane * kVec;
+          if (rows <= kChunkRows) {  // the item is still in registers
+            if (is_q) {
+              w.template store_int8<false>(out, rows_end, s_lo, shift, quantizer, warp);
+            } else {
+              w.template store_int8<true>(out, rows_end, s_lo, shift, quantizer, warp);
+            }
+          } else {
+            for (int r = warp; r < rows; r += kStatsWarps) {  // a second read of the block: an L2 hit
+              const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
+              float v[kVec];
+#pragma unroll
+              for (int i = 0; i < kVec / 2; ++i) {
+                const float2 f = unpack2<kDtype>(*reinterpret_cast<const uint32_t*>(src + 2 * i));
+                v[2 * i] = f.x - shift[2 * i];
+                v[2 * i + 1] = f.y - shift[2 * i + 1];
+              }
+              W::store_int8_row(out + static_cast<int64_t>(r) * kD, v, quantizer);
+            }
           }
         }
       }

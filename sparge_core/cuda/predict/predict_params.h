@@ -52,9 +52,11 @@ struct StatsParams {
   float* k_mean = nullptr;    // (B, Hkv, D) output: the smoothing vector
   int* counters = nullptr;    // stats_counter_count(B * Hkv) int32, zero at launch
   // Set by the launcher: K-sum groups issued ahead of the K statistics, the number of work items, and the
-  // divisors of the item decoding (K blocks, kv heads, Q blocks, query heads).
-  int lookahead = 1, num_items = 0;
-  predict::FastDiv k_blocks_div, k_heads_div, q_blocks_div, q_heads_div;
+  // divisors of the item decoding (K items per group, kv heads, Q blocks, query heads).
+  // k_item_blocks: K blocks per K item (2 where two fit one chunk of the stage and keep the legacy row ->
+  // warp mapping, else 1); k_items: K items per group (ceil(NKB / k_item_blocks)).
+  int lookahead = 1, num_items = 0, k_item_blocks = 1, k_items = 0;
+  predict::FastDiv k_items_div, k_heads_div, q_blocks_div, q_heads_div;
 };
 
 // The selection of one mask row (a warp per row up to kWarpSelectMaxKeyBlocks key blocks, else a CTA).

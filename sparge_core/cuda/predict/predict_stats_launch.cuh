@@ -34,8 +34,20 @@ cudaError_t persistent_grid(int* grid) {
 template <DType kDtype, int kD, bool kUnit, bool kQuant>
 cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
   const int groups = p.batch * p.k.heads;
-  p.num_items = 2 * groups * p.k.num_blocks + p.batch * p.q.heads * p.q.num_blocks;
-  p.k_blocks_div = FastDiv(p.k.num_blocks);
+  // Two K blocks per K item where both fit one chunk and the second starts at a multiple of 16 rows (the
+  // legacy row -> warp mapping): half the per-item work (decoding, barriers, epilogue setup) of K. Only
+  // without INT8 values: same-machine A/B on an H100 (bench_predict, 2 rounds): prediction 3.5-4% faster
+  // (6% from a CUDA graph at 32K), the INT8 variants 4-6% slower (two quantizing epilogues per item, and
+  // ptxas spills in the fused variant). SPARGE_STATS_K_PAIRS=0: one block per K item, =1: pairs for every
+  // variant (measurement switches).
+  const char* pairs_env = std::getenv("SPARGE_STATS_K_PAIRS");
+  const bool pairs_on = pairs_env == nullptr ? !kQuant : pairs_env[0] != '0';
+  const int pair =
+      pairs_on && p.k.block % (kStatsWarps * kRowsPerStep) == 0 && 2 * p.k.block <= kChunkRows ? 2 : 1;
+  p.k_item_blocks = pair;
+  p.k_items = (p.k.num_blocks + pair - 1) / pair;
+  p.num_items = 2 * groups * p.k_items + p.batch * p.q.heads * p.q.num_blocks;
+  p.k_items_div = FastDiv(p.k_items);
   p.k_heads_div = FastDiv(p.k.heads);
   p.q_blocks_div = FastDiv(p.q.num_blocks);
   p.q_heads_div = FastDiv(p.q.heads);
@@ -43,10 +55,10 @@ cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
   int grid = 0;
   const cudaError_t e = persistent_grid<stats_kernel<kDtype, kD, kUnit, kQuant>, kStatsThreads>(&grid);
   if (e != cudaSuccess) return e;
-  // Lookahead (see kInFlightItemsPerCta): the least L with L NKB >= the items held at once, within [1,
-  // groups] (SPARGE_STATS_LOOKAHEAD=L overrides it: a measurement switch).
-  const int64_t nkb = p.k.num_blocks, in_flight = int64_t{kInFlightItemsPerCta} * grid;
-  int64_t ahead = (in_flight + nkb - 1) / nkb;
+  // Lookahead (see kInFlightItemsPerCta): the least L with L x (K items per group) >= the items held at once,
+  // within [1, groups] (SPARGE_STATS_LOOKAHEAD=L overrides it: a measurement switch).
+  const int64_t nki = p.k_items, in_flight = int64_t{kInFlightItemsPerCta} * grid;
+  int64_t ahead = (in_flight + nki - 1) / nki;
   if (const char* env = std::getenv("SPARGE_STATS_LOOKAHEAD"); env != nullptr && std::atoi(env) > 0)
     ahead = std::atoi(env);
   p.lookahead = static_cast<int>(ahead < 1 ? 1 : ahead > groups ? groups : ahead);
