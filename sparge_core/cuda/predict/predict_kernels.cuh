@@ -53,13 +53,14 @@ constexpr int kChunkRows = kChunkSteps * kStatsWarps * kRowsPerStep;
 // item's 16-32 KiB of copies in flight nearly all the time: 64-128 KiB per SM, several times DRAM latency x
 // bandwidth per SM.
 constexpr int kStatsCtasPerSm = 4;
-// The K-sum lookahead L (launcher): between the last K-sum item of group g and its first K-stats item the
-// queue holds (L + g) NKB items for g < L and 2 L NKB after (L NKB at least), and the CTAs hold up to three
-// items each (processed, copies in flight, reserved), so L is the least with L x NKB >= kInFlightItemsPerCta
-// x grid: the mean is ready before its K-stats items are processed (a profile with L from an L2 byte budget,
-// L = 1 at N = 32K, showed the CTAs spinning on it for 15% of their time). The group's K is then read again
-// after L to 2 L groups of K-sum reads (kept in L2) and the streamed evict-first reads between: an L2 hit
-// while those fit in L2 (N = 32K: L = 4, 32 MB), else a second DRAM read of K, which costs less than
+// The K-sum lookahead L (launcher): with NKI K items per group (NKB, or NKB / 2 with two-block items),
+// between the last K-sum item of group g and its first K-stats item the queue holds (L + g) NKI items for g <
+// L and 2 L NKI after (L NKI at least), and the CTAs hold up to three items each (processed, copies in
+// flight, reserved), so L is the least with L x NKI >= kInFlightItemsPerCta x grid: the mean is ready before
+// its K-stats items are processed (a profile with L from an L2 byte budget, L = 1 at N = 32K, showed the CTAs
+// spinning on it for 15% of their time). The group's K is then read again after L to 2 L groups of K-sum
+// reads (kept in L2) and the streamed evict-first reads between: an L2 hit while those fit in L2 (N = 32K:
+// L = 4, 32 MB, with one-block items; 7 with two), else a second DRAM read of K, which costs less than
 // spinning.
 constexpr int kInFlightItemsPerCta = 3;
 constexpr int kMeanUnroll = 16;       // float64 part sums: loads in flight per thread
