@@ -217,12 +217,14 @@ TEST_P(CudaPredictLegacy, BitIdenticalToTheFirstPredictor) {
 TEST(CudaPredictLegacyLookahead, BitIdenticalWithLookaheadOne) {
   if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device on this machine: GPU prediction tests run on the GPU machine";
-  ASSERT_EQ(setenv("SPARGE_STATS_LOOKAHEAD", "1", 1), 0);
+  struct ForcedLookahead {  // set for this test only, also when a check throws
+    ForcedLookahead() { EXPECT_EQ(setenv("SPARGE_STATS_LOOKAHEAD", "1", 1), 0); }
+    ~ForcedLookahead() { unsetenv("SPARGE_STATS_LOOKAHEAD"); }
+  } forced;
   expect_bit_identical_to_legacy(LegacyCase{2, 8192, 8192, 8, 8, 128, 128, 64, false, false, false, false,
                                             false, at::kBFloat16, Layout::kHND});
   expect_bit_identical_to_legacy(LegacyCase{1, 5000, 5000, 4, 2, 64, 128, 100, true, false, false, false,
                                             true, at::kHalf, Layout::kNHD});
-  ASSERT_EQ(unsetenv("SPARGE_STATS_LOOKAHEAD"), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, CudaPredictLegacy,

@@ -36,10 +36,10 @@ cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
   const int groups = p.batch * p.k.heads;
   // Two K blocks per K item where both fit one chunk and the second starts at a multiple of 16 rows (the
   // legacy row -> warp mapping): half the per-item work (decoding, barriers, epilogue setup) of K. Only
-  // without INT8 values: same-machine A/B on an H100 (bench_predict, 2 rounds): prediction 3.5-4% faster
-  // (6% from a CUDA graph at 32K), the INT8 variants 4-6% slower (two quantizing epilogues per item, and
-  // ptxas spills in the fused variant). SPARGE_STATS_K_PAIRS=0: one block per K item, =1: pairs for every
-  // variant (measurement switches).
+  // without INT8 values: same-machine A/B on an H100 (bench_predict, 2 rounds,
+  // results/kernels/h100/k_pairs_ab): prediction 3-5% faster (4-7% from a CUDA graph), the INT8 variants 2-6%
+  // slower (two quantizing epilogues per item, and ptxas spills in the fused variant).
+  // SPARGE_STATS_K_PAIRS=0: one block per K item, =1: pairs for every variant (measurement switches).
   const char* pairs_env = std::getenv("SPARGE_STATS_K_PAIRS");
   const bool pairs_on = pairs_env == nullptr ? !kQuant : pairs_env[0] != '0';
   const int pair =
