@@ -3,12 +3,15 @@
 
 usage: profile_kernel.py --lib build-gpu/lib/libsparge_ops.so [--op attention|predict] [--n 32768] [--d 128]
                          [--density 1.0] [--causal] [--path auto|portable|sm90] [--dtype bf16|fp16]
-                         [--quant none|int8|int8_fp8] [--reps 1] [--ab-env NAME]
+                         [--quant none|int8|int8_fp8] [--reps 1] [--ab-env NAME] [--vs-cudnn]
 --op attention (default): sparge::block_sparse_attention on a random block mask (quantized: the op quantizes q
 and k (and v for FP8) in its own kernels before the attention kernel); --op predict: sparge::predict_block_mask
 (stage-1 prediction: statistics, score GEMM, selection; CDF threshold 0.9).
 --ab-env NAME: an A/B timing of the same call with the environment variable NAME (read by the op at every
 call, e.g. SPARGE_SM90_LAZY) set to 1 and to 0, interleaved over 15 rounds of --reps calls; prints the medians.
+--vs-cudnn: the op and cuDNN SDPA (dense, same q, k, v) interleaved over 15 rounds of --reps calls each; prints both
+medians and their ratio (clock drift between the two cancels; older builds of the op work: quant is passed only when
+set).
 Warm-up launches run before the profiled ones (ncu: --launch-skip them).
 """
 import argparse
@@ -31,6 +34,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--ab-env", default=None)
+    ap.add_argument("--vs-cudnn", action="store_true")
     args = ap.parse_args()
     os.environ["SPARGE_KERNEL_PATH"] = args.path
     torch.ops.load_library(args.lib)
@@ -49,8 +53,9 @@ def main():
     counts = keep.sum(-1, dtype=torch.int32)
     order = torch.where(keep, torch.arange(nkb, device="cuda"), nkb).sort(-1).values
     indices = torch.where(order == nkb, -1, order).to(torch.int32).contiguous()
+    extra = {} if args.quant == "none" else {"quant": args.quant}
     run = lambda: torch.ops.sparge.block_sparse_attention(q, k, v, counts, indices, 128, 64,  # noqa: E731
-                                                           is_causal=args.causal, quant=args.quant)
+                                                           is_causal=args.causal, **extra)
     if args.op == "predict":
         run = lambda: torch.ops.sparge.predict_block_mask(q, k, is_causal=args.causal,  # noqa: E731
                                                            cdfthreshd=0.9)
@@ -58,20 +63,35 @@ def main():
         run()
     torch.cuda.synchronize()
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    if args.ab_env:
-        start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        times = {"1": [], "0": []}
+    def interleaved(variants):
+        """Median ms per call of each (name, setup, fn) over 15 rounds, the variants alternating within a round."""
+        times = {name: [] for name, _, _ in variants}
         for _ in range(15):
-            for val in ("1", "0"):
-                os.environ[args.ab_env] = val
-                run()
+            for name, setup, fn in variants:
+                setup()
+                fn()
                 start.record()
                 for _ in range(args.reps):
-                    run()
+                    fn()
                 stop.record()
                 stop.synchronize()
-                times[val].append(start.elapsed_time(stop) / args.reps)
-        med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+                times[name].append(start.elapsed_time(stop) / args.reps)
+        return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+    if args.vs_cudnn:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        def cudnn():
+            with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+                return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=args.causal)
+
+        med = interleaved([("ours", lambda: None, run), ("cudnn", lambda: None, cudnn)])
+        print(f"vs cuDNN path={args.path} quant={args.quant} N={n} D={args.d} density={args.density} "
+              f"causal={args.causal}: ours {med['ours']:.3f} ms, cuDNN {med['cudnn']:.3f} ms, cuDNN/ours = "
+              f"{med['cudnn'] / med['ours']:.3f}")
+        return
+    if args.ab_env:
+        med = interleaved([(val, lambda val=val: os.environ.__setitem__(args.ab_env, val), run) for val in ("1", "0")])
         print(f"A/B {args.ab_env} path={args.path} quant={args.quant} N={n} density={args.density} "
               f"causal={args.causal}: 1 -> {med['1']:.3f} ms, 0 -> {med['0']:.3f} ms, ratio 0/1 = "
               f"{med['0'] / med['1']:.3f}")

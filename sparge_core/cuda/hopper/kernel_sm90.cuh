@@ -290,10 +290,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     if constexpr (kFp8Pv) {
       // V^T of the step: k step kk (32 keys) is bytes 32 (kk % 2) of stage `stage + kk / 2`'s D rows (8-row
       // groups 512 bytes apart).
+      const uint64_t dv0 = sm90::make_desc<64>(v_ring + stage * Cfg::kVSliceBytes, 16, 512);
 #pragma unroll
       for (int kk = 0; kk < kPvSteps; ++kk) {
-        const uint64_t dv =
-            sm90::make_desc<64>(v_ring + (stage + kk / 2) * Cfg::kVSliceBytes + (kk % 2) * 32, 16, 512);
+        const uint64_t dv = sm90::desc_advance(dv0, (kk / 2) * Cfg::kVSliceBytes + (kk % 2) * 32);
         if constexpr (kHeadDim == 128) {
           sm90::wgmma_rs_m64n128k32_e4m3(o, pa[kk], dv);
         } else {
@@ -305,10 +305,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     }
     // V of the step: 128 keys over the two stages (contiguous per slice), 16 keys = 2048 bytes; N = D spans
     // the slices (leading byte offset = the ring's slice distance).
-    const uint32_t v_tile = v_ring + stage * Cfg::kVSliceBytes;
+    const uint64_t dv0 = sm90::make_desc(v_ring + stage * Cfg::kVSliceBytes, Cfg::kVRingSliceBytes, 1024);
 #pragma unroll
     for (int kk = 0; kk < kPvSteps; ++kk) {
-      const uint64_t dv = sm90::make_desc(v_tile + kk * 2048, Cfg::kVRingSliceBytes, 1024);
+      const uint64_t dv = sm90::desc_advance(dv0, kk * 2048);
       if constexpr (kDtype == DType::kBf16) {
         if constexpr (kHeadDim == 128) {
           sm90::wgmma_rs_m64n128k16_bf16_nmajor(o, pa[kk], dv);
@@ -365,19 +365,34 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
 
   if (prm.pingpong && wg == 1 && count > 0) sm90::named_barrier_arrive(6, 256);
   const int steps = loaded / Cfg::kStepBlocks;
-  int kb_next = count > 0 ? __ldg(indices) : 0;
+  // The next step's two key blocks (-1: the padding block) and, quantized, their K scales (the padding block
+  // reuses block 0's), loaded one step ahead: the S MMAs of a step and its block geometry wait on no load.
+  int kb_next[2] = {count > 0 ? __ldg(indices) : 0, count > 1 ? __ldg(indices + 1) : -1};
+  float ks_next[2] = {1.f, 1.f};
+  const auto load_k_scales = [&] {
+    if constexpr (kInt8) {
+      ks_next[0] = __ldg(k_scale_row + kb_next[0]);
+      ks_next[1] = __ldg(k_scale_row + (kb_next[1] >= 0 ? kb_next[1] : kb_next[0]));
+    }
+  };
+  if (count > 0) load_k_scales();
   for (int j = 0; j < steps; ++j) {
     const int n0 = Cfg::kStepBlocks * j, s = n0 % kS;
     const uint32_t parity = (n0 / kS) & 1;
     int key0[2];  // first key of each block; the padding block (n0 + 1 == count) gets -1
-    key0[0] = kb_next * Cfg::kBlockN;
-    key0[1] = n0 + 1 < count ? __ldg(indices + n0 + 1) * Cfg::kBlockN : -1;
-    if (n0 + 2 < count) kb_next = __ldg(indices + n0 + 2);
+    key0[0] = kb_next[0] * Cfg::kBlockN;
+    key0[1] = kb_next[1] >= 0 ? kb_next[1] * Cfg::kBlockN : -1;
+    const float k_scale[2] = {ks_next[0], ks_next[1]};
+    if (n0 + 2 < count) {
+      kb_next[0] = __ldg(indices + n0 + 2);
+      kb_next[1] = n0 + 3 < count ? __ldg(indices + n0 + 3) : -1;
+      load_k_scales();
+    }
     bool blk_has[2];  // the warpgroup's rows have an allowed key in the block (structural)
 #pragma unroll
     for (int b = 0; b < 2; ++b) blk_has[b] = key0[b] >= 0 && rows_have_key(wg_row0, 64, key0[b]);
     // Log2-unit multiplier of each block's raw scores (quantized: times q_scale * k_scale, rounded first as
-    // in the reference emulation; the padding block reuses block 0's).
+    // in the reference emulation).
     float ss[2] = {scale_log2, scale_log2};
     // Quantized: the scores stay biased floats f = x + kScoreBias (exact, no subtraction per element) and
     // the exponent takes f * ss + (shift - kScoreBias * ss) in one FMA, exactly as x * ss + shift: ss is
@@ -388,8 +403,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     if constexpr (kInt8) {
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
-        ss[b] =
-            (q_scale * __ldg(k_scale_row + (key0[b] >= 0 ? key0[b] : key0[0]) / Cfg::kBlockN)) * scale_log2;
+        ss[b] = (q_scale * k_scale[b]) * scale_log2;
         ss[b] = __int_as_float(__float_as_int(ss[b]) & ~3);
         ebias[b] = Cfg::kScoreBias * ss[b];
         grid = fmaxf(grid, __int_as_float(__float_as_int(ebias[b]) & 0x7f800000) * 0x1p-22f);
@@ -410,12 +424,12 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     // S = Q K^T, and O += P(j-1) V(j-1) behind it; each branch waits for S itself. Branches around MMAs and
     // their waits must be visibly warp-uniform (a vote) or ptxas serializes every wgmma.
     const auto issue_s = [&] {
+      const uint64_t db0 =
+          sm90::make_desc<Cfg::kQkSwizzle>(k_ring + s * Cfg::kKSliceBytes, 16, 8 * Cfg::kQkSwizzle);
 #pragma unroll
       for (int kk = 0; kk < Cfg::kQkSteps; ++kk) {
-        const uint64_t db =
-            sm90::make_desc<Cfg::kQkSwizzle>(k_ring + (kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes +
-                                                 s * Cfg::kKSliceBytes + (kk % Cfg::kStepsPerSlice) * 32,
-                                             16, 8 * Cfg::kQkSwizzle);
+        const uint64_t db = sm90::desc_advance(
+            db0, (kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes + (kk % Cfg::kStepsPerSlice) * 32);
         if constexpr (kInt8) {
           sm90::wgmma_rs_m64n128k32_s8(si, qa[kk], db, kk > 0);
         } else if constexpr (kDtype == DType::kBf16) {
@@ -452,8 +466,8 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     }
     release(true, s);  // S(j) is done: its K stages are free
 
-    // Mask, and the block row maxima m_blk[b][h] (unscaled; -inf: no allowed key in block b for the row).
-    float m_blk[2][2];
+    // Mask both blocks first (the maxima below then form one tree free of branches), then the thread's
+    // partial row maxima mx[b][h] over its columns of block b (raw scores; -inf: no allowed key).
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
       const bool needs_mask = !blk_has[b] || key0[b] + Cfg::kBlockN > p.seq_k || wg_row0 + 64 > p.seq_q ||
@@ -473,6 +487,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
             }
         }
       }
+    }
+    float mx[2][2];
+#pragma unroll
+    for (int b = 0; b < 2; ++b)
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         // Four independent chains (the loop is latency-bound: few warps per scheduler).
@@ -484,19 +502,23 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
           const float pair = fmaxf(sc[4 * t + 2 * h], sc[4 * t + 2 * h + 1]);
           x[jj % 4] = jj < 4 ? pair : fmaxf(x[jj % 4], pair);
         }
-        m_blk[b][h] = tile::quad_max(fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3])));
-        if constexpr (kInt8) m_blk[b][h] -= Cfg::kScoreBias;  // exact (-inf stays -inf)
+        mx[b][h] = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
+        if constexpr (kInt8) mx[b][h] -= Cfg::kScoreBias;  // exact (-inf stays -inf)
       }
-    }
 
     // Stage 2, per key block in order (block 1 is judged against the maximum after block 0): structural "has
     // an allowed key", then the vote where stage 2 is on. A skipped block gets P = 0 and leaves m and l
-    // unchanged. Without stage 2 only the unit count needs the structure (masking already zeroed P).
+    // unchanged. Without stage 2 only the unit count needs the structure (masking already zeroed P), and the
+    // step's row maximum is one quad reduction of the thread's scaled block maxima (scaling by ss > 0 is
+    // monotone: the same value as scaling each block's reduced maximum, in half the shuffles).
     bool skip[2] = {false, false}, wg_skip[2];
     float m_run[2] = {m[0], m[1]};
+    if constexpr (kStage2) {
 #pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      if (kStage2 || (counting && p.stage2_units != nullptr)) {
+      for (int b = 0; b < 2; ++b) {
+        float m_blk[2];  // the block's row maxima (unscaled)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) m_blk[h] = tile::quad_max(mx[b][h]);
         bool group_has, other_has;
         if (key0[b] < 0) {
           group_has = other_has = false;
@@ -511,7 +533,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
           bool negligible = true;
 #pragma unroll
           for (int h = 0; h < 2; ++h)
-            negligible &= m_blk[b][h] == tile::kNegInf || (m_blk[b][h] * ss[b] - m_run[h] < -pvthreshd);
+            negligible &= m_blk[h] == tile::kNegInf || (m_blk[h] * ss[b] - m_run[h] < -pvthreshd);
           exchange(negligible, 2 * (j % 2) + b, group_skips, other_skips);
         }
         if (counting && group_has) {
@@ -520,11 +542,24 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
         }
         wg_skip[b] = kGranularity == Stage2Granularity::kCta ? group_skips : (group_skips && other_skips);
         skip[b] = group_skips;
-        if (kStage2 && group_skips) continue;
-      }
-      if (!kStage2) wg_skip[b] = !blk_has[b];
+        if (group_skips) continue;
 #pragma unroll
-      for (int h = 0; h < 2; ++h) m_run[h] = fmaxf(m_run[h], m_blk[b][h] * ss[b]);
+        for (int h = 0; h < 2; ++h) m_run[h] = fmaxf(m_run[h], m_blk[h] * ss[b]);
+      }
+    } else {
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        m_run[h] = fmaxf(m_run[h], tile::quad_max(fmaxf(mx[0][h] * ss[0], mx[1][h] * ss[1])));
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        if (counting && p.stage2_units != nullptr && key0[b] >= 0) {
+          const bool group_has = kGranularity == Stage2Granularity::kCta
+                                     ? rows_have_key(q0, Cfg::kBlockM, key0[b])
+                                     : rows_have_key(q0 + 32 * group, 32, key0[b]);
+          units += group_has;
+        }
+        wg_skip[b] = !blk_has[b];
+      }
     }
     const bool compute = __all_sync(tile::kFullWarp, !(wg_skip[0] && wg_skip[1]));
 

@@ -47,6 +47,14 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t smem, uint32_t leading_by
   return static_cast<uint64_t>((smem & 0x3FFFF) >> 4) | static_cast<uint64_t>(leading_bytes >> 4) << 16 |
          static_cast<uint64_t>(stride_bytes >> 4) << 32 | swizzle_mode(kSwizzleBytes) << 62;
 }
+// The descriptor of the operand `bytes` further on (a multiple of 16): only the start address field (bits
+// 0-13, the address / 16) moves, in one 32-bit add (shared memory ends below 256 KiB: the field cannot
+// carry). A loop of MMAs then builds one descriptor and adds constants, instead of rebuilding every field per
+// MMA.
+__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
+  const uint32_t lo = static_cast<uint32_t>(desc) + (bytes >> 4);
+  return (desc & 0xFFFFFFFF00000000ull) | lo;
+}
 // The 16-byte chunk that holds logical chunk `chunk` of row `row` in the kSwizzleBytes swizzle.
 template <int kSwizzleBytes>
 __device__ __forceinline__ int swizzled_chunk(int chunk, int row) {
