@@ -569,7 +569,12 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     // masked scores are -inf, so their P is exactly 0. FP8 P carries 448.
     float alpha[2] = {1.f, 1.f};
     bool rescale = false;
+#ifndef SPARGE_SM90_DIAG_MMA_ONLY
     if (compute) {
+#else  // diagnostic build (-DSPARGE_SM90_DIAG_MMA_ONLY, wrong outputs): no softmax, P = S rounded; times the
+       // MMA and TMA pipeline alone (hopper/NOTES.md, "MMA ceiling")
+    if (false) {
+#endif
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const float m_new = m_run[h];
