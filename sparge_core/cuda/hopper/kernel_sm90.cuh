@@ -257,6 +257,13 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     if (last < r0 || key0 >= p.seq_k) return false;
     return !p.causal || key0 <= last + causal_offset;
   };
+  // Whether stage-2 unit g (a 32-row group, or the whole tile for per-CTA stage 2) has an allowed key in the
+  // block starting at key0 (-1: the padding block, none).
+  const auto unit_has_key = [&](int g, int key0) {
+    if (key0 < 0) return false;
+    return kGranularity == Stage2Granularity::kCta ? rows_have_key(q0, Cfg::kBlockM, key0)
+                                                   : rows_have_key(q0 + 32 * g, 32, key0);
+  };
 
   // Q A-fragments of the warpgroup's rows, in registers for the whole loop (S = Q K^T then reads only K from
   // shared memory): k step kk (32 bytes of the row: 16 16-bit or 32 INT8 columns) holds (row, bytes 4t..)
@@ -519,15 +526,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
         float m_blk[2];  // the block's row maxima (unscaled)
 #pragma unroll
         for (int h = 0; h < 2; ++h) m_blk[h] = tile::quad_max(mx[b][h]);
-        bool group_has, other_has;
-        if (key0[b] < 0) {
-          group_has = other_has = false;
-        } else if constexpr (kGranularity == Stage2Granularity::kCta) {
-          group_has = other_has = rows_have_key(q0, Cfg::kBlockM, key0[b]);
-        } else {
-          group_has = rows_have_key(q0 + 32 * group, 32, key0[b]);
-          other_has = rows_have_key(q0 + 32 * (group ^ 1), 32, key0[b]);
-        }
+        const bool group_has = unit_has_key(group, key0[b]), other_has = unit_has_key(group ^ 1, key0[b]);
         bool group_skips = !group_has, other_skips = !other_has;
         if (stage2_on) {
           bool negligible = true;
@@ -552,12 +551,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
         m_run[h] = fmaxf(m_run[h], tile::quad_max(fmaxf(mx[0][h] * ss[0], mx[1][h] * ss[1])));
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
-        if (counting && p.stage2_units != nullptr && key0[b] >= 0) {
-          const bool group_has = kGranularity == Stage2Granularity::kCta
-                                     ? rows_have_key(q0, Cfg::kBlockM, key0[b])
-                                     : rows_have_key(q0 + 32 * group, 32, key0[b]);
-          units += group_has;
-        }
+        if (counting && p.stage2_units != nullptr) units += unit_has_key(group, key0[b]);
         wg_skip[b] = !blk_has[b];
       }
     }
