@@ -65,7 +65,8 @@ struct Case {
   bool exact_scores = false;
   int64_t batch = 2;
   QuantMode quant = QuantMode::kNone;
-  bool pass_int8 = false;  // quantized: pass the INT8 operands through KernelOptions
+  bool pass_int8 = false;     // quantized: pass the INT8 operands through KernelOptions
+  bool growing_keys = false;  // keys scaled up along the sequence: row maxima that jump (see make_inputs)
   std::string name() const {
     static const char* s2[] = {"off", "warp", "cta"};
     return "Nq" + std::to_string(seq_q) + "_Nk" + std::to_string(seq_k) + "_H" + std::to_string(heads_q) +
@@ -73,7 +74,7 @@ struct Case {
            test::dtype_name(dtype) + "_" + std::string(to_string(layout)) + "_dens" +
            std::to_string(density) + "_stage2" + s2[static_cast<int>(stage2)] +
            (structured ? "_structured" : "") + (exact_scores ? "_exact" : "") + "_quant_" +
-           std::string(to_string(quant)) + (pass_int8 ? "_passed" : "");
+           std::string(to_string(quant)) + (pass_int8 ? "_passed" : "") + (growing_keys ? "_growing" : "");
   }
 };
 
@@ -132,6 +133,16 @@ QKV make_inputs(const Case& c, uint64_t seed) {
   } else {
     in = random_qkv(c.batch, c.heads_q, hkv, c.seq_q, c.seq_k, c.head_dim, seed,
                     at::TensorOptions(at::kFloat));
+  }
+  if (c.growing_keys) {
+    // Keys of each quarter of the sequence 1, 4, 12, 40 times larger: a row's maximum (in log2 units, ~4
+    // standard deviations of the scores) jumps by ~10, ~45 and ~150 at the quarter boundaries, i.e. past the
+    // lazy stabilizer's slack (8), below and above the Hopper kernel's bound for rescaling a speculative P
+    // (Sm90Config::kSpecMaxLog2 = 100).
+    const auto pos = at::arange(c.seq_k, at::TensorOptions(at::kFloat));
+    const auto quarter = at::clamp(at::floor(pos * 4 / c.seq_k), 0, 3).to(at::kLong);
+    const auto factor = at::tensor({1.f, 4.f, 12.f, 40.f}).index_select(0, quarter);
+    in.k = in.k * factor.view({1, 1, -1, 1});
   }
   if (c.exact_scores) {  // multiples of 1/4 in [-16, 16]: exact in fp16/bf16, dot products exact in float32
     in.q = at::clamp(at::round(in.q * 4) / 4, -16, 16);
@@ -430,6 +441,26 @@ TEST(CudaAttention, LongSequences) {
       c.batch = 1;
       if (c.causal) c.seq_q = std::min(c.seq_q, c.seq_k);
       c.quant = quant;
+      run_case(c);
+      ++i;
+    }
+}
+
+// Row maxima that jump by small, moderate and huge amounts between key blocks (growing_keys), every
+// precision, both head dims and dtypes, causal and not, a tail: the stabilizer's moves (lazy slack, the
+// Hopper kernel's speculative steps and their recomputation) must leave the result exact.
+TEST(CudaAttention, JumpingMaximaMatchReference) {
+  SPARGE_REQUIRE_GPU();
+  int i = 0;
+  for (QuantMode quant : {QuantMode::kNone, QuantMode::kInt8, QuantMode::kInt8Fp8})
+    for (int64_t d : {64, 128}) {
+      if (quant == QuantMode::kInt8Fp8 && !cuda::fp8_pv_supported(at::Device(at::kCUDA, 0))) continue;
+      Case c{
+          1000 - 37 * (i % 2), 2048 - 77 * (i % 2),   4, 2, d, i % 2 == 1, i % 2 ? at::kHalf : at::kBFloat16,
+          Layout::kHND,        i % 3 == 2 ? 0.5 : 1.0};
+      c.batch = 1;
+      c.quant = quant;
+      c.growing_keys = true;
       run_case(c);
       ++i;
     }
