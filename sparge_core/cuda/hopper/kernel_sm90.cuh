@@ -42,6 +42,8 @@
 // tile (the INT8 Q tile is half its size).
 #pragma once
 
+#include <climits>
+
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 
@@ -261,6 +263,17 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     if (last < r0 || key0 >= p.seq_k) return false;
     return !p.causal || key0 <= last + causal_offset;
   };
+  // The step's block geometry as two loop-invariant key limits of the warpgroup's rows (block starts key0 are
+  // multiples of 64, -1 for the padding block): the block has an allowed key for some row iff 0 <= key0 <
+  // wg_has_limit (rows_have_key(wg_row0, 64, key0)); every key of it is allowed for every row (no masking)
+  // iff 0 <= key0 and key0 + 64 <= wg_full_limit (all 64 rows below seq_q, the block below seq_k and, causal,
+  // below the first row's diagonal).
+  const int wg_last = min(wg_row0 + 64, p.seq_q) - 1;
+  const int wg_has_limit =
+      wg_last < wg_row0 ? 0 : (p.causal ? min(p.seq_k, wg_last + causal_offset + 1) : p.seq_k);
+  const int wg_full_limit = wg_row0 + 64 > p.seq_q ? INT_MIN
+                            : p.causal             ? min(p.seq_k, wg_row0 + causal_offset + 1)
+                                                   : p.seq_k;
   // Whether stage-2 unit g (a 32-row group, or the whole tile for per-CTA stage 2) has an allowed key in the
   // block starting at key0 (-1: the padding block, none).
   const auto unit_has_key = [&](int g, int key0) {
@@ -296,18 +309,23 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   // Q K(j)^T (64 x 128), then P(j-1) V(j-1), waits for S(j) only, and runs the softmax of step j while the
   // tensor cores work on P(j-1) V(j-1); then waits for that, releases its stages and rescales O.
   constexpr int kPvSteps = Cfg::kStepKeys / (kFp8Pv ? 32 : 16);  // k steps of P V per step
-  uint32_t pa[kPvSteps][4];                                      // P(j - 1) as A fragments, pending
+  // The operand descriptors of stage 0 (a stage's and k step's descriptor is one add away: desc_advance).
+  const uint64_t k_desc0 = sm90::make_desc<Cfg::kQkSwizzle>(k_ring, 16, 8 * Cfg::kQkSwizzle);
+  const uint64_t v_desc0 =
+      kFp8Pv ? sm90::make_desc<64>(v_ring, 16, 512) : sm90::make_desc(v_ring, Cfg::kVRingSliceBytes, 1024);
+  uint32_t pa[kPvSteps][4];  // P(j - 1) as A fragments, pending
   bool pending = false;
   int pending_stage = 0;
   uint32_t pending_parity = 0;
   const auto issue_pv = [&](int stage) {
+    const uint32_t v_units = stage * (Cfg::kVSliceBytes / 16);  // the stage's offset in 16-byte units
     if constexpr (kFp8Pv) {
       // V^T of the step: k step kk (32 keys) is bytes 32 (kk % 2) of stage `stage + kk / 2`'s D rows (8-row
       // groups 512 bytes apart).
-      const uint64_t dv0 = sm90::make_desc<64>(v_ring + stage * Cfg::kVSliceBytes, 16, 512);
 #pragma unroll
       for (int kk = 0; kk < kPvSteps; ++kk) {
-        const uint64_t dv = sm90::desc_advance(dv0, (kk / 2) * Cfg::kVSliceBytes + (kk % 2) * 32);
+        const uint64_t dv =
+            sm90::desc_advance_units(v_desc0, v_units + ((kk / 2) * Cfg::kVSliceBytes + (kk % 2) * 32) / 16);
         if constexpr (kHeadDim == 128) {
           sm90::wgmma_rs_m64n128k32_e4m3(o, pa[kk], dv);
         } else {
@@ -319,10 +337,9 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     }
     // V of the step: 128 keys over the two stages (contiguous per slice), 16 keys = 2048 bytes; N = D spans
     // the slices (leading byte offset = the ring's slice distance).
-    const uint64_t dv0 = sm90::make_desc(v_ring + stage * Cfg::kVSliceBytes, Cfg::kVRingSliceBytes, 1024);
 #pragma unroll
     for (int kk = 0; kk < kPvSteps; ++kk) {
-      const uint64_t dv = sm90::desc_advance(dv0, kk * 2048);
+      const uint64_t dv = sm90::desc_advance_units(v_desc0, v_units + kk * 2048 / 16);
       if constexpr (kDtype == DType::kBf16) {
         if constexpr (kHeadDim == 128) {
           sm90::wgmma_rs_m64n128k16_bf16_nmajor(o, pa[kk], dv);
@@ -411,7 +428,8 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     }
     bool blk_has[2];  // the warpgroup's rows have an allowed key in the block (structural)
 #pragma unroll
-    for (int b = 0; b < 2; ++b) blk_has[b] = key0[b] >= 0 && rows_have_key(wg_row0, 64, key0[b]);
+    for (int b = 0; b < 2; ++b)
+      blk_has[b] = static_cast<unsigned>(key0[b]) < static_cast<unsigned>(wg_has_limit);
     // Log2-unit multiplier of each block's raw scores (quantized: times q_scale * k_scale, rounded first as
     // in the reference emulation).
     float ss[2] = {scale_log2, scale_log2};
@@ -445,12 +463,14 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     // S = Q K^T, and O += P(j-1) V(j-1) behind it; each branch waits for S itself. Branches around MMAs and
     // their waits must be visibly warp-uniform (a vote) or ptxas serializes every wgmma.
     const auto issue_s = [&] {
-      const uint64_t db0 =
-          sm90::make_desc<Cfg::kQkSwizzle>(k_ring + s * Cfg::kKSliceBytes, 16, 8 * Cfg::kQkSwizzle);
+      const uint32_t k_units = s * (Cfg::kKSliceBytes / 16);  // the stage's offset in 16-byte units
+
 #pragma unroll
       for (int kk = 0; kk < Cfg::kQkSteps; ++kk) {
-        const uint64_t db = sm90::desc_advance(
-            db0, (kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes + (kk % Cfg::kStepsPerSlice) * 32);
+        const uint64_t db = sm90::desc_advance_units(
+            k_desc0,
+            k_units +
+                ((kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes + (kk % Cfg::kStepsPerSlice) * 32) / 16);
         // Q of the warpgroup in the tile: its 64 rows of slice kk / 4 (8-row atoms 1024 bytes apart).
         const uint64_t da = sm90::desc_advance(
             sm90::make_desc(q_smem + wg * 64 * 128, 16, 1024),
@@ -499,8 +519,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     // partial row maxima mx[b][h] over its columns of block b (raw scores; -inf: no allowed key).
 #pragma unroll
     for (int b = 0; b < 2; ++b) {
-      const bool needs_mask = !blk_has[b] || key0[b] + Cfg::kBlockN > p.seq_k || wg_row0 + 64 > p.seq_q ||
-                              (p.causal && key0[b] + Cfg::kBlockN - 1 > wg_row0 + causal_offset);
+      const bool needs_mask = !(key0[b] >= 0 && key0[b] + Cfg::kBlockN <= wg_full_limit);
       if (needs_mask) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {

@@ -51,9 +51,18 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t smem, uint32_t leading_by
 // 0-13, the address / 16) moves, in one 32-bit add (shared memory ends below 256 KiB: the field cannot
 // carry). A loop of MMAs then builds one descriptor and adds constants, instead of rebuilding every field per
 // MMA.
+// The same by an offset in 16-byte units (callers that hoist the per-step part of the offset: `bytes >> 4` of
+// a sum is computed per use otherwise). The halves are joined in PTX (mov.b64), opaque to the compiler:
+// otherwise it re-derives the address field from the base (add, mask, move: three uniform instructions per
+// wgmma) instead of one add.
+__device__ __forceinline__ uint64_t desc_advance_units(uint64_t desc, uint32_t units) {
+  const uint32_t lo = static_cast<uint32_t>(desc) + units, hi = static_cast<uint32_t>(desc >> 32);
+  uint64_t out;
+  asm("mov.b64 %0, {%1, %2};\n" : "=l"(out) : "r"(lo), "r"(hi));
+  return out;
+}
 __device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
-  const uint32_t lo = static_cast<uint32_t>(desc) + (bytes >> 4);
-  return (desc & 0xFFFFFFFF00000000ull) | lo;
+  return desc_advance_units(desc, bytes >> 4);
 }
 // The 16-byte chunk that holds logical chunk `chunk` of row `row` in the kSwizzleBytes swizzle.
 template <int kSwizzleBytes>
