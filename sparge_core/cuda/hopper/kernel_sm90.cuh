@@ -4,8 +4,9 @@
 // CTA = one 128-row query tile = one mask row, 3 warpgroups (384 threads):
 //   warpgroup 0, the producer: two threads issue every TMA load: one the Q tile once and, for each listed key
 //     block n, the K tile into stage n % kStages of the K ring; the other the V tiles into the V ring (each
-//     stage with its own "full" and "empty" mbarriers: S = Q K^T starts before V has landed, and a K stage
-//     is free again as soon as S is computed). An odd count is padded with a copy of the last block. The
+//     pair of stages, one consumer step, with its own "full" and "empty" mbarriers in each ring: S = Q K^T
+//     starts before V has landed, and K stages are free again as soon as S is computed). An odd count is
+//     padded with a copy of the last block. The
 //     producer keeps 24 registers (setmaxnreg) and gives the rest to the consumers.
 //   warpgroups 1, 2, the consumers: 64 query rows each (rows 64 (wg - 1) ..), Q in registers (loaded once
 //     from the swizzled tile). One step = two listed blocks (128 keys, consecutive stages = one operand):
@@ -110,9 +111,10 @@ struct Sm90Config {
   static constexpr int kVRingSliceBytes = kStages * kVSliceBytes;
   static constexpr int kKRingBytes = kQkSlices * kKRingSliceBytes;
   static constexpr int kVRingBytes = kVSlices * kVRingSliceBytes;
-  // mbarriers: q_full, k_full[S], v_full[S], k_empty[S], v_empty[S]; then stage-2 flags: 2 parities x 2 votes
+  // mbarriers: q_full, then per pair of stages (one consumer step) k_full, v_full, k_empty, v_empty [S / 2]
+  // each; then stage-2 flags: 2 parities x 2 votes
   // x 8 warps.
-  static constexpr int kBarrierBytes = 8 * (1 + 4 * kStages);
+  static constexpr int kBarrierBytes = 8 * (1 + 4 * (kStages / kStepBlocks));
   static constexpr int kFlagBytes = 2 * 2 * kConsumerWarps * 4;
   static constexpr int kSmemBytes = 1024 /* alignment slack */ + kQBytes + kOStageBytes + kKRingBytes +
                                     kVRingBytes + kBarrierBytes + kFlagBytes;
@@ -155,10 +157,13 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   const uint32_t v_ring = k_ring + Cfg::kKRingBytes;
   const uint32_t bars = v_ring + Cfg::kVRingBytes;
   const uint32_t q_full = bars;
-  const auto k_full = [&](int s) { return bars + 8 * (1 + s); };
-  const auto v_full = [&](int s) { return bars + 8 * (1 + kS + s); };
-  const auto k_empty = [&](int s) { return bars + 8 * (1 + 2 * kS + s); };
-  const auto v_empty = [&](int s) { return bars + 8 * (1 + 3 * kS + s); };
+  // One full and one empty barrier per K and V pair of stages (stage s: pair s / 2): the producer expects
+  // both blocks' bytes on the pair's full barrier, the consumers wait once and release once per step.
+  constexpr int kPairs = kS / Cfg::kStepBlocks;
+  const auto k_full = [&](int s) { return bars + 8 * (1 + s / 2); };
+  const auto v_full = [&](int s) { return bars + 8 * (1 + kPairs + s / 2); };
+  const auto k_empty = [&](int s) { return bars + 8 * (1 + 2 * kPairs + s / 2); };
+  const auto v_empty = [&](int s) { return bars + 8 * (1 + 3 * kPairs + s / 2); };
   const uint32_t flags = bars + Cfg::kBarrierBytes;
 
   const int q_block = p.num_q_blocks - 1 - static_cast<int>(blockIdx.x);
@@ -173,7 +178,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   const int tid = threadIdx.x, warp_group = tid / 128, lane = tid % 32;
   if (tid == 0) {
     sm90::mbar_init(q_full, 1);
-    for (int s = 0; s < kS; ++s) {
+    for (int s = 0; s < kS; s += Cfg::kStepBlocks) {
       sm90::mbar_init(k_full(s), 1);
       sm90::mbar_init(v_full(s), 1);
       sm90::mbar_init(k_empty(s), Cfg::kConsumerWarps);
@@ -208,19 +213,19 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     for (int n = 0; n < loaded; ++n) {
       const int s = n % kS, kb = kb_next;
       if (n + 1 < count) kb_next = __ldg(indices + n + 1);
-      sm90::mbar_wait(is_k ? k_empty(s) : v_empty(s), ((n / kS) & 1) ^ 1);
       const uint32_t full = is_k ? k_full(s) : v_full(s);
+      if (n % 2 == 0) {  // the pair's first block: wait for its stages, expect both blocks' bytes
+        sm90::mbar_wait(is_k ? k_empty(s) : v_empty(s), ((n / kS) & 1) ^ 1);
+        sm90::mbar_expect_tx(full, 2 * (is_k ? Cfg::kKBytes : Cfg::kVBytes));
+      }
       if (is_k) {
-        sm90::mbar_expect_tx(full, Cfg::kKBytes);
 #pragma unroll
         for (int c = 0; c < Cfg::kQkSlices; ++c)
           sm90::tma_load_4d(map, ring + c * Cfg::kKRingSliceBytes + s * Cfg::kKSliceBytes, full,
                             Cfg::kQkSliceElems * c, kb * Cfg::kBlockN, kv_head, batch);
       } else if constexpr (kFp8Pv) {  // V^T: the block's 64 key bytes of every one of the D rows
-        sm90::mbar_expect_tx(full, Cfg::kVBytes);
         sm90::tma_load_4d(map, ring + s * Cfg::kVSliceBytes, full, kb * Cfg::kBlockN, 0, kv_head, batch);
       } else {
-        sm90::mbar_expect_tx(full, Cfg::kVBytes);
 #pragma unroll
         for (int c = 0; c < Cfg::kVSlices; ++c)
           sm90::tma_load_4d(map, ring + c * Cfg::kVRingSliceBytes + s * Cfg::kVSliceBytes, full, 64 * c,
@@ -356,12 +361,11 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     }
     sm90::wgmma_commit();
   };
-  // Each warp arrives once per stage on the stage's empty barrier (the warpgroup's wgmma wait has returned).
+  // Each warp arrives once per step on the pair's empty barrier (the warpgroup's wgmma wait has returned).
   const auto release = [&](bool k, int stage) {
     __syncwarp();
     if (lane == 0) {
       sm90::mbar_arrive(k ? k_empty(stage) : v_empty(stage));
-      sm90::mbar_arrive(k ? k_empty(stage + 1) : v_empty(stage + 1));
     }
   };
   // Exchanges this warp's stage-2 vote (slot: parity and vote index) and returns (group skips, the
@@ -454,10 +458,8 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     float sc[kNTiles * 4];
     int32_t si[kInt8 ? kNTiles * 4 : 1];  // quantized: the s32 accumulators of S
     sm90::mbar_wait(k_full(s), parity);
-    sm90::mbar_wait(k_full(s + 1), parity);
     if (pending) {
       sm90::mbar_wait(v_full(pending_stage), pending_parity);
-      sm90::mbar_wait(v_full(pending_stage + 1), pending_parity);
     }
     sm90::fence_operands(o);
     // S = Q K^T, and O += P(j-1) V(j-1) behind it; each branch waits for S itself. Branches around MMAs and
@@ -689,13 +691,11 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     } else {  // nothing to add: release the stages once their V has landed (the producer reuses them)
       pending = false;
       sm90::mbar_wait(v_full(s), parity);
-      sm90::mbar_wait(v_full(s + 1), parity);
       release(false, s);
     }
   }
   if (pending) {
     sm90::mbar_wait(v_full(pending_stage), pending_parity);
-    sm90::mbar_wait(v_full(pending_stage + 1), pending_parity);
     sm90::fence_operands(o);
     sm90::wgmma_fence();
     issue_pv(pending_stage);
