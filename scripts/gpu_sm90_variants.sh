@@ -13,7 +13,7 @@
 #   SPARGE_VARIANT_ROUNDS   how often the whole table is repeated (default 1)
 # OUTDIR gets env.txt, build.log (per variant: build-<i>.log) and variants.log (one line per variant and config).
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 # shellcheck source=scripts/common.sh
 source scripts/common.sh
 
