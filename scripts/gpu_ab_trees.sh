@@ -12,7 +12,7 @@
 #   SPARGE_AB_CONFIGS  profile_kernel.py arguments per configuration, |-separated (default: bf16 and INT8 + FP8
 #                      dense, both at density 0.1, bf16 causal; D 128, N 32K)
 #   SPARGE_AB_ROUNDS   repetitions of the table (default 2)
-# OUTDIR gets env.txt, build.log, build_base.log, tests.log (when tested) and ab.log ("new" = this tree).
+# OUTDIR gets env.txt, build.log, base/build.log, tests.log (when tested) and ab.log ("new" = this tree).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 # shellcheck source=scripts/common.sh
@@ -25,15 +25,9 @@ shift 2
 IFS='|' read -r -a configs <<< "${SPARGE_AB_CONFIGS:---quant none|--quant int8_fp8|--quant none --density 0.1|--quant int8_fp8 --density 0.1|--quant none --causal}"
 py="$(gpu_env "$out")" || exit 1
 gpu_build "$out" "$py" sparge_ops "$@" || exit 1
-cc="$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' ')"
-cc="${cc:-9.0}"
-if ! (cd "$base" && cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSPARGE_PYTHON="$py" \
-        -DCMAKE_CUDA_ARCHITECTURES="${cc/./}" -DTORCH_CUDA_ARCH_LIST="$cc" &&
-      cmake --build build-gpu -j "$(nproc)" --target sparge_ops) > "$out/build_base.log" 2>&1; then
-  tail -20 "$out/build_base.log"
-  log "BASE_TREE build FAILED (log: $out/build_base.log)"
-  exit 1
-fi
+mkdir -p "$out/base"
+base_out="$(cd "$out/base" && pwd)"
+(cd "$base" && gpu_build "$base_out" "$py" sparge_ops) || { log "BASE_TREE build FAILED"; exit 1; }
 status=0
 for t in "$@"; do
   if [[ "$t" == test_cuda_attention ]]; then

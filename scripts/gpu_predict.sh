@@ -7,7 +7,7 @@
 #   scripts/gpu_predict.sh OUTDIR [LOOKAHEAD...]
 # OUTDIR gets env.txt, build.log, tests.log, predict.json, predict.log and predict_l<L>.json.
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 # shellcheck source=scripts/common.sh
 source scripts/common.sh
 

@@ -6,8 +6,8 @@
 # configuration, variant after variant within a configuration.
 #
 #   scripts/gpu_sm90_variants.sh OUTDIR VARIANT...
-#     VARIANT = a ;-separated list of definitions, "" for the default build, e.g. "SPARGE_SM90_POLY_TILES=4" or
-#     "SPARGE_SM90_DIAG_NO_EXP" (timing-only diagnostics: wrong outputs)
+#     VARIANT = a ;-separated list of definitions, "" for the default build, e.g.
+#     "SPARGE_SM90_DIAG_NO_EXP" (timing-only diagnostics of hopper/NOTES.md: wrong outputs)
 #   SPARGE_VARIANT_CONFIGS  profile_kernel.py arguments per configuration, |-separated
 #                           (default "--quant none|--quant int8_fp8": bf16 and INT8 + FP8, dense, N 32K, D 128)
 #   SPARGE_VARIANT_ROUNDS   how often the whole table is repeated (default 1)

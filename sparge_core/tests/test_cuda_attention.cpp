@@ -137,8 +137,7 @@ QKV make_inputs(const Case& c, uint64_t seed) {
   if (c.growing_keys) {
     // Keys of each quarter of the sequence 1, 4, 12, 40 times larger: a row's maximum (in log2 units, ~4
     // standard deviations of the scores) jumps by ~10, ~45 and ~150 at the quarter boundaries, i.e. past the
-    // lazy stabilizer's slack (8), below and above the Hopper kernel's bound for rescaling a speculative P
-    // (Sm90Config::kSpecMaxLog2 = 100).
+    // lazy stabilizer's slack (8), and far enough that P against a stale stabilizer would overflow.
     const auto pos = at::arange(c.seq_k, at::TensorOptions(at::kFloat));
     const auto quarter = at::clamp(at::floor(pos * 4 / c.seq_k), 0, 3).to(at::kLong);
     const auto factor = at::tensor({1.f, 4.f, 12.f, 40.f}).index_select(0, quarter);
@@ -447,8 +446,8 @@ TEST(CudaAttention, LongSequences) {
 }
 
 // Row maxima that jump by small, moderate and huge amounts between key blocks (growing_keys), every
-// precision, both head dims and dtypes, causal and not, a tail: the stabilizer's moves (lazy slack, the
-// Hopper kernel's speculative steps and their recomputation) must leave the result exact.
+// precision, both head dims and dtypes, causal and not, a tail: every move of the softmax stabilizer (past
+// the lazy slack or not) must leave the result exact.
 TEST(CudaAttention, JumpingMaximaMatchReference) {
   SPARGE_REQUIRE_GPU();
   int i = 0;

@@ -52,10 +52,6 @@
 #include "../tile_ops.cuh"
 #include "sm90_ops.cuh"
 
-#ifndef SPARGE_SM90_Q_SMEM
-#define SPARGE_SM90_Q_SMEM 0
-#endif
-
 namespace sparge::cuda {
 
 // The kernel parameters: the portable kernel's, plus the TMA descriptors of Q, K, V and O (4-D tensors D x N
@@ -291,15 +287,12 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   // shared memory): k step kk (32 bytes of the row: 16 16-bit or 32 INT8 columns) holds (row, bytes 4t..)
   // (row + 8, ..) (row, 16 + 4t..) (row + 8, ..), i.e. 16-byte chunks 2 (kk % steps per slice) and + 1 of
   // slice kk / steps per slice, swizzled (rows r and r + 8 share the swizzle phase in both widths).
-  // (SPARGE_SM90_Q_SMEM, a trial for 16-bit Q: S as an SS MMA reading Q from the tile, no registers held.)
-  constexpr bool kQSmem = SPARGE_SM90_Q_SMEM && !kInt8;
-  uint32_t qa[kQSmem ? 1 : Cfg::kQkSteps][4];
-  if (kQSmem && count > 0) sm90::mbar_wait(q_full, 0);
-  if (!kQSmem && count > 0) {  // (kQSmem: the loop below is empty)
+  uint32_t qa[Cfg::kQkSteps][4];
+  if (count > 0) {
     sm90::mbar_wait(q_full, 0);
     const int r = 64 * wg + 16 * warp + lane / 4;  // row within the 128-row slices
 #pragma unroll
-    for (int kk = 0; kk < (kQSmem ? 0 : Cfg::kQkSteps); ++kk)
+    for (int kk = 0; kk < Cfg::kQkSteps; ++kk)
 #pragma unroll
       for (int i = 0; i < 4; ++i) {
         const int chunk = 2 * (kk % Cfg::kStepsPerSlice) + i / 2, row = r + 8 * (i % 2);
@@ -473,16 +466,8 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
             k_desc0,
             k_units +
                 ((kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes + (kk % Cfg::kStepsPerSlice) * 32) / 16);
-        // Q of the warpgroup in the tile: its 64 rows of slice kk / 4 (8-row atoms 1024 bytes apart).
-        const uint64_t da = sm90::desc_advance(
-            sm90::make_desc(q_smem + wg * 64 * 128, 16, 1024),
-            (kk / Cfg::kStepsPerSlice) * Cfg::kQSliceBytes + (kk % Cfg::kStepsPerSlice) * 32);
         if constexpr (kInt8) {
           sm90::wgmma_rs_m64n128k32_s8(si, qa[kk], db, kk > 0);
-        } else if constexpr (kQSmem && kDtype == DType::kBf16) {
-          sm90::wgmma_ss_m64n128k16_bf16(sc, da, db, kk > 0);
-        } else if constexpr (kQSmem) {
-          sm90::wgmma_ss_m64n128k16_f16(sc, da, db, kk > 0);
         } else if constexpr (kDtype == DType::kBf16) {
           sm90::wgmma_rs_m64n128k16_bf16(sc, qa[kk], db, kk > 0);
         } else {
