@@ -47,22 +47,16 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t smem, uint32_t leading_by
   return static_cast<uint64_t>((smem & 0x3FFFF) >> 4) | static_cast<uint64_t>(leading_bytes >> 4) << 16 |
          static_cast<uint64_t>(stride_bytes >> 4) << 32 | swizzle_mode(kSwizzleBytes) << 62;
 }
-// The descriptor of the operand `bytes` further on (a multiple of 16): only the start address field (bits
-// 0-13, the address / 16) moves, in one 32-bit add (shared memory ends below 256 KiB: the field cannot
-// carry). A loop of MMAs then builds one descriptor and adds constants, instead of rebuilding every field per
-// MMA.
-// The same by an offset in 16-byte units (callers that hoist the per-step part of the offset: `bytes >> 4` of
-// a sum is computed per use otherwise). The halves are joined in PTX (mov.b64), opaque to the compiler:
-// otherwise it re-derives the address field from the base (add, mask, move: three uniform instructions per
-// wgmma) instead of one add.
+// The descriptor of the operand `units` x 16 bytes further on: only the start address field (bits 0-13, the
+// address / 16) moves, in one 32-bit add (shared memory ends below 256 KiB: the field cannot carry). Callers
+// pass offsets already in 16-byte units, with the per-step part hoisted (`bytes >> 4` of a sum is computed per
+// use otherwise). The halves are joined in PTX (mov.b64), opaque to the compiler: otherwise it re-derives the
+// address field from the base (add, mask, move: three uniform instructions per wgmma) instead of one add.
 __device__ __forceinline__ uint64_t desc_advance_units(uint64_t desc, uint32_t units) {
   const uint32_t lo = static_cast<uint32_t>(desc) + units, hi = static_cast<uint32_t>(desc >> 32);
   uint64_t out;
   asm("mov.b64 %0, {%1, %2};\n" : "=l"(out) : "r"(lo), "r"(hi));
   return out;
-}
-__device__ __forceinline__ uint64_t desc_advance(uint64_t desc, uint32_t bytes) {
-  return desc_advance_units(desc, bytes >> 4);
 }
 // The 16-byte chunk that holds logical chunk `chunk` of row `row` in the kSwizzleBytes swizzle.
 template <int kSwizzleBytes>
