@@ -126,6 +126,9 @@ struct Sm90Config {
   // O, l and the LSE are exact in any stabilizer; only P's rounding points move. FP8 P carries 448 = its
   // maximum already: no slack there.
   static constexpr float kLazyLog2 = kFp8Pv ? 0.f : 8.f;  // (0 also where Sm90Params::lazy is off)
+  // The sum check of 16-bit P (the kernel's kSumCheck): a step keeps its stabilizer without any row maximum
+  // while every row's partial sums stay below this (so does every P: < the fp16 maximum 65504).
+  static constexpr float kSumBound = 32768.f;
   // Registers: 384 threads at 168 each at launch; the producer drops to 24, the consumers take 240.
   static constexpr int kProducerRegs = 24, kConsumerRegs = 240;
 };
@@ -138,6 +141,15 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
 #if defined(SPARGE_SM90_ENABLED)
   using Cfg = Sm90Config<kHeadDim, kQk>;
   constexpr bool kInt8 = Cfg::kInt8, kFp8Pv = Cfg::kFp8Pv;
+  // The sum check (see the consumer loop) for 16-bit P without stage 2 (stage 2 judges against the true
+  // maximum; FP8 P must stay below 448 relative to it). SPARGE_SM90_NO_SUM_CHECK: off, for A/B timing; the
+  // diagnostics time the step with its maximum.
+#if defined(SPARGE_SM90_NO_SUM_CHECK) || defined(SPARGE_SM90_DIAG_MMA_ONLY) || \
+    defined(SPARGE_SM90_DIAG_NO_MAX) || defined(SPARGE_SM90_DIAG_NO_EXP)
+  constexpr bool kSumCheck = false;
+#else
+  constexpr bool kSumCheck = !kStage2 && !kFp8Pv;
+#endif
   using Elem = tile::Element<kDtype>;
   constexpr int kS = Cfg::kStages;
   constexpr int kNTiles = Cfg::kStepKeys / 8;  // n8 tiles of S: 64 floats per thread
@@ -258,6 +270,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   int units = 0, skipped = 0;
   const bool counting =
       kGranularity == Stage2Granularity::kCta ? (wg == 0 && wtid == 0) : (lane == 0 && warp % 2 == 0);
+  const bool count_units = !kStage2 && counting && p.stage2_units != nullptr;  // (without stage 2)
   // Whether rows [r0, r0 + rows) hold an allowed key in [key0, key0 + 64) (structural, from the indices).
   const auto rows_have_key = [&](int r0, int rows, int key0) {
     const int last = min(r0 + rows, p.seq_q) - 1;
@@ -354,12 +367,45 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     }
     sm90::wgmma_commit();
   };
+  // The sum check's fallback: this warp's S of the step at stage `stage` (its 16 rows x 128 keys) again, with
+  // warp-level MMAs from the held K stages and the Q fragments in registers (a warp's slice of the m64 wgmma
+  // A fragment is the m16n8k16 / m16n8k32 A fragment, and its accumulators of an n8 tile the m16n8 C
+  // fragment); INT8 scores biased as after the wgmma. 16-bit: equal to the wgmma's S up to the summation
+  // order.
+  const auto recompute_s = [&](int stage, float(&out)[kNTiles * 4]) {
+    using Op = tile::QkOperand<kDtype, kQk>;
+#pragma unroll
+    for (int t = 0; t < kNTiles; ++t) {
+      typename Op::Acc d[4] = {0, 0, 0, 0};
+      const int row = 8 * t + lane / 4;  // key row of the step (its two stages are consecutive per slice)
+#pragma unroll
+      for (int kk = 0; kk < Cfg::kQkSteps; ++kk) {
+        const uint32_t row_addr = k_ring + (kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes +
+                                  stage * Cfg::kKSliceBytes + row * Cfg::kQkSwizzle + 4 * (lane % 4);
+        const int chunk = 2 * (kk % Cfg::kStepsPerSlice);
+        uint32_t b0, b1;
+        asm volatile("ld.shared.u32 %0, [%1];\n"
+                     : "=r"(b0)
+                     : "r"(row_addr + sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk, row) * 16));
+        asm volatile("ld.shared.u32 %0, [%1];\n"
+                     : "=r"(b1)
+                     : "r"(row_addr + sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk + 1, row) * 16));
+        Op::mma(d, qa[kk], b0, b1);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        if constexpr (kInt8) {
+          out[4 * t + i] = __int_as_float(d[i] + Cfg::kScoreBiasBits);
+        } else {
+          out[4 * t + i] = d[i];
+        }
+      }
+    }
+  };
   // Each warp arrives once per step on the pair's empty barrier (the warpgroup's wgmma wait has returned).
   const auto release = [&](bool k, int stage) {
     __syncwarp();
-    if (lane == 0) {
-      sm90::mbar_arrive(k ? k_empty(stage) : v_empty(stage));
-    }
+    if (sm90::elect_one()) sm90::mbar_arrive(k ? k_empty(stage) : v_empty(stage));
   };
   // Exchanges this warp's stage-2 vote (slot: parity and vote index) and returns (group skips, the
   // warpgroup's other group skips).
@@ -500,148 +546,196 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     } else {
       sm90::fence_operands(sc);
     }
-    release(true, s);  // S(j) is done: its K stages are free
+    // With the sum check (below) the K stages stay held through the softmax: its fallback recomputes S.
+    if constexpr (!kSumCheck) release(true, s);  // S(j) is done: its K stages are free
 
-    // Mask both blocks first (the maxima below then form one tree free of branches), then the thread's
-    // partial row maxima mx[b][h] over its columns of block b (raw scores; -inf: no allowed key).
-#pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      const bool needs_mask = !(key0[b] >= 0 && key0[b] + Cfg::kBlockN <= wg_full_limit);
-      if (needs_mask) {
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int row = row_a + 8 * h;
-          const int key_end = p.causal ? min(p.seq_k, row + causal_offset + 1) : p.seq_k;
-          const int limit = row < p.seq_q && blk_has[b] ? key_end : -1;
-#pragma unroll
-          for (int jj = 0; jj < kHalfTiles; ++jj)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-              const int t = b * kHalfTiles + jj;
-              if (key0[b] + 8 * jj + 2 * (lane % 4) + e >= limit) sc[4 * t + 2 * h + e] = tile::kNegInf;
-            }
-        }
-      }
-    }
-    float mx[2][2];
-#pragma unroll
-    for (int b = 0; b < 2; ++b)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        // Four independent chains (the loop is latency-bound: few warps per scheduler).
-        static_assert(kHalfTiles % 4 == 0);
-        float x[4];
-#pragma unroll
-        for (int jj = 0; jj < kHalfTiles; ++jj) {
-          const int t = b * kHalfTiles + jj;
-          const float pair = fmaxf(sc[4 * t + 2 * h], sc[4 * t + 2 * h + 1]);
-          x[jj % 4] = jj < 4 ? pair : fmaxf(x[jj % 4], pair);
-        }
-        mx[b][h] = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
-#if defined(SPARGE_SM90_DIAG_NO_MAX)  // diagnostic (wrong outputs): a constant row maximum, no reduction
-        mx[b][h] = 0.f;
-#endif
-        if constexpr (kInt8) mx[b][h] -= Cfg::kScoreBias;  // exact (-inf stays -inf)
-      }
-
-    // Stage 2, per key block in order (block 1 is judged against the maximum after block 0): structural "has
-    // an allowed key", then the vote where stage 2 is on. A skipped block gets P = 0 and leaves m and l
-    // unchanged. Without stage 2 only the unit count needs the structure (masking already zeroed P), and the
-    // step's row maximum is one quad reduction of the thread's scaled block maxima (scaling by ss > 0 is
-    // monotone: the same value as scaling each block's reduced maximum, in half the shuffles).
-    bool skip[2] = {false, false}, wg_skip[2];
-    float m_run[2] = {m[0], m[1]};
-    if constexpr (kStage2) {
+    // Masks both blocks (scores of keys no row may see become -inf: their P is exactly 0).
+    const auto mask_scores = [&] {
 #pragma unroll
       for (int b = 0; b < 2; ++b) {
-        float m_blk[2];  // the block's row maxima (unscaled)
+        const bool needs_mask = !(key0[b] >= 0 && key0[b] + Cfg::kBlockN <= wg_full_limit);
+        if (needs_mask) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) m_blk[h] = tile::quad_max(mx[b][h]);
-        const bool group_has = unit_has_key(group, key0[b]), other_has = unit_has_key(group ^ 1, key0[b]);
-        bool group_skips = !group_has, other_skips = !other_has;
-        if (stage2_on) {
-          bool negligible = true;
+          for (int h = 0; h < 2; ++h) {
+            const int row = row_a + 8 * h;
+            const int key_end = p.causal ? min(p.seq_k, row + causal_offset + 1) : p.seq_k;
+            const int limit = row < p.seq_q && blk_has[b] ? key_end : -1;
 #pragma unroll
-          for (int h = 0; h < 2; ++h)
-            negligible &= m_blk[h] == tile::kNegInf || (m_blk[h] * ss[b] - m_run[h] < -pvthreshd);
-          exchange(negligible, 2 * (j % 2) + b, group_skips, other_skips);
+            for (int jj = 0; jj < kHalfTiles; ++jj)
+#pragma unroll
+              for (int e = 0; e < 2; ++e) {
+                const int t = b * kHalfTiles + jj;
+                if (key0[b] + 8 * jj + 2 * (lane % 4) + e >= limit) sc[4 * t + 2 * h + e] = tile::kNegInf;
+              }
+          }
         }
-        if (counting && group_has) {
-          ++units;
-          skipped += group_skips;
-        }
-        wg_skip[b] = kGranularity == Stage2Granularity::kCta ? group_skips : (group_skips && other_skips);
-        skip[b] = group_skips;
-        if (group_skips) continue;
-#pragma unroll
-        for (int h = 0; h < 2; ++h) m_run[h] = fmaxf(m_run[h], m_blk[h] * ss[b]);
       }
-    } else {
-#pragma unroll
-      for (int h = 0; h < 2; ++h)
-        m_run[h] = fmaxf(m_run[h], tile::quad_max(fmaxf(mx[0][h] * ss[0], mx[1][h] * ss[1])));
-#pragma unroll
-      for (int b = 0; b < 2; ++b) {
-        if (counting && p.stage2_units != nullptr) units += unit_has_key(group, key0[b]);
-        wg_skip[b] = !blk_has[b];
-      }
-    }
-    const bool compute = __all_sync(tile::kFullWarp, !(wg_skip[0] && wg_skip[1]));
+    };
+    mask_scores();
 
-    // Online softmax of the thread's two rows over the step's blocks. P = exp2(S * scale - m') with m' the
-    // stabilizer: the maximum after both blocks, or an earlier maximum at most kLazyLog2 below it (the
-    // portable kernel rescales block 0's P by exp2(m_0 - m') after the fact instead: equal up to rounding);
-    // masked scores are -inf, so their P is exactly 0. FP8 P carries 448.
+    bool skip[2] = {false, false}, wg_skip[2], compute = false;
     float alpha[2] = {1.f, 1.f};
     bool rescale = false;
-#ifndef SPARGE_SM90_DIAG_MMA_ONLY
-    if (compute) {
-#else  // diagnostic build (-DSPARGE_SM90_DIAG_MMA_ONLY, wrong outputs): no softmax, P = S rounded; times the
-       // MMA and TMA pipeline alone (hopper/NOTES.md, "MMA ceiling")
-    if (false) {
-#endif
+    // P = exp2(S * ss + shift) in place for the thread's row h (stage 2: 0 in skipped blocks); returns the
+    // row's partial sum over the thread's columns.
+    const auto exponentiate = [&](int h, const float(&shift)[2]) {
+      float sum[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const float m_new = m_run[h];
-        m[h] = m_new;
-        // The stabilizer as ns = m' - kPLog2Scale (the exponent's shift is -ns). -inf + kLazyLog2 = -inf: the
-        // first allowed key always sets it. Quantized: rounded up to the step's grid (a power of two: exact;
-        // moves only for a coarser grid than before), so that -ns - ebias[b] is exact.
-        const float n_new = m_new - Cfg::kPLog2Scale;
-        float n_stab = n_new > ns[h] + lazy_log2 ? n_new : ns[h];
-        if constexpr (kInt8) {  // (a multiply by the power of two 1 / grid, not a division: this is on the
-                                // step's critical path)
-          if (n_stab != tile::kNegInf) n_stab = ceilf(n_stab * inv_grid) * grid;
-        }
-        const float n_use = n_stab == tile::kNegInf ? 0.f : n_stab;  // (every P of the row is 0 then)
-        alpha[h] = tile::exp2_approx(ns[h] - n_use);
-        rescale |= alpha[h] != 1.f;
-        ns[h] = n_stab;
-        float shift[2];
+      for (int t = 0; t < kNTiles; ++t)
 #pragma unroll
-        for (int b = 0; b < 2; ++b) shift[b] = -n_use - ebias[b];
-        float sum[4] = {0.f, 0.f, 0.f, 0.f};
-#pragma unroll
-        for (int t = 0; t < kNTiles; ++t)
-#pragma unroll
-          for (int e = 0; e < 2; ++e) {
-            float& x = sc[4 * t + 2 * h + e];
-            const int b = t / kHalfTiles;
+        for (int e = 0; e < 2; ++e) {
+          float& x = sc[4 * t + 2 * h + e];
+          const int b = t / kHalfTiles;
 #if defined(SPARGE_SM90_DIAG_NO_EXP)  // diagnostic (wrong outputs): no exponential at all
-            const float pv = fmaf(x, ss[b], shift[b]);
+          const float pv = fmaf(x, ss[b], shift[b]);
 #else
-            const float pv = tile::exp2_approx(fmaf(x, ss[b], shift[b]));
+          const float pv = tile::exp2_approx(fmaf(x, ss[b], shift[b]));
 #endif
-            if constexpr (kStage2) {
-              x = skip[b] ? 0.f : pv;
-            } else {
-              x = pv;
-            }
-            sum[t % 4] += x;
+          if constexpr (kStage2) {
+            x = skip[b] ? 0.f : pv;
+          } else {
+            x = pv;
           }
-        l[h] = l[h] * alpha[h] + ((sum[0] + sum[1]) + (sum[2] + sum[3]));
+          sum[t % 4] += x;
+        }
+      return (sum[0] + sum[1]) + (sum[2] + sum[3]);
+    };
+    if constexpr (!kStage2) {
+#pragma unroll
+      for (int b = 0; b < 2; ++b) {
+        if (count_units) units += unit_has_key(group, key0[b]);
+        wg_skip[b] = !blk_has[b];
+      }
+      compute = __all_sync(tile::kFullWarp, !(wg_skip[0] && wg_skip[1]));
+    }
+    // The sum check (16-bit P without stage 2; FlashAttention-4's lazy rescaling without the maximum): a warp
+    // whose rows all have a stabilizer exponentiates against it straight away, and every P of a row is at
+    // most the row's partial sum, so partial sums below kSumBound (< the fp16 maximum) prove that no P
+    // overflowed or left the 16-bit range: the step needs no row maximum at all (its tree and shuffles are a
+    // fifth of the step's instructions). Otherwise (a row maximum moved far past its stabilizer, or NaN) the
+    // warp recomputes its S from the held K stages and takes the full step. INT8 keeps the stabilizer on
+    // the step's grid (see ebias): a step with a coarser grid takes the full step.
+    bool full = true;
+    if constexpr (kSumCheck) {
+      bool ready = ns[0] != tile::kNegInf && ns[1] != tile::kNegInf;
+      if constexpr (kInt8) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) ready &= ceilf(ns[h] * inv_grid) * grid == ns[h];
+      }
+      if (compute && prm.lazy && __all_sync(tile::kFullWarp, ready)) {
+        float row_sum[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float shift[2] = {-ns[h] - ebias[0], -ns[h] - ebias[1]};
+          row_sum[h] = exponentiate(h, shift);
+        }
+        if (__all_sync(tile::kFullWarp, row_sum[0] < Cfg::kSumBound && row_sum[1] < Cfg::kSumBound)) {
+          l[0] += row_sum[0];
+          l[1] += row_sum[1];
+          full = false;
+        } else {
+          recompute_s(s, sc);
+          mask_scores();
+        }
       }
     }
+    if (full) {
+      // The thread's partial row maxima mx[b][h] over its columns of block b (raw scores; -inf: no allowed
+      // key).
+      float mx[2][2];
+#pragma unroll
+      for (int b = 0; b < 2; ++b)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          // Four independent chains (the loop is latency-bound: few warps per scheduler).
+          static_assert(kHalfTiles % 4 == 0);
+          float x[4];
+#pragma unroll
+          for (int jj = 0; jj < kHalfTiles; ++jj) {
+            const int t = b * kHalfTiles + jj;
+            const float pair = fmaxf(sc[4 * t + 2 * h], sc[4 * t + 2 * h + 1]);
+            x[jj % 4] = jj < 4 ? pair : fmaxf(x[jj % 4], pair);
+          }
+          mx[b][h] = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
+#if defined(SPARGE_SM90_DIAG_NO_MAX)  // diagnostic (wrong outputs): a constant row maximum, no reduction
+          mx[b][h] = 0.f;
+#endif
+          if constexpr (kInt8) mx[b][h] -= Cfg::kScoreBias;  // exact (-inf stays -inf)
+        }
+
+      // Stage 2, per key block in order (block 1 is judged against the maximum after block 0): structural
+      // "has an allowed key", then the vote where stage 2 is on. A skipped block gets P = 0 and leaves m and
+      // l unchanged. Without stage 2 (the unit count is above; masking already zeroed P) the step's row
+      // maximum is one quad reduction of the thread's scaled block maxima (scaling by ss > 0 is monotone: the
+      // same value as scaling each block's reduced maximum, in half the shuffles).
+      float m_run[2] = {m[0], m[1]};
+      if constexpr (kStage2) {
+#pragma unroll
+        for (int b = 0; b < 2; ++b) {
+          float m_blk[2];  // the block's row maxima (unscaled)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) m_blk[h] = tile::quad_max(mx[b][h]);
+          const bool group_has = unit_has_key(group, key0[b]), other_has = unit_has_key(group ^ 1, key0[b]);
+          bool group_skips = !group_has, other_skips = !other_has;
+          if (stage2_on) {
+            bool negligible = true;
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+              negligible &= m_blk[h] == tile::kNegInf || (m_blk[h] * ss[b] - m_run[h] < -pvthreshd);
+            exchange(negligible, 2 * (j % 2) + b, group_skips, other_skips);
+          }
+          if (counting && group_has) {
+            ++units;
+            skipped += group_skips;
+          }
+          wg_skip[b] = kGranularity == Stage2Granularity::kCta ? group_skips : (group_skips && other_skips);
+          skip[b] = group_skips;
+          if (group_skips) continue;
+#pragma unroll
+          for (int h = 0; h < 2; ++h) m_run[h] = fmaxf(m_run[h], m_blk[h] * ss[b]);
+        }
+      } else {
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+          m_run[h] = fmaxf(m_run[h], tile::quad_max(fmaxf(mx[0][h] * ss[0], mx[1][h] * ss[1])));
+      }
+      if constexpr (kStage2) compute = __all_sync(tile::kFullWarp, !(wg_skip[0] && wg_skip[1]));
+
+        // Online softmax of the thread's two rows over the step's blocks. P = exp2(S * scale - m') with m'
+        // the stabilizer: the maximum after both blocks, or an earlier maximum at most kLazyLog2 below it
+        // (the portable kernel rescales block 0's P by exp2(m_0 - m') after the fact instead: equal up to
+        // rounding); masked scores are -inf, so their P is exactly 0. FP8 P carries 448.
+#ifndef SPARGE_SM90_DIAG_MMA_ONLY
+      if (compute) {
+#else  // diagnostic build (-DSPARGE_SM90_DIAG_MMA_ONLY, wrong outputs): no softmax, P = S rounded; times the
+       // MMA and TMA pipeline alone (hopper/NOTES.md, "MMA ceiling")
+      if (false) {
+#endif
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const float m_new = m_run[h];
+          m[h] = m_new;
+          // The stabilizer as ns = m' - kPLog2Scale (the exponent's shift is -ns). -inf + kLazyLog2 = -inf:
+          // the first allowed key always sets it. Quantized: rounded up to the step's grid (a power of two:
+          // exact; moves only for a coarser grid than before), so that -ns - ebias[b] is exact.
+          const float n_new = m_new - Cfg::kPLog2Scale;
+          float n_stab = n_new > ns[h] + lazy_log2 ? n_new : ns[h];
+          if constexpr (kInt8) {  // (a multiply by the power of two 1 / grid, not a division: this is on the
+                                  // step's critical path)
+            if (n_stab != tile::kNegInf) n_stab = ceilf(n_stab * inv_grid) * grid;
+          }
+          const float n_use = n_stab == tile::kNegInf ? 0.f : n_stab;  // (every P of the row is 0 then)
+          alpha[h] = tile::exp2_approx(ns[h] - n_use);
+          rescale |= alpha[h] != 1.f;
+          ns[h] = n_stab;
+          float shift[2];
+#pragma unroll
+          for (int b = 0; b < 2; ++b) shift[b] = -n_use - ebias[b];
+          l[h] = l[h] * alpha[h] + exponentiate(h, shift);
+        }
+      }
+    }
+    if constexpr (kSumCheck) release(true, s);
     sm90::wgmma_wait<0>();  // P(j-1) V(j-1) done (unconditional: ptxas must see O complete on every path)
     sm90::fence_operands(o);
     if (pending) release(false, pending_stage);

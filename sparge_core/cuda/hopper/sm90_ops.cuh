@@ -49,9 +49,9 @@ __device__ __forceinline__ uint64_t make_desc(uint32_t smem, uint32_t leading_by
 }
 // The descriptor of the operand `units` x 16 bytes further on: only the start address field (bits 0-13, the
 // address / 16) moves, in one 32-bit add (shared memory ends below 256 KiB: the field cannot carry). Callers
-// pass offsets already in 16-byte units, with the per-step part hoisted (`bytes >> 4` of a sum is computed per
-// use otherwise). The halves are joined in PTX (mov.b64), opaque to the compiler: otherwise it re-derives the
-// address field from the base (add, mask, move: three uniform instructions per wgmma) instead of one add.
+// pass offsets already in 16-byte units, with the per-step part hoisted (`bytes >> 4` of a sum is computed
+// per use otherwise). The halves are joined in PTX (mov.b64), opaque to the compiler: otherwise it re-derives
+// the address field from the base (add, mask, move: three uniform instructions per wgmma) instead of one add.
 __device__ __forceinline__ uint64_t desc_advance_units(uint64_t desc, uint32_t units) {
   const uint32_t lo = static_cast<uint32_t>(desc) + units, hi = static_cast<uint32_t>(desc >> 32);
   uint64_t out;
@@ -123,6 +123,14 @@ __device__ __forceinline__ void tma_store_wait_read() {
 }
 
 // ---- named barriers, register reallocation ----
+// One lane of the (converged) warp: true in exactly one lane (elect.sync; cheaper than a lane index test
+// where the lane index would be rematerialized from %tid).
+__device__ __forceinline__ bool elect_one() {
+  uint32_t elected;
+  asm volatile("{\n .reg .pred p;\n elect.sync _|p, 0xffffffff;\n selp.u32 %0, 1, 0, p;\n}\n"
+               : "=r"(elected));
+  return elected != 0;
+}
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
 }
