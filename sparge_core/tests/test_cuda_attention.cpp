@@ -32,6 +32,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
@@ -161,10 +162,16 @@ std::vector<double> stage2_thresholds(int64_t heads) {
 }
 
 // The kernels that can run a case on this device: the portable one always, the Hopper one on sm_90 (every
-// precision).
+// precision). SPARGE_TEST_KERNEL_PATH=portable|sm90 keeps one of them (e.g. for compute-sanitizer runs).
 std::vector<cuda::KernelPath> kernel_paths() {
   std::vector<cuda::KernelPath> paths = {cuda::KernelPath::kPortable};
   if (cuda::sm90_supported(at::Device(at::kCUDA, 0))) paths.push_back(cuda::KernelPath::kSm90);
+  const char* only = std::getenv("SPARGE_TEST_KERNEL_PATH");
+  if (only != nullptr && *only != '\0') {
+    const cuda::KernelPath keep = cuda::parse_kernel_path(only);
+    std::erase_if(paths, [&](cuda::KernelPath path) { return path != keep; });
+    if (paths.empty()) ADD_FAILURE() << "SPARGE_TEST_KERNEL_PATH=" << only << ": that path cannot run here";
+  }
   return paths;
 }
 

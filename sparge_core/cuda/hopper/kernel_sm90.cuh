@@ -14,7 +14,9 @@
 //     (m64nDk16, V read N-major); wait for S(j) only; mask, online softmax in registers (log2 units, as the
 //     portable kernel), stage-2 votes, P(j) while the tensor cores still run P(j-1) V(j-1); then wait for
 //     that, release its stages (each warp arrives on their empty barriers), rescale O and round P(j) to the
-//     16-bit type straight from the accumulator fragment (it is the wgmma A register fragment). The two
+//     16-bit type straight from the accumulator fragment (it is the wgmma A register fragment). Without stage
+//     2, 16-bit P skips the row maxima while a row's partial sums prove its P bounded (the sum check; the
+//     rare warp that fails it recomputes its S with mma.sync from the still-held K stages). The two
 //     consumer warpgroups take turns issuing their MMAs (ping-pong, named barriers), so one's softmax
 //     overlaps the other's MMAs.
 // Shared memory: Q (128 x D), the K ring and the V ring (kStages x 64 x D each), every tile as D / 64 slices

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The kernel measurements of results/kernels/<gpu>/run_<hash>/ in one GPU call (shorter than gpu_check.sh: no
+# CPU tests, no shape table): builds sparge_ops, test_cuda_attention and bench_predict for the local GPU, runs the
+# attention tests (every case on both kernel paths), the FlexAttention / cuDNN summary (bench_flex.py
+# --summary-only), the prediction overhead (bench_predict) and compute-sanitizer memcheck and racecheck on the
+# Hopper path (SPARGE_TEST_KERNEL_PATH=sm90) of the small attention cases.
+#
+#   SPARGE_GIT_HASH=<hash> scripts/gpu_kernel_run.sh OUTDIR
+#     OUTDIR gets env.txt, env.json, flex.json, predict.json and logs.tgz (build, tests, flex, bench_predict,
+#     sanitizer logs); then, on this machine, `python3 scripts/kernel_summary.py DIR` writes summary.json/.md.
+#   SPARGE_SANITIZER_LIMIT  seconds per sanitizer tool (default 150)
+# Exit status: non-zero if the build or a test failed.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
+# shellcheck source=scripts/common.sh
+source scripts/common.sh
+
+out="${1:?usage: SPARGE_GIT_HASH=<hash> scripts/gpu_kernel_run.sh OUTDIR}"
+export SPARGE_GIT_HASH="${SPARGE_GIT_HASH:?set SPARGE_GIT_HASH (the copy on the GPU machine has no .git)}"
+py="$(gpu_env "$out")" || exit 1
+gpu_build "$out" "$py" sparge_ops test_cuda_attention bench_predict || exit 1
+status=0
+gpu_run_tests "$out" tests.log test_cuda_attention || status=1
+grep -E "^\[  (PASSED|FAILED)" "$out/tests.log"
+SPARGE_PYTHON="$py" scripts/provenance.sh > "$out/env.json"
+PYTHONUNBUFFERED=1 timeout 200 "$py" scripts/bench_flex.py --lib build-gpu/lib/libsparge_ops.so \
+  --json "$out/flex.json" --summary-only > "$out/flex.log" 2>&1 || { status=1; tail -3 "$out/flex.log"; }
+timeout 90 build-gpu/bin/bench_predict --json "$out/predict.json" > "$out/bench_predict.log" 2>&1 ||
+  { status=1; tail -3 "$out/bench_predict.log"; }
+small='CudaAttention.StridedAndMisalignedInputs:CudaAttention.EmptyRowsWriteZerosAndMinusInfinity'
+small+=':CudaAttention.JumpingMaximaMatchReference'
+for tool in memcheck racecheck; do
+  echo "== $tool" >> "$out/sanitizer.log"
+  SPARGE_TEST_KERNEL_PATH=sm90 timeout "${SPARGE_SANITIZER_LIMIT:-150}" compute-sanitizer --tool "$tool" \
+    --error-exitcode 1 build-gpu/bin/test_cuda_attention --gtest_filter="$small" >> "$out/sanitizer.log" 2>&1 ||
+    echo "sanitizer $tool: rc=$? (124: ran past the limit)" | tee -a "$out/sanitizer.log"
+done
+grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log"
+(cd "$out" && tar -czf logs.tgz build.log tests.log flex.log bench_predict.log sanitizer.log &&
+  rm -f build.log tests.log flex.log bench_predict.log sanitizer.log)
+exit "$status"
