@@ -160,7 +160,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   const AttentionParams& p = prm.p;
 
   extern __shared__ uint8_t smem_raw[];
-  const uint32_t base = (sm90::smem_addr(smem_raw) + 1023u) & ~1023u;
+  uint32_t base = (sm90::smem_addr(smem_raw) + 1023u) & ~1023u;
+  // Opaque from here on: ptxas would otherwise rematerialize it (and every barrier address and wgmma
+  // descriptor derived from it) from %cgactaid in every step of the consumer loop.
+  asm volatile("" : "+r"(base));
   const uint32_t q_smem = base;
   const uint32_t o_stage = kInt8 ? q_smem + Cfg::kQBytes : q_smem;
   const uint32_t k_ring = q_smem + Cfg::kQBytes + Cfg::kOStageBytes;
@@ -170,10 +173,12 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   // One full and one empty barrier per K and V pair of stages (stage s: pair s / 2): the producer expects
   // both blocks' bytes on the pair's full barrier, the consumers wait once and release once per step.
   constexpr int kPairs = kS / Cfg::kStepBlocks;
-  const auto k_full = [&](int s) { return bars + 8 * (1 + s / 2); };
-  const auto v_full = [&](int s) { return bars + 8 * (1 + kPairs + s / 2); };
-  const auto k_empty = [&](int s) { return bars + 8 * (1 + 2 * kPairs + s / 2); };
-  const auto v_empty = [&](int s) { return bars + 8 * (1 + 3 * kPairs + s / 2); };
+  // (Unsigned: s / 2 of a signed s costs two more instructions per address in the consumer loop.)
+  const auto pair_bar = [&](int first, int s) { return bars + 8u * (first + static_cast<unsigned>(s) / 2u); };
+  const auto k_full = [&](int s) { return pair_bar(1, s); };
+  const auto v_full = [&](int s) { return pair_bar(1 + kPairs, s); };
+  const auto k_empty = [&](int s) { return pair_bar(1 + 2 * kPairs, s); };
+  const auto v_empty = [&](int s) { return pair_bar(1 + 3 * kPairs, s); };
   const uint32_t flags = bars + Cfg::kBarrierBytes;
 
   const int q_block = p.num_q_blocks - 1 - static_cast<int>(blockIdx.x);
