@@ -506,6 +506,22 @@ TEST(CudaAttention, EmptyRowsWriteZerosAndMinusInfinity) {
     }
 }
 
+// Rows long enough to wrap the Hopper kernel's K and V rings (2048 keys: 32 key blocks through 6-8 stages, so
+// the producer waits for released stages), small enough for compute-sanitizer (scripts/gpu_kernel_run.sh):
+// both head dims, 16-bit and INT8 + FP8, causal with a query tail.
+TEST(CudaAttention, RingWrappingRows) {
+  SPARGE_REQUIRE_GPU();
+  for (int64_t d : {64, 128}) {
+    Case c{200, 2048, 2, 2, d, d == 64, at::kBFloat16, Layout::kHND, 1.0};
+    c.batch = 1;
+    run_case(c);
+    if (cuda::fp8_pv_supported(at::Device(at::kCUDA, 0))) {
+      c.quant = QuantMode::kInt8Fp8;
+      run_case(c);
+    }
+  }
+}
+
 // Strided views: a head-dim slice of a wider tensor (row stride != D) runs without copies; a misaligned base
 // pointer goes through the copy path. Both must give the contiguous result.
 TEST(CudaAttention, StridedAndMisalignedInputs) {
