@@ -6,8 +6,9 @@
 # Hopper path (SPARGE_TEST_KERNEL_PATH=sm90) of the small attention cases (racecheck: the attention kernel only).
 #
 #   SPARGE_GIT_HASH=<hash> scripts/gpu_kernel_run.sh OUTDIR
-#     OUTDIR gets env.txt, env.json, flex.json, predict.json and logs.tgz (build, tests, flex, bench_predict,
-#     sanitizer logs); then, on this machine, `python3 scripts/kernel_summary.py DIR` writes summary.json/.md.
+#     OUTDIR gets env.txt, env.json, flex.json, predict.json, summary.json, summary.md (scripts/kernel_summary.py:
+#     the ratios against issue 3's floors and issue 8's targets) and logs.tgz (build, tests, flex, bench_predict,
+#     sanitizer logs).
 #   SPARGE_SANITIZER_LIMIT  seconds per sanitizer tool (default 150)
 # Exit status: non-zero if the build or a test failed.
 set -uo pipefail
@@ -40,6 +41,8 @@ for tool in memcheck racecheck; do
     >> "$out/sanitizer.log" 2>&1 || echo "sanitizer $tool: rc=$? (124: ran past the limit)" | tee -a "$out/sanitizer.log"
 done
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/sanitizer.log"
+"$py" scripts/kernel_summary.py "$out" > /dev/null || { status=1; echo "kernel_summary.py failed"; }
+grep -E "^\| (bf16|quant|causal|predict)_" "$out/summary.md" | head -12
 (cd "$out" && tar -czf logs.tgz build.log tests.log flex.log bench_predict.log sanitizer.log &&
   rm -f build.log tests.log flex.log bench_predict.log sanitizer.log)
 exit "$status"
