@@ -508,12 +508,14 @@ TEST(CudaAttention, EmptyRowsWriteZerosAndMinusInfinity) {
 
 // Rows long enough to wrap the Hopper kernel's K and V rings (2048 keys: 32 key blocks through 6-8 stages, so
 // the producer waits for released stages), small enough for compute-sanitizer (scripts/gpu_kernel_run.sh):
-// both head dims, 16-bit and INT8 + FP8, causal with a query tail.
+// both head dims, 16-bit, INT8 and INT8 + FP8, causal with a query tail.
 TEST(CudaAttention, RingWrappingRows) {
   SPARGE_REQUIRE_GPU();
   for (int64_t d : {64, 128}) {
     Case c{200, 2048, 2, 2, d, d == 64, at::kBFloat16, Layout::kHND, 1.0};
     c.batch = 1;
+    run_case(c);
+    c.quant = QuantMode::kInt8;  // (INT8 Q.K with 16-bit P: the sum check's INT8 fallback)
     run_case(c);
     if (cuda::fp8_pv_supported(at::Device(at::kCUDA, 0))) {
       c.quant = QuantMode::kInt8Fp8;

@@ -5,7 +5,8 @@
 //   warpgroup 0, the producer: two threads issue every TMA load: one the Q tile once and, for each listed key
 //     block n, the K tile into stage n % kStages of the K ring; the other the V tiles into the V ring (each
 //     pair of stages, one consumer step, with its own "full" and "empty" mbarriers in each ring: S = Q K^T
-//     starts before V has landed, and K stages are free again as soon as S is computed). An odd count is
+//     starts before V has landed, and K stages are free again as soon as S is computed, or after the
+//     softmax where the sum check may recompute S from them). An odd count is
 //     padded with a copy of the last block. The
 //     producer keeps 24 registers (setmaxnreg) and gives the rest to the consumers.
 //   warpgroups 1, 2, the consumers: 64 query rows each (rows 64 (wg - 1) ..), Q in registers (loaded once
@@ -123,7 +124,8 @@ struct Sm90Config {
   // log2 of the factor P and l carry: 448 (the e4m3 maximum) for FP8 P, 1 otherwise.
   static constexpr float kPLog2Scale = kFp8Pv ? 8.807354922057604f : 0.f;
   // Lazy rescaling (as FlashAttention-4): the softmax stabilizer of a row moves to the running maximum only
-  // when that exceeds it by more than this (log2 units), so P <= 2^kLazyLog2 and most steps skip the O
+  // when that exceeds it by more than this (log2 units), so P <= 2^kLazyLog2 in a full step (in a step that
+  // passes the sum check, P < kSumBound) and most steps skip the O
   // rescale (every step that raises some row's maximum of the warp did before: nearly all of a sparse row's).
   // O, l and the LSE are exact in any stabilizer; only P's rounding points move. FP8 P carries 448 = its
   // maximum already: no slack there.
@@ -205,8 +207,8 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
 
   if (warp_group == 0) {  // ---------------- producer ----------------
     // Two threads: lane 0 of warp 0 loads Q and the K ring, lane 0 of warp 1 the V ring. K stages are
-    // released as soon as S is computed, V stages after P V: separate loaders keep K ahead of the (later) V
-    // releases.
+    // released as soon as S is computed (with the sum check: after the softmax), V stages after P V:
+    // separate loaders keep K ahead of the (later) V releases.
     sm90::regs_dealloc<Cfg::kProducerRegs>();
     const int pwarp = tid / 32;
     if (lane != 0 || pwarp > 1 || count == 0) return;
@@ -271,8 +273,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   float o[kDTiles * 4];
 #pragma unroll
   for (int i = 0; i < kDTiles * 4; ++i) o[i] = 0.f;
-  // m: the running row maxima (log2 units; stage 2 judges against them); ns: the softmax stabilizers (the
-  // maxima when last moved, see kLazyLog2) minus kPLog2Scale, which P, l and O are relative to.
+  // m: the running row maxima (log2 units; stage 2 judges against them; with the sum check only updated by
+  // full steps, so it may lag: it only feeds the stabilizer's decision, which stays the same); ns: the
+  // softmax stabilizers (the maxima when last moved, see kLazyLog2) minus kPLog2Scale, which P, l and O are
+  // relative to (the LSE too).
   float m[2] = {tile::kNegInf, tile::kNegInf}, ns[2] = {tile::kNegInf, tile::kNegInf}, l[2] = {0.f, 0.f};
   int units = 0, skipped = 0;
   const bool counting =
@@ -621,7 +625,9 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     // overflowed or left the 16-bit range: the step needs no row maximum at all (its tree and shuffles are a
     // fifth of the step's instructions). Otherwise (a row maximum moved far past its stabilizer, or NaN) the
     // warp recomputes its S from the held K stages and takes the full step. INT8 keeps the stabilizer on
-    // the step's grid (see ebias): a step with a coarser grid takes the full step.
+    // the step's grid (see ebias): a step with a coarser grid takes the full step. Off where lazy rescaling
+    // is off (Sm90Params::lazy = 0, SPARGE_SM90_LAZY=0). Rows with NaN scores fail it every step (still
+    // correct: the full step propagates the NaN).
     bool full = true;
     if constexpr (kSumCheck) {
       bool ready = ns[0] != tile::kNegInf && ns[1] != tile::kNegInf;
@@ -709,9 +715,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
       if constexpr (kStage2) compute = __all_sync(tile::kFullWarp, !(wg_skip[0] && wg_skip[1]));
 
         // Online softmax of the thread's two rows over the step's blocks. P = exp2(S * scale - m') with m'
-        // the stabilizer: the maximum after both blocks, or an earlier maximum at most kLazyLog2 below it
-        // (the portable kernel rescales block 0's P by exp2(m_0 - m') after the fact instead: equal up to
-        // rounding); masked scores are -inf, so their P is exactly 0. FP8 P carries 448.
+        // the stabilizer: the maximum after both blocks (of the step, and of m, which may lag after steps
+        // that passed the sum check), or an earlier maximum at most kLazyLog2 below the step's (the portable
+        // kernel rescales block 0's P by exp2(m_0 - m') after the fact instead: equal up to rounding); masked
+        // scores are -inf, so their P is exactly 0. FP8 P carries 448.
 #ifndef SPARGE_SM90_DIAG_MMA_ONLY
       if (compute) {
 #else  // diagnostic build (-DSPARGE_SM90_DIAG_MMA_ONLY, wrong outputs): no softmax, P = S rounded; times the
