@@ -3,7 +3,8 @@
 # CPU tests, no shape table): builds sparge_ops, test_cuda_attention and bench_predict for the local GPU, runs the
 # attention tests (every case on both kernel paths), the FlexAttention / cuDNN summary (bench_flex.py
 # --summary-only), the prediction overhead (bench_predict) and compute-sanitizer memcheck and racecheck on the
-# Hopper path (SPARGE_TEST_KERNEL_PATH=sm90) of the small attention cases (racecheck: the attention kernel only).
+# Hopper path (SPARGE_TEST_KERNEL_PATH=sm90) of the small attention cases (racecheck: the attention kernel only;
+# the tests' judges on the CPU, SPARGE_TEST_JUDGES_ON_CPU=1: cuBLAS's TMA GEMMs break racecheck).
 #
 #   SPARGE_GIT_HASH=<hash> scripts/gpu_kernel_run.sh OUTDIR
 #     OUTDIR gets env.txt, env.json, flex.json, predict.json, summary.json, summary.md (scripts/kernel_summary.py:
@@ -36,7 +37,8 @@ for tool in memcheck racecheck; do
   echo "== $tool" >> "$out/sanitizer.log"
   filter=()
   [[ $tool == racecheck ]] && filter=(--kernel-name kns=block_sparse_attention_kernel)
-  SPARGE_TEST_KERNEL_PATH=sm90 timeout "${SPARGE_SANITIZER_LIMIT:-150}" compute-sanitizer --tool "$tool" \
+  SPARGE_TEST_KERNEL_PATH=sm90 SPARGE_TEST_JUDGES_ON_CPU=1 timeout "${SPARGE_SANITIZER_LIMIT:-150}" \
+    compute-sanitizer --tool "$tool" \
     "${filter[@]}" --error-exitcode 1 build-gpu/bin/test_cuda_attention --gtest_filter="$small" \
     >> "$out/sanitizer.log" 2>&1 || echo "sanitizer $tool: rc=$? (124: ran past the limit)" | tee -a "$out/sanitizer.log"
 done
