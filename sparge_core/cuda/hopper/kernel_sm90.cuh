@@ -323,7 +323,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
         const uint32_t addr = q_smem + (kk / Cfg::kStepsPerSlice) * Cfg::kQSliceBytes +
                               row * Cfg::kQkSwizzle + sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk, row) * 16 +
                               4 * (lane % 4);
-        asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(qa[kk][i]) : "r"(addr));
+        qa[kk][i] = sm90::ld_shared_u32(addr);
       }
   }
 
@@ -394,13 +394,10 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
         const uint32_t row_addr = k_ring + (kk / Cfg::kStepsPerSlice) * Cfg::kKRingSliceBytes +
                                   stage * Cfg::kKSliceBytes + row * Cfg::kQkSwizzle + 4 * (lane % 4);
         const int chunk = 2 * (kk % Cfg::kStepsPerSlice);
-        uint32_t b0, b1;
-        asm volatile("ld.shared.u32 %0, [%1];\n"
-                     : "=r"(b0)
-                     : "r"(row_addr + sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk, row) * 16));
-        asm volatile("ld.shared.u32 %0, [%1];\n"
-                     : "=r"(b1)
-                     : "r"(row_addr + sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk + 1, row) * 16));
+        const uint32_t b0 =
+            sm90::ld_shared_u32(row_addr + sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk, row) * 16);
+        const uint32_t b1 =
+            sm90::ld_shared_u32(row_addr + sm90::swizzled_chunk<Cfg::kQkSwizzle>(chunk + 1, row) * 16);
         Op::mma(d, qa[kk], b0, b1);
       }
 #pragma unroll
@@ -423,16 +420,13 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   const auto exchange = [&](bool negligible, int slot_index, bool& group_skips, bool& other_skips) {
     negligible = __all_sync(tile::kFullWarp, negligible);
     const uint32_t slot = flags + slot_index * Cfg::kConsumerWarps * 4;
-    if (lane == 0)
-      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(slot + cwarp * 4), "r"(negligible ? 1u : 0u));
+    if (lane == 0) sm90::st_shared_u32(slot + cwarp * 4, negligible ? 1u : 0u);
     if constexpr (kGranularity == Stage2Granularity::kCta) {
       sm90::named_barrier_sync(1, 128 * Cfg::kConsumerGroups);
       uint32_t all = 1;
 #pragma unroll
       for (int w = 0; w < Cfg::kConsumerWarps; ++w) {
-        uint32_t f;
-        asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(f) : "r"(slot + w * 4));
-        all &= f;
+        all &= sm90::ld_shared_u32(slot + w * 4);
       }
       group_skips = all != 0;
       other_skips = group_skips;
@@ -440,8 +434,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
       sm90::named_barrier_sync(2 + wg, 128);
       uint32_t f[4];
 #pragma unroll
-      for (int w = 0; w < 4; ++w)
-        asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(f[w]) : "r"(slot + (wg * 4 + w) * 4));
+      for (int w = 0; w < 4; ++w) f[w] = sm90::ld_shared_u32(slot + (wg * 4 + w) * 4);
       const bool first = (f[0] & f[1]) != 0, second = (f[2] & f[3]) != 0;  // the two groups' votes
       group_skips = warp < 2 ? first : second;
       other_skips = warp < 2 ? second : first;
@@ -516,7 +509,6 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
     // their waits must be visibly warp-uniform (a vote) or ptxas serializes every wgmma.
     const auto issue_s = [&] {
       const uint32_t k_units = s * (Cfg::kKSliceBytes / 16);  // the stage's offset in 16-byte units
-
 #pragma unroll
       for (int kk = 0; kk < Cfg::kQkSteps; ++kk) {
         const uint64_t db = sm90::desc_advance_units(
@@ -827,7 +819,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
           o_stage + (j / 8) * Cfg::kOSliceBytes + r * 128 + ((chunk ^ (r % 8)) * 16) + (lane % 4) * 4;
       const uint32_t packed =
           Elem::pack(o[4 * j + 2 * h] * (inv_l[h] * vs.x), o[4 * j + 2 * h + 1] * (inv_l[h] * vs.y));
-      asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(addr), "r"(packed));
+      sm90::st_shared_u32(addr, packed);
     }
   }
   sm90::fence_proxy_async_smem();
