@@ -11,6 +11,8 @@
 #     the ratios against issue 3's floors and issue 8's targets) and logs.tgz (build, tests, flex, bench_predict,
 #     sanitizer logs).
 #   SPARGE_SANITIZER_LIMIT  seconds per sanitizer tool (default 150)
+#   SPARGE_KERNEL_RUN_TESTS=all  run the whole `ctest -L gpu` (attention, prediction, MInference and the
+#                                reference on CUDA; a few minutes more) instead of test_cuda_attention alone
 # Exit status: non-zero if the build or a test failed.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -20,10 +22,18 @@ source scripts/common.sh
 out="${1:?usage: SPARGE_GIT_HASH=<hash> scripts/gpu_kernel_run.sh OUTDIR}"
 export SPARGE_GIT_HASH="${SPARGE_GIT_HASH:?set SPARGE_GIT_HASH (the copy on the GPU machine has no .git)}"
 py="$(gpu_env "$out")" || exit 1
-gpu_build "$out" "$py" sparge_ops test_cuda_attention bench_predict || exit 1
+tests=(test_cuda_attention)
+[[ ${SPARGE_KERNEL_RUN_TESTS:-attention} == all ]] &&
+  tests+=(test_cuda_predict test_cuda_minference test_reference_cuda)
+gpu_build "$out" "$py" sparge_ops bench_predict "${tests[@]}" || exit 1
 status=0
-gpu_run_tests "$out" tests.log test_cuda_attention || status=1
-grep -E "^\[  (PASSED|FAILED)" "$out/tests.log"
+if [[ ${#tests[@]} -gt 1 ]]; then
+  (cd build-gpu && ctest -L gpu --output-on-failure) > "$out/tests.log" 2>&1 || status=1
+  grep -E "tests passed|\(Failed\)|\(Skipped\)" "$out/tests.log"
+else
+  gpu_run_tests "$out" tests.log test_cuda_attention || status=1
+  grep -E "^\[  (PASSED|FAILED)" "$out/tests.log"
+fi
 SPARGE_PYTHON="$py" scripts/provenance.sh > "$out/env.json"
 PYTHONUNBUFFERED=1 timeout 200 "$py" scripts/bench_flex.py --lib build-gpu/lib/libsparge_ops.so \
   --json "$out/flex.json" --summary-only > "$out/flex.log" 2>&1 || { status=1; tail -3 "$out/flex.log"; }
