@@ -185,6 +185,14 @@ bool judges_on_cpu() {
   return v != nullptr && std::string(v) == "1";
 }
 
+// Q's (smooth = false) or K's (smooth = true: minus its mean over the sequence) INT8 blocks as the reference
+// emulation makes them, on x's device. Inputs HND.
+Int8Blocks reference_int8_blocks(const at::Tensor& x, int64_t block, bool smooth) {
+  auto xf = x.to(at::kFloat);
+  if (smooth) xf = xf - xf.mean(2, /*keepdim=*/true);
+  return quantize_int8_blocks(xf, block);
+}
+
 // Judges on the CPU, quantized cases: the reference quantizes Q and K on the CPU, the kernel (or the test's
 // INT8 operands) on the GPU, and the two devices' torch ops differ in the last bit (the scale amax / 127 is a
 // multiplication by 1 / 127 on CUDA, the K smoothing mean is summed in another order), which flips the
@@ -194,9 +202,7 @@ bool judges_on_cpu() {
 // grid.
 double quantization_lse_slack(const QKV& gpu, const QKV& cpu, double scale) {
   const auto dequantized = [](const at::Tensor& x, int64_t block, bool smooth) {
-    auto xf = x.to(at::kFloat);
-    if (smooth) xf = xf - xf.mean(2, /*keepdim=*/true);
-    const auto b = quantize_int8_blocks(xf, block);
+    const auto b = reference_int8_blocks(x, block, smooth);
     const auto s = b.scale.to(at::kDouble).repeat_interleave(block, 2).narrow(2, 0, x.size(2));
     return (b.values.to(at::kDouble) * s.unsqueeze(-1)).cpu();
   };
@@ -233,9 +239,8 @@ int64_t run_case(const Case& c) {
   }
   cfg.quant = c.quant;
   const bool quant = c.quant != QuantMode::kNone;
-  const double lse_slack =
-      cpu_judges && quant ? quantization_lse_slack(in, jin, 1.0 / std::sqrt(static_cast<double>(c.head_dim)))
-                          : 0.0;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
+  const double lse_slack = cpu_judges && quant ? quantization_lse_slack(in, jin, scale) : 0.0;
   // The float32 reference (HND); quantized: the emulation on the 16-bit inputs (P takes their type).
   const auto ref = quant ? block_sparse_attention(jin.q, jin.k, jin.v, jmask, cfg)
                          : block_sparse_attention(jin.q.to(at::kFloat), jin.k.to(at::kFloat),
@@ -245,6 +250,12 @@ int64_t run_case(const Case& c) {
   SpargeConfig kcfg = cfg;
   kcfg.layout = c.layout;
   const auto q = to_layout(in.q, c.layout), k = to_layout(in.k, c.layout), v = to_layout(in.v, c.layout);
+  // Passed INT8 operands (HND, as cuda::predict_block_mask(..., quantize = true) gives them), for every path.
+  Int8Blocks qi, ki;
+  if (quant && c.pass_int8) {
+    qi = reference_int8_blocks(in.q, cuda::kBlockQ, false);
+    ki = reference_int8_blocks(in.k, cuda::kBlockK, true);
+  }
   int64_t skipped = 0;
   for (const cuda::KernelPath path : kernel_paths()) {
     SCOPED_TRACE(std::string("kernel path ") + std::string(cuda::to_string(path)));
@@ -255,10 +266,7 @@ int64_t run_case(const Case& c) {
     opt.lse = at::empty({c.batch, c.heads_q, c.seq_q}, q.options().dtype(at::kFloat));
     EXPECT_EQ(cudaMemset(opt.out.data_ptr(), 0xFF, opt.out.nbytes()), cudaSuccess);
     EXPECT_EQ(cudaMemset(opt.lse.data_ptr(), 0xFF, opt.lse.nbytes()), cudaSuccess);
-    if (quant && c.pass_int8) {  // HND INT8 operands, as cuda::predict_block_mask(..., quantize = true) gives
-      const auto qi = quantize_int8_blocks(in.q.to(at::kFloat), cuda::kBlockQ);
-      const auto kf = in.k.to(at::kFloat);
-      const auto ki = quantize_int8_blocks(kf - kf.mean(2, /*keepdim=*/true), cuda::kBlockK);
+    if (quant && c.pass_int8) {
       opt.q_int8 = qi.values.to(at::kChar).contiguous();
       opt.q_scale = qi.scale.contiguous();
       opt.k_int8 = ki.values.to(at::kChar).contiguous();
@@ -272,7 +280,6 @@ int64_t run_case(const Case& c) {
     const auto out = to_hnd(r.out, c.layout).to(jin.q.device());
 
     // Judge and same-dtype baseline.
-    const double scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
     // Long sequences: the float64 oracle would need B * Hq * Nq * Nk doubles (16 GiB at N = 32768, H = 2), so
     // the float32 reference judges them (to the dtype's output rounding).
     const bool huge = c.batch * c.heads_q * c.seq_q * c.seq_k > (int64_t{1} << 27);
