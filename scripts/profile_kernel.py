@@ -3,10 +3,12 @@
 
 usage: profile_kernel.py --lib build-gpu/lib/libsparge_ops.so [--op attention|predict] [--n 32768] [--d 128]
                          [--density 1.0] [--causal] [--path auto|portable|sm90] [--dtype bf16|fp16]
-                         [--quant none|int8|int8_fp8] [--reps 1] [--ab-env NAME] [--vs-cudnn]
+                         [--quant none|int8|int8_fp8] [--heavy-rows 0.0] [--reps 1] [--ab-env NAME] [--vs-cudnn]
 --op attention (default): sparge::block_sparse_attention on a random block mask (quantized: the op quantizes q
 and k (and v for FP8) in its own kernels before the attention kernel); --op predict: sparge::predict_block_mask
 (stage-1 prediction: statistics, score GEMM, selection; CDF threshold 0.9).
+--heavy-rows F: that fraction of the mask rows (at random) lists every block (unbalanced rows; e.g. --ab-env
+SPARGE_TILE_ORDER times the Hopper kernel's heavy-rows-first order (1) against the natural one (0)).
 --ab-env NAME: an A/B timing of the same call with the environment variable NAME (read by the op at every
 call, e.g. SPARGE_SM90_LAZY) set to 1 and to 0, interleaved over 15 rounds of --reps calls; prints the medians.
 --vs-cudnn: the op and cuDNN SDPA (dense, same q, k, v) interleaved over 15 rounds of --reps calls each; prints both
@@ -31,6 +33,7 @@ def main():
     ap.add_argument("--path", default="auto")
     ap.add_argument("--dtype", default="bf16")
     ap.add_argument("--quant", default="none", choices=["none", "int8", "int8_fp8"])
+    ap.add_argument("--heavy-rows", type=float, default=0.0)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--ab-env", default=None)
@@ -46,6 +49,8 @@ def main():
     nqb, nkb = (n + 127) // 128, (n + 63) // 64
     gen = torch.Generator(device="cuda").manual_seed(0)
     keep = torch.rand(b, h, nqb, nkb, generator=gen, device="cuda") < args.density
+    if args.heavy_rows > 0:
+        keep |= torch.rand(b, h, nqb, 1, generator=gen, device="cuda") < args.heavy_rows
     if args.causal:
         qi = torch.arange(nqb, device="cuda").view(-1, 1)
         kj = torch.arange(nkb, device="cuda").view(1, -1)
@@ -93,6 +98,7 @@ def main():
     if args.ab_env:
         med = interleaved([(val, lambda val=val: os.environ.__setitem__(args.ab_env, val), run) for val in ("1", "0")])
         print(f"A/B {args.ab_env} path={args.path} quant={args.quant} N={n} density={args.density} "
+              f"heavy_rows={args.heavy_rows} "
               f"causal={args.causal}: 1 -> {med['1']:.3f} ms, 0 -> {med['0']:.3f} ms, ratio 0/1 = "
               f"{med['0'] / med['1']:.3f}")
         return

@@ -33,6 +33,13 @@ using api::set_strides;
 static_assert(kBlockQ == kKernelBlockQ && kBlockK == kKernelBlockK && kStage2WarpRows == kKernelWarpRows,
               "cuda_attention.h mirrors tile_config.h");
 
+// kAuto -> SPARGE_TILE_ORDER (0: natural, anything else: heavy rows first), else heavy rows first.
+TileOrder resolve_tile_order(TileOrder requested) {
+  if (requested != TileOrder::kAuto) return requested;
+  const char* env = std::getenv("SPARGE_TILE_ORDER");
+  return env != nullptr && env[0] == '0' ? TileOrder::kNatural : TileOrder::kHeavyRowsFirst;
+}
+
 void check_mask_tensors(const BlockMask& mask, const detail::Problem& p, const at::Tensor& q) {
   const int64_t nqb = mask.num_q_blocks(), nkb = mask.num_k_blocks();
   SPARGE_CHECK(mask.seq_q == p.seq_q && mask.seq_k == p.seq_k, "argument `mask`: expected Nq = ", p.seq_q,
@@ -202,6 +209,24 @@ std::string unsupported_reason(const at::Tensor& q, const at::Tensor& k, const a
   return "";
 }
 
+at::Tensor heavy_rows_first_order(const at::Tensor& counts) {
+  SPARGE_CHECK(counts.defined() && counts.is_cuda() && counts.scalar_type() == at::kInt && counts.dim() == 3,
+               "argument `counts`: expected an int32 CUDA tensor (B, Hq, NQB), got ",
+               counts.defined() ? cat(counts.scalar_type(), " ", counts.sizes(), " on ", counts.device())
+                                : std::string("an undefined tensor"));
+  SPARGE_CHECK(counts.numel() < std::numeric_limits<int32_t>::max(),
+               "argument `counts`: expected fewer than ", std::numeric_limits<int32_t>::max(), " rows, got ",
+               counts.numel());
+  const c10::cuda::CUDAGuard guard(counts.device());
+  const auto c = counts.contiguous();
+  auto order = at::empty({c.numel()}, c.options());
+  const cudaError_t err =
+      launch_heavy_rows_first(c.data_ptr<int32_t>(), c.numel(), static_cast<int>(c.size(2)),
+                              order.data_ptr<int32_t>(), at::cuda::getCurrentCUDAStream().stream());
+  SPARGE_CHECK(err == cudaSuccess, "tile order launch failed: ", cudaGetErrorString(err));
+  return order;
+}
+
 AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                        const BlockMask& mask, const SpargeConfig& config,
                                        const KernelOptions& options) {
@@ -346,6 +371,12 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
 
   const bool fp16 = q.scalar_type() == at::kHalf;
   const KernelPath path = resolve_kernel_path(q.device(), options.path);
+  at::Tensor tile_order;
+  if (path == KernelPath::kSm90 && resolve_tile_order(options.tile_order) == TileOrder::kHeavyRowsFirst &&
+      counts.numel() > 0 && counts.numel() < std::numeric_limits<int32_t>::max()) {
+    tile_order = heavy_rows_first_order(counts);
+    prm.tile_order = tile_order.data_ptr<int32_t>();
+  }
   const auto launch_qk = [&]<Precision kQk>() {
     if (path == KernelPath::kSm90) {
       if (p.head_dim == 64)

@@ -86,6 +86,11 @@ struct AttentionParams {
   const float* q_scale = nullptr;  // Precision::kInt8 and kInt8Fp8
   const float* k_scale = nullptr;
   const float* v_scale = nullptr;  // Precision::kInt8Fp8 only
+
+  // Hopper kernel: the CTA at linear grid position i (x fastest over the (NQB, Hq, B) grid) computes the tile
+  // of natural position tile_order[i] (natural position L: q block NQB - 1 - L % NQB of row group L / NQB =
+  // batch * Hq + head). nullptr: the natural order. (The portable kernel ignores it.)
+  const int32_t* tile_order = nullptr;
 };
 
 }  // namespace sparge::cuda

@@ -68,6 +68,7 @@ struct Case {
   QuantMode quant = QuantMode::kNone;
   bool pass_int8 = false;     // quantized: pass the INT8 operands through KernelOptions
   bool growing_keys = false;  // keys scaled up along the sequence: row maxima that jump (see make_inputs)
+  double heavy_rows = 0.0;    // fraction of mask rows listing every valid block (unbalanced rows)
   std::string name() const {
     static const char* s2[] = {"off", "warp", "cta"};
     return "Nq" + std::to_string(seq_q) + "_Nk" + std::to_string(seq_k) + "_H" + std::to_string(heads_q) +
@@ -75,7 +76,8 @@ struct Case {
            test::dtype_name(dtype) + "_" + std::string(to_string(layout)) + "_dens" +
            std::to_string(density) + "_stage2" + s2[static_cast<int>(stage2)] +
            (structured ? "_structured" : "") + (exact_scores ? "_exact" : "") + "_quant_" +
-           std::string(to_string(quant)) + (pass_int8 ? "_passed" : "") + (growing_keys ? "_growing" : "");
+           std::string(to_string(quant)) + (pass_int8 ? "_passed" : "") + (growing_keys ? "_growing" : "") +
+           (heavy_rows > 0 ? "_heavy" + std::to_string(heavy_rows) : "");
   }
 };
 
@@ -86,13 +88,16 @@ at::Tensor to_hnd(const at::Tensor& x, Layout layout) {
   return layout == Layout::kNHD ? x.transpose(1, 2) : x;
 }
 
-// Random block mask of the kernel's geometry: each causal-valid block listed with probability `density`.
+// Random block mask of the kernel's geometry: each causal-valid block listed with probability `density`;
+// heavy_rows: that fraction of the mask rows (at random) lists every valid block instead (unbalanced rows,
+// which the Hopper kernel's default tile order runs first).
 BlockMask random_mask(int64_t b, int64_t h, int64_t nq, int64_t nk, bool causal, double density,
-                      uint64_t seed) {
+                      uint64_t seed, double heavy_rows = 0.0) {
   const int64_t bq = cuda::kBlockQ, bk = cuda::kBlockK;
   const auto valid = causal_valid_blocks(nq, nk, bq, bk, causal, at::TensorOptions());
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed ^ 0x5bd1e995ULL);
   auto dense = at::rand({b, h, valid.size(0), valid.size(1)}, gen) < density;
+  if (heavy_rows > 0) dense = dense | (at::rand({b, h, valid.size(0), 1}, gen) < heavy_rows);
   dense = (dense & valid).contiguous();
   return BlockMask::from_dense(dense.to(at::kCUDA), bq, bk, nq, nk);
 }
@@ -220,7 +225,8 @@ int64_t run_case(const Case& c) {
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE(c.name() + " seed " + std::to_string(seed));
   const QKV in = make_inputs(c, seed);  // HND, dtype, CUDA
-  const auto mask = random_mask(c.batch, c.heads_q, c.seq_q, c.seq_k, c.causal, c.density, seed);
+  const auto mask =
+      random_mask(c.batch, c.heads_q, c.seq_q, c.seq_k, c.causal, c.density, seed, c.heavy_rows);
   // The inputs and mask of the judges (the reference, the oracle, torch's baseline): CUDA, or CPU copies.
   const bool cpu_judges = judges_on_cpu();
   const QKV jin = cpu_judges ? QKV{in.q.cpu(), in.k.cpu(), in.v.cpu()} : in;
@@ -579,6 +585,100 @@ TEST(CudaAttention, RingWrappingRows) {
 
 // Strided views: a head-dim slice of a wider tensor (row stride != D) runs without copies; a misaligned base
 // pointer goes through the copy path. Both must give the contiguous result.
+// Unbalanced rows (a tenth of the mask rows list every block, the rest 5%): the Hopper kernel's default
+// heavy-rows-first tile order reorders the CTAs; every path must still match the reference and the oracle.
+TEST(CudaAttention, UnbalancedRowsMatchReference) {
+  SPARGE_REQUIRE_GPU();
+  for (const bool causal : {false, true}) {
+    Case c{2048, 2048, 4, 2, 128, causal, at::kBFloat16, Layout::kHND, 0.05};
+    c.heavy_rows = 0.1;
+    run_case(c);
+    c.head_dim = 64;
+    c.dtype = at::kHalf;
+    c.quant = cuda::fp8_pv_supported(at::Device(at::kCUDA, 0)) ? QuantMode::kInt8Fp8 : QuantMode::kInt8;
+    run_case(c);
+  }
+}
+
+// The tile order only changes which CTA computes a tile, never how: the Hopper kernel's outputs and LSE are
+// bit-identical in the natural and the heavy-rows-first order, on a mask whose order differs from the natural
+// one (8 heads x 64 query blocks, 5% of the rows heavy).
+TEST(CudaAttention, TileOrderDoesNotChangeResults) {
+  SPARGE_REQUIRE_GPU();
+  if (!cuda::sm90_supported(at::Device(at::kCUDA, 0))) {
+    GTEST_SKIP() << "the tile order is the Hopper kernel's: no sm_90 device";
+  }
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const int64_t n = 8192;
+  const auto in = random_qkv(1, 8, 2, n, n, 128, seed, at::TensorOptions(at::kBFloat16).device(at::kCUDA));
+  const auto mask = random_mask(1, 8, n, n, false, 0.1, seed, 0.05);
+  const auto order = cuda::heavy_rows_first_order(mask.counts);
+  EXPECT_FALSE(at::equal(order, at::arange(order.numel(), order.options())))
+      << "the mask should have heavy rows out of natural order";
+  for (const QuantMode quant : {QuantMode::kNone, QuantMode::kInt8Fp8}) {
+    SCOPED_TRACE(std::string("quant ") + std::string(to_string(quant)));
+    SpargeConfig cfg;
+    cfg.return_lse = true;
+    cfg.quant = quant;
+    cuda::KernelOptions opt;
+    opt.path = cuda::KernelPath::kSm90;
+    opt.tile_order = cuda::TileOrder::kNatural;
+    const auto natural = cuda::block_sparse_attention(in.q, in.k, in.v, mask, cfg, opt);
+    opt.tile_order = cuda::TileOrder::kHeavyRowsFirst;
+    const auto heavy = cuda::block_sparse_attention(in.q, in.k, in.v, mask, cfg, opt);
+    EXPECT_TRUE(at::equal(natural.out, heavy.out));
+    EXPECT_TRUE(at::equal(natural.lse, heavy.lse));
+  }
+}
+
+// heavy_rows_first_order against the stable partition computed here, over 1024-position rounds and their
+// tails, with no heavy row (all equal, all zero), one, and many.
+TEST(CudaAttention, HeavyRowsFirstOrder) {
+  SPARGE_REQUIRE_GPU();
+  const auto expected = [](const at::Tensor& counts) {  // counts (B, H, NQB) int32 on the CPU
+    const int64_t nqb = counts.size(2), tiles = counts.numel();
+    const auto c = counts.contiguous();
+    const int32_t* v = c.data_ptr<int32_t>();
+    const auto count_at = [&](int64_t pos) { return v[pos / nqb * nqb + (nqb - 1 - pos % nqb)]; };
+    int64_t total = 0;
+    for (int64_t pos = 0; pos < tiles; ++pos) total += count_at(pos);
+    std::vector<int32_t> heavy, light;
+    for (int64_t pos = 0; pos < tiles; ++pos) {
+      const int64_t x = count_at(pos);
+      (x > 0 && x * tiles >= 2 * total ? heavy : light).push_back(static_cast<int32_t>(pos));
+    }
+    heavy.insert(heavy.end(), light.begin(), light.end());
+    return at::tensor(heavy, at::kInt);
+  };
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  std::vector<std::pair<std::string, at::Tensor>> cases = {
+      {"random, some heavy", at::randint(0, 40, {2, 3, 700}, gen, at::kInt)},
+      {"all equal", at::full({1, 5, 300}, 7, at::kInt)},
+      {"all zero", at::zeros({2, 2, 513}, at::kInt)},
+      {"one heavy", at::ones({1, 1, 2049}, at::kInt)},
+      {"single row", at::full({1, 1, 1}, 3, at::kInt)},
+  };
+  cases[3].second[0][0][1000] = 500;
+  // Mostly light rows with a few very long ones (a predicted mask's shape).
+  auto skewed = at::randint(0, 4, {1, 16, 256}, gen, at::kInt);
+  skewed.masked_fill_(at::rand({1, 16, 256}, gen) < 0.03, 200);
+  cases.emplace_back("skewed", skewed);
+  for (const auto& [name, counts] : cases) {
+    SCOPED_TRACE(name);
+    const auto got = cuda::heavy_rows_first_order(counts.to(at::kCUDA)).cpu();
+    EXPECT_TRUE(at::equal(got, expected(counts)));
+  }
+  try {
+    cuda::heavy_rows_first_order(at::zeros({2, 3}, at::kInt));
+    ADD_FAILURE() << "expected an error naming `counts`";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("argument `counts`"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CudaAttention, StridedAndMisalignedInputs) {
   SPARGE_REQUIRE_GPU();
   const uint64_t seed = test::fresh_seed();

@@ -30,7 +30,9 @@
 // MMAs are skipped when every unit of the step's warpgroup (per-CTA vote: the tile) skips. The votes are
 // exchanged through shared memory and a named barrier, only for heads with a finite pvthreshd; whether a
 // group has an allowed key at all is decided from the indices. Grid: (NQB, Hq, B), query block NQB - 1 - x
-// first (longest causal rows first), one CTA per SM.
+// first (longest causal rows first), one CTA per SM; with AttentionParams::tile_order (the API's default on
+// this path) the CTAs take the tiles in that order instead: mask rows listing >= 2x the mean first
+// (tile_order.cu).
 //
 // Quantized precisions (params.h): Precision::kInt8 / kInt8Fp8 take INT8 Q and smoothed K with per-block
 // scales: S is m64n128k32 s8 -> s32, Q in registers as before (D bytes per row: one 128-byte slice at D =
@@ -183,8 +185,22 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   const auto v_empty = [&](int s) { return pair_bar(1 + 3 * kPairs, s); };
   const uint32_t flags = bars + Cfg::kBarrierBytes;
 
-  const int q_block = p.num_q_blocks - 1 - static_cast<int>(blockIdx.x);
-  const int head = blockIdx.y, batch = blockIdx.z, kv_head = head / p.kv_group;
+  // The tile: the natural position of this CTA, or the one AttentionParams::tile_order gives it (heavy mask
+  // rows first; one load and two divisions per CTA).
+  struct Tile {
+    int x, head, batch;
+  };
+  const Tile tile = [&] {
+    if (p.tile_order == nullptr)
+      return Tile{static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z)};
+    const int natural =
+        __ldg(p.tile_order + (static_cast<int64_t>(blockIdx.z) * p.heads_q + blockIdx.y) * p.num_q_blocks +
+              blockIdx.x);
+    const int group = natural / p.num_q_blocks;
+    return Tile{natural - group * p.num_q_blocks, group % p.heads_q, group / p.heads_q};
+  }();
+  const int q_block = p.num_q_blocks - 1 - tile.x;
+  const int head = tile.head, batch = tile.batch, kv_head = head / p.kv_group;
   const int q0 = q_block * Cfg::kBlockM;
   const int64_t mask_row = (static_cast<int64_t>(batch) * p.heads_q + head) * p.num_q_blocks + q_block;
   const int count = __ldg(p.mask_counts + mask_row);
