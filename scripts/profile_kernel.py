@@ -14,7 +14,8 @@ call, e.g. SPARGE_SM90_LAZY) set to 1 and to 0, interleaved over 15 rounds of --
 --vs-cudnn: the op and cuDNN SDPA (dense, same q, k, v) interleaved over 15 rounds of --reps calls each; prints both
 medians and their ratio (clock drift between the two cancels; older builds of the op work: quant is passed only when
 set).
-Warm-up launches run before the profiled ones (ncu: --launch-skip them).
+Warm-up launches run before the profiled ones (ncu: --launch-skip them). The NVTX range "profiled" holds every
+kernel of the op call (on the Hopper path also the one-CTA tile-order kernel).
 """
 import argparse
 import os

@@ -55,7 +55,7 @@ cudaError_t launch_check_mask(const int* counts, const int* indices, int64_t row
 
 // The Hopper kernel's CTA order for unbalanced masks (tile_order.cu): order[i] (i < tiles = B * Hq * NQB) =
 // the natural grid position of the i-th CTA to run (AttentionParams::tile_order): the rows whose count is at
-// least twice the mean count (and > 0) first, then the others, each group in natural order (a stable
+// least 4x the mean count (and > 0) first, then the others, each group in natural order (a stable
 // partition). counts: mask.counts (B, Hq, NQB) contiguous; tiles < 2^31. One CTA.
 cudaError_t launch_heavy_rows_first(const int* counts, int64_t tiles, int nqb, int* order,
                                     cudaStream_t stream);

@@ -31,7 +31,7 @@
 // exchanged through shared memory and a named barrier, only for heads with a finite pvthreshd; whether a
 // group has an allowed key at all is decided from the indices. Grid: (NQB, Hq, B), query block NQB - 1 - x
 // first (longest causal rows first), one CTA per SM; with AttentionParams::tile_order (the API's default on
-// this path) the CTAs take the tiles in that order instead: mask rows listing >= 2x the mean first
+// this path) the CTAs take the tiles in that order instead: mask rows listing >= 4x the mean first
 // (tile_order.cu).
 //
 // Quantized precisions (params.h): Precision::kInt8 / kInt8Fp8 take INT8 Q and smoothed K with per-block

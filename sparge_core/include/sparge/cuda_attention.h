@@ -59,7 +59,7 @@ KernelPath parse_kernel_path(std::string_view name);  // throws naming the accep
 
 // The order in which the Hopper kernel's CTAs take the (query block, head, batch) tiles. kNatural:
 // head-major, each head's query blocks last-first (longest causal rows first). kHeavyRowsFirst: mask rows
-// listing at least twice the mean number of blocks first, then the rest, each in natural order (greedy
+// listing at least 4x the mean number of blocks first, then the rest, each in natural order (greedy
 // scheduling then never starts a long row in the last wave; one small extra kernel per call). kAuto:
 // kHeavyRowsFirst, or what the environment variable SPARGE_TILE_ORDER says (0: natural, 1: heavy rows first;
 // for A/B measurements). The portable kernel always runs the natural order.
@@ -67,7 +67,7 @@ enum class TileOrder { kAuto, kNatural, kHeavyRowsFirst };
 
 // The kHeavyRowsFirst order of a mask's rows: counts (B, Hq, NQB) int32 on a CUDA device -> (B * Hq * NQB,)
 // int32, entry i = the natural grid position (x + NQB * (head + Hq * batch), query block NQB - 1 - x) of the
-// i-th tile to run. A stable partition: rows with count >= 2 * mean (and > 0), then the others.
+// i-th tile to run. A stable partition: rows with count >= 4 * mean (and > 0), then the others.
 at::Tensor heavy_rows_first_order(const at::Tensor& counts);
 
 struct KernelOptions {
