@@ -66,6 +66,8 @@ struct Sm90Params {
   AttentionParams p;
   int pingpong = 1;  // order the two consumer warpgroups' MMA issue (see the consumer loop)
   int lazy = 1;      // lazy rescaling on (16-bit P; see Sm90Config::kLazyLog2)
+  unsigned producer_sleep_ns =
+      0;  // the producer's back-off between empty-slot tries (sm90::mbar_wait_backoff)
   CUtensorMap q_map, k_map, v_map, o_map;
 };
 
@@ -248,7 +250,7 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
       if (n + 1 < count) kb_next = __ldg(indices + n + 1);
       const uint32_t full = is_k ? k_full(s) : v_full(s);
       if (n % 2 == 0) {  // the pair's first block: wait for its stages, expect both blocks' bytes
-        sm90::mbar_wait(is_k ? k_empty(s) : v_empty(s), ((n / kS) & 1) ^ 1);
+        sm90::mbar_wait_backoff(is_k ? k_empty(s) : v_empty(s), ((n / kS) & 1) ^ 1, prm.producer_sleep_ns);
         sm90::mbar_expect_tx(full, 2 * (is_k ? Cfg::kKBytes : Cfg::kVBytes));
       }
       if (is_k) {

@@ -1,6 +1,7 @@
 // The Hopper kernel's launcher template (included by the instantiation files only).
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "kernel_sm90.cuh"
@@ -21,6 +22,14 @@ cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStr
   prm.pingpong = pingpong != nullptr && pingpong[0] == '0' ? 0 : 1;
   const char* lazy = std::getenv("SPARGE_SM90_LAZY");  // measurement switch (default on)
   prm.lazy = lazy != nullptr && lazy[0] == '0' ? 0 : 1;
+  // The producer's back-off (measurement switch SPARGE_SM90_BACKOFF: 0 off, 1 or unset the default, n > 1 n
+  // ns).
+  constexpr unsigned kDefaultBackoffNs = 128;
+  const char* backoff = std::getenv("SPARGE_SM90_BACKOFF");
+  const long ns = backoff == nullptr ? 1 : std::strtol(backoff, nullptr, 10);
+  prm.producer_sleep_ns = ns <= 0   ? 0u
+                          : ns == 1 ? kDefaultBackoffNs
+                                    : static_cast<unsigned>(std::min(ns, 100000L));
   cudaError_t err = sm90::make_map(&prm.q_map, p.q, qk, kHeadDim, p.seq_q, p.heads_q, p.batch, p.q_row_stride,
                                    p.q_head_stride, p.q_batch_stride, Cfg::kQkSliceElems, Cfg::kBlockM);
   if (err == cudaSuccess)

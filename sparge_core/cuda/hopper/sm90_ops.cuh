@@ -84,6 +84,23 @@ __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
       "r"(parity)
       : "memory");
 }
+// mbar_wait with a back-off: after each failed try, the thread sleeps ~sleep_ns (0: spin like mbar_wait). For
+// the producer's empty-slot waits: its spinning thread shares a scheduler with two consumer warps, and its
+// retries (a try_wait returns almost at once) took ~1000 issue slots per step there (ncu, hopper/NOTES.md).
+__device__ __forceinline__ void mbar_wait_backoff(uint32_t bar, uint32_t parity, unsigned sleep_ns) {
+  uint32_t done = 0;
+  for (;;) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+    if (done) return;
+    if (sleep_ns != 0) __nanosleep(sleep_ns);
+  }
+}
 __device__ __forceinline__ void fence_barrier_init() {
   asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
 }
