@@ -209,7 +209,10 @@ std::string unsupported_reason(const at::Tensor& q, const at::Tensor& k, const a
   return "";
 }
 
-at::Tensor heavy_rows_first_order(const at::Tensor& counts) {
+namespace {
+
+// launch_heavy_rows_first's (position, count) pairs of a mask's rows: (B * Hq * NQB, 2) int32.
+at::Tensor heavy_rows_first_pairs(const at::Tensor& counts) {
   SPARGE_CHECK(counts.defined() && counts.is_cuda() && counts.scalar_type() == at::kInt && counts.dim() == 3,
                "argument `counts`: expected an int32 CUDA tensor (B, Hq, NQB), got ",
                counts.defined() ? cat(counts.scalar_type(), " ", counts.sizes(), " on ", counts.device())
@@ -219,12 +222,18 @@ at::Tensor heavy_rows_first_order(const at::Tensor& counts) {
                counts.numel());
   const c10::cuda::CUDAGuard guard(counts.device());
   const auto c = counts.contiguous();
-  auto order = at::empty({c.numel()}, c.options());
+  auto pairs = at::empty({c.numel(), 2}, c.options());
   const cudaError_t err =
       launch_heavy_rows_first(c.data_ptr<int32_t>(), c.numel(), static_cast<int>(c.size(2)),
-                              order.data_ptr<int32_t>(), at::cuda::getCurrentCUDAStream().stream());
+                              pairs.data_ptr<int32_t>(), at::cuda::getCurrentCUDAStream().stream());
   SPARGE_CHECK(err == cudaSuccess, "tile order launch failed: ", cudaGetErrorString(err));
-  return order;
+  return pairs;
+}
+
+}  // namespace
+
+at::Tensor heavy_rows_first_order(const at::Tensor& counts) {
+  return heavy_rows_first_pairs(counts).select(1, 0).contiguous();
 }
 
 AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -374,7 +383,7 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
   at::Tensor tile_order;
   if (path == KernelPath::kSm90 && resolve_tile_order(options.tile_order) == TileOrder::kHeavyRowsFirst &&
       counts.numel() > 0 && counts.numel() < std::numeric_limits<int32_t>::max()) {
-    tile_order = heavy_rows_first_order(counts);
+    tile_order = heavy_rows_first_pairs(counts);
     prm.tile_order = tile_order.data_ptr<int32_t>();
   }
   const auto launch_qk = [&]<Precision kQk>() {

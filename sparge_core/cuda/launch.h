@@ -53,10 +53,11 @@ constexpr int kMaskBadCount = 1, kMaskBadIndex = 2, kMaskNotAscending = 4;
 cudaError_t launch_check_mask(const int* counts, const int* indices, int64_t rows, int nkb, int* flags,
                               cudaStream_t stream);
 
-// The Hopper kernel's CTA order for unbalanced masks (tile_order.cu): order[i] (i < tiles = B * Hq * NQB) =
-// the natural grid position of the i-th CTA to run (AttentionParams::tile_order): the rows whose count is at
-// least 4x the mean count (and > 0) first, then the others, each group in natural order (a stable
-// partition). counts: mask.counts (B, Hq, NQB) contiguous; tiles < 2^31. One CTA.
+// The Hopper kernel's CTA order for unbalanced masks (tile_order.cu): order[2 i] (i < tiles = B * Hq * NQB) =
+// the natural grid position of the i-th CTA to run, order[2 i + 1] = that row's count
+// (AttentionParams::tile_order; 8-byte aligned): the rows whose count is at least 4x the mean count (and > 0)
+// first, then the others, each group in natural order (a stable partition). counts: mask.counts (B, Hq, NQB)
+// contiguous; tiles < 2^31. One CTA; it starts dependent grids at once (programmatic dependent launch).
 cudaError_t launch_heavy_rows_first(const int* counts, int64_t tiles, int nqb, int* order,
                                     cudaStream_t stream);
 

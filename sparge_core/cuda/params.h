@@ -88,8 +88,10 @@ struct AttentionParams {
   const float* v_scale = nullptr;  // Precision::kInt8Fp8 only
 
   // Hopper kernel: the CTA at linear grid position i (x fastest over the (NQB, Hq, B) grid) computes the tile
-  // of natural position tile_order[i] (natural position L: q block NQB - 1 - L % NQB of row group L / NQB =
-  // batch * Hq + head). nullptr: the natural order. (The portable kernel ignores it.)
+  // of natural position tile_order[2 i] (natural position L: q block NQB - 1 - L % NQB of row group L / NQB =
+  // batch * Hq + head), whose mask row lists tile_order[2 i + 1] blocks (8-byte aligned pairs, written by
+  // launch_heavy_rows_first, which the kernel's launch then overlaps). nullptr: the natural order. (The
+  // portable kernel ignores it.)
   const int32_t* tile_order = nullptr;
 };
 

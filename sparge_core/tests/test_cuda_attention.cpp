@@ -631,7 +631,8 @@ TEST(CudaAttention, TileOrderDoesNotChangeResults) {
 }
 
 // heavy_rows_first_order against the stable partition computed here, over 1024-position rounds and their
-// tails, with no heavy row (all equal, all zero), one, and many.
+// tails, with no heavy row (all equal, all zero), one, and many, with the counts in shared memory and (over
+// 8192 rows) read from global memory.
 TEST(CudaAttention, HeavyRowsFirstOrder) {
   SPARGE_REQUIRE_GPU();
   const auto expected = [](const at::Tensor& counts) {  // counts (B, H, NQB) int32 on the CPU
@@ -667,6 +668,10 @@ TEST(CudaAttention, HeavyRowsFirstOrder) {
   auto skewed = at::randint(0, 4, {1, 16, 256}, gen, at::kInt);
   skewed.masked_fill_(at::rand({1, 16, 256}, gen) < 0.03, 200);
   cases.emplace_back("skewed", skewed);
+  // More rows than the kernel keeps in shared memory (8192): its passes read global memory.
+  auto many = at::randint(0, 6, {2, 20, 260}, gen, at::kInt);
+  many.masked_fill_(at::rand({2, 20, 260}, gen) < 0.02, 90);
+  cases.emplace_back("10400 rows", many);
   for (const auto& [name, counts] : cases) {
     SCOPED_TRACE(name);
     const auto got = cuda::heavy_rows_first_order(counts.to(at::kCUDA)).cpu();

@@ -187,25 +187,34 @@ __global__ void __launch_bounds__(Sm90Config<kHeadDim, kQk>::kThreads, 1)
   const auto v_empty = [&](int s) { return pair_bar(1 + 3 * kPairs, s); };
   const uint32_t flags = bars + Cfg::kBarrierBytes;
 
-  // The tile: the natural position of this CTA, or the one AttentionParams::tile_order gives it (heavy mask
-  // rows first; one load and two divisions per CTA).
+  // The tile and its row's count: from the natural position of this CTA, or from the (position, count) pair
+  // AttentionParams::tile_order gives it (heavy mask rows first; one load and two divisions per CTA). With an
+  // order the launch is a programmatic dependent one: wait for the order's grid (and, through it, every
+  // earlier one) before the first load. (Without such a launch the wait returns at once.) The entry's load is
+  // a coherent one: the order's grid may have written it after this grid started.
   struct Tile {
-    int x, head, batch;
+    int x, head, batch, count;
   };
   const Tile tile = [&] {
-    if (p.tile_order == nullptr)
-      return Tile{static_cast<int>(blockIdx.x), static_cast<int>(blockIdx.y), static_cast<int>(blockIdx.z)};
-    const int natural =
-        __ldg(p.tile_order + (static_cast<int64_t>(blockIdx.z) * p.heads_q + blockIdx.y) * p.num_q_blocks +
-              blockIdx.x);
-    const int group = natural / p.num_q_blocks;
-    return Tile{natural - group * p.num_q_blocks, group % p.heads_q, group / p.heads_q};
+    if (p.tile_order == nullptr) {
+      const int x = static_cast<int>(blockIdx.x), head = static_cast<int>(blockIdx.y);
+      const int batch = static_cast<int>(blockIdx.z);
+      return Tile{x, head, batch,
+                  __ldg(p.mask_counts + (static_cast<int64_t>(batch) * p.heads_q + head) * p.num_q_blocks +
+                        (p.num_q_blocks - 1 - x))};
+    }
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    const int2 entry = reinterpret_cast<const int2*>(
+        p.tile_order)[(static_cast<int64_t>(blockIdx.z) * p.heads_q + blockIdx.y) * p.num_q_blocks +
+                      blockIdx.x];
+    const int group = entry.x / p.num_q_blocks;
+    return Tile{entry.x - group * p.num_q_blocks, group % p.heads_q, group / p.heads_q, entry.y};
   }();
   const int q_block = p.num_q_blocks - 1 - tile.x;
   const int head = tile.head, batch = tile.batch, kv_head = head / p.kv_group;
   const int q0 = q_block * Cfg::kBlockM;
   const int64_t mask_row = (static_cast<int64_t>(batch) * p.heads_q + head) * p.num_q_blocks + q_block;
-  const int count = __ldg(p.mask_counts + mask_row);
+  const int count = tile.count;
   const int32_t* indices = p.mask_indices + mask_row * p.num_k_blocks;
   // Blocks loaded: an odd count is padded with a copy of the last block (finite data; its scores are masked).
   const int loaded = count + (count & 1);

@@ -58,9 +58,21 @@ cudaError_t launch_block_sparse_attention_sm90(const AttentionParams& p, cudaStr
                     : &sm90_block_sparse_attention_kernel<kDtype, kHeadDim, kQk, kWarp, false>);
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg::kSmemBytes);
   if (err != cudaSuccess) return err;
-  const dim3 grid(p.num_q_blocks, p.heads_q, p.batch);
-  kernel<<<grid, Cfg::kThreads, Cfg::kSmemBytes, stream>>>(prm);
-  return cudaGetLastError();
+  // With a tile order: a programmatic dependent launch, overlapping the order kernel just before it (which
+  // starts its dependents at once; the kernel waits for it before its first load).
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(p.num_q_blocks, p.heads_q, p.batch);
+  config.blockDim = dim3(Cfg::kThreads);
+  config.dynamicSmemBytes = Cfg::kSmemBytes;
+  config.stream = stream;
+  cudaLaunchAttribute overlap{};
+  overlap.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  overlap.val.programmaticStreamSerializationAllowed = 1;
+  if (p.tile_order != nullptr) {
+    config.attrs = &overlap;
+    config.numAttrs = 1;
+  }
+  return cudaLaunchKernelEx(&config, kernel, prm);
 }
 
 }  // namespace sparge::cuda
