@@ -3,10 +3,13 @@
 //
 //   torch.ops.sparge.block_sparse_attention(q, k, v, mask_counts, mask_indices, block_q, block_k,
 //       is_causal=False, scale=None, layout="HND", pvthreshd=None (stage 2 off), stage2_group_rows=32,
-//       return_lse=False, quant="none")
+//       return_lse=False, quant="none", check_mask=True)
 //       -> (out, lse)                         user mask (counts (B, Hq, NQB) int32, indices (B, Hq, NQB, NKB)
 //       int32); quant="int8" / "int8_fp8" on CUDA quantizes q, k (and v for FP8) on the GPU inside the call
-//       (cuda::quantize_qk_int8: one read of each)
+//       (cuda::quantize_qk_int8: one read of each); check_mask: validate the lists on the GPU first (counts
+//       in [0, NKB], listed indices in range and strictly ascending; one small kernel and a synchronization
+//       per call: KernelOptions::check_mask); False trusts them (out-of-range lists are then undefined
+//       behaviour), e.g. a mask validated once and reused. CPU tensors: always validated.
 //   torch.ops.sparge.spas_attention(q, k, v, is_causal=False, scale=None, layout="HND", simthreshd1=0.6,
 //       cdfthreshd=0.98, pvthreshd=None, topk=None, attention_sink=False, stage2_group_rows=32,
 //       return_lse=False, quant="none")
@@ -89,7 +92,7 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& mask_counts,
     const at::Tensor& mask_indices, int64_t block_q, int64_t block_k, bool is_causal,
     std::optional<double> scale, c10::string_view layout, std::optional<double> pvthreshd,
-    int64_t stage2_group_rows, bool return_lse, c10::string_view quant) {
+    int64_t stage2_group_rows, bool return_lse, c10::string_view quant, bool check_mask) {
   auto c = make_config(is_causal, scale, layout, stage2_group_rows, return_lse, quant);
   c.pvthreshd = {pvthreshd.value_or(kInf)};
   SPARGE_CHECK(mask_counts.defined() && mask_counts.dim() == 3,
@@ -118,6 +121,7 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(
   }
   m.dense = at::empty({0}, mask_counts.options().dtype(at::kBool));  // the kernel reads the lists only
   cuda::KernelOptions opt;
+  opt.check_mask = check_mask;
   if (c.quant != QuantMode::kNone) {  // INT8 Q and smoothed K only (no prediction: the mask is given)
     const auto qk = cuda::quantize_qk_int8(q, k, c.layout, cuda::kBlockQ, cuda::kBlockK);
     opt.q_int8 = qk.q_int8;
@@ -176,7 +180,9 @@ TORCH_LIBRARY(sparge, m) {
       "block_sparse_attention(Tensor q, Tensor k, Tensor v, Tensor mask_counts, Tensor mask_indices, int "
       "block_q, "
       "int block_k, bool is_causal=False, float? scale=None, str layout=\"HND\", float? pvthreshd=None, "
-      "int stage2_group_rows=32, bool return_lse=False, str quant=\"none\") -> (Tensor, Tensor)");
+      "int stage2_group_rows=32, bool return_lse=False, str quant=\"none\", bool check_mask=True) -> "
+      "(Tensor, "
+      "Tensor)");
   m.def(
       "spas_attention(Tensor q, Tensor k, Tensor v, bool is_causal=False, float? scale=None, str "
       "layout=\"HND\", "
