@@ -1,19 +1,21 @@
 #!/usr/bin/env python3
 """One launch of our block-sparse attention op on a fixed problem, for a profiler (ncu / nsys) to capture.
 
-usage: profile_kernel.py --lib build-gpu/lib/libsparge_ops.so [--op attention|predict] [--n 32768] [--d 128]
+usage: profile_kernel.py --lib build-gpu/lib/libsparge_ops.so [--op attention|predict|spas] [--n 32768] [--d 128]
                          [--density 1.0] [--causal] [--path auto|portable|sm90] [--dtype bf16|fp16]
                          [--quant none|int8|int8_fp8] [--heavy-rows 0.0] [--reps 1] [--ab-env NAME] [--vs-cudnn]
                          [--kernels] [--check-mask]
 --op attention (default): sparge::block_sparse_attention on a random block mask (quantized: the op quantizes q
 and k (and v for FP8) in its own kernels before the attention kernel); --op predict: sparge::predict_block_mask
-(stage-1 prediction: statistics, score GEMM, selection; CDF threshold 0.9).
+(stage-1 prediction: statistics, score GEMM, selection; CDF threshold 0.9); --op spas: sparge::spas_attention
+(the prediction and the attention kernel in one call, CDF threshold 0.9, --quant as given).
 --check-mask: the op validates the mask lists in every call (its default; a check kernel and a synchronization);
 without it the calls pass check_mask=False (as bench_flex.py times them).
 --heavy-rows F: that fraction of the mask rows (at random) lists every block (unbalanced rows; e.g. --ab-env
 SPARGE_TILE_ORDER times the Hopper kernel's heavy-rows-first order (1) against the natural one (0)).
 --ab-env NAME: an A/B timing of the same call with the environment variable NAME (read by the op at every
-call, e.g. SPARGE_SM90_LAZY) set to 1 and to 0, interleaved over 15 rounds of --reps calls; prints the medians.
+call, e.g. SPARGE_SM90_LAZY) set to 1 and to 0, interleaved over 15 rounds of --reps calls; prints the medians
+and whether the two settings' outputs are bit-identical.
 --vs-cudnn: the op and cuDNN SDPA (dense, same q, k, v) interleaved over 15 rounds of --reps calls each; prints both
 medians and their ratio (clock drift between the two cancels; older builds of the op work: quant is passed only when
 set).
@@ -31,7 +33,7 @@ import torch
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
-    ap.add_argument("--op", default="attention", choices=["attention", "predict"])
+    ap.add_argument("--op", default="attention", choices=["attention", "predict", "spas"])
     ap.add_argument("--n", type=int, default=32768)
     ap.add_argument("--d", type=int, default=128)
     ap.add_argument("--density", type=float, default=1.0)
@@ -74,6 +76,9 @@ def main():
     if args.op == "predict":
         run = lambda: torch.ops.sparge.predict_block_mask(q, k, is_causal=args.causal,  # noqa: E731
                                                            cdfthreshd=0.9)
+    if args.op == "spas":
+        run = lambda: torch.ops.sparge.spas_attention(q, k, v, is_causal=args.causal, cdfthreshd=0.9,  # noqa: E731
+                                                      quant=args.quant)
     for _ in range(args.warmup):
         run()
     torch.cuda.synchronize()
@@ -107,10 +112,17 @@ def main():
         return
     if args.ab_env:
         med = interleaved([(val, lambda val=val: os.environ.__setitem__(args.ab_env, val), run) for val in ("1", "0")])
-        print(f"A/B {args.ab_env} path={args.path} quant={args.quant} N={n} density={args.density} "
+        print(f"A/B {args.ab_env} op={args.op} path={args.path} quant={args.quant} N={n} density={args.density} "
               f"heavy_rows={args.heavy_rows} "
               f"causal={args.causal}: 1 -> {med['1']:.3f} ms, 0 -> {med['0']:.3f} ms, ratio 0/1 = "
               f"{med['0'] / med['1']:.3f}")
+        outs = {}
+        for val in ("1", "0"):
+            os.environ[args.ab_env] = val
+            res = run()
+            outs[val] = res if isinstance(res, (tuple, list)) else (res,)
+        same = all(torch.equal(a, b) for a, b in zip(outs["1"], outs["0"]))
+        print(f"  outputs with {args.ab_env}=1 and =0 bit-identical: {same}")
         return
     if args.kernels:
         kernel_table(run, args)
@@ -123,8 +135,8 @@ def main():
     torch.cuda.nvtx.range_pop()
     stop.synchronize()
     ms = start.elapsed_time(stop) / args.reps
-    if args.op == "predict":
-        print(f"predict N={n} B={b} D={args.d} causal={args.causal}: {ms:.4f} ms")
+    if args.op in ("predict", "spas"):
+        print(f"{args.op} quant={args.quant} N={n} B={b} D={args.d} causal={args.causal}: {ms:.4f} ms")
         return
     flops = 4.0 * b * h * n * n * args.d * counts.sum().item() / (b * h * nqb * nkb) / (2 if args.causal else 1)
     print(f"path={args.path} quant={args.quant} N={n} D={args.d} density={args.density} causal={args.causal}: "

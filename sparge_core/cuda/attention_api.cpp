@@ -211,6 +211,51 @@ std::string unsupported_reason(const at::Tensor& q, const at::Tensor& k, const a
 
 namespace {
 
+// quantize_v_fp8 of a kernel operand vh (HND view, 16-byte aligned rows), into NPAD key columns.
+Fp8V quantize_v_fp8_hnd(const at::Tensor& vh, int64_t n_pad, cudaStream_t stream) {
+  const int64_t batch = vh.size(0), heads = vh.size(1), seq = vh.size(2), d = vh.size(3);
+  const auto scales = at::empty({2, batch, heads, d}, vh.options().dtype(at::kFloat));  // amax work, scale
+  Fp8V out;
+  out.scale = scales[1];
+  out.values = at::empty({batch, heads, d, n_pad}, vh.options().dtype(at::kByte));
+  QuantizeVParams qv;
+  qv.v = vh.data_ptr();
+  set_strides(vh, qv.batch_stride, qv.head_stride, qv.row_stride);
+  qv.batch = static_cast<int>(batch);
+  qv.heads = static_cast<int>(heads);
+  qv.seq = static_cast<int>(seq);
+  qv.head_dim = static_cast<int>(d);
+  qv.n_pad = static_cast<int>(n_pad);
+  qv.amax_work = scales[0].data_ptr<float>();
+  qv.v_scale = out.scale.data_ptr<float>();
+  qv.vt = out.values.data_ptr<uint8_t>();
+  const cudaError_t err =
+      launch_quantize_v_fp8(qv, vh.scalar_type() == at::kHalf ? DType::kFp16 : DType::kBf16, stream);
+  SPARGE_CHECK(err == cudaSuccess, "FP8 V quantization launch failed: ", cudaGetErrorString(err));
+  return out;
+}
+
+// KernelOptions::v_fp8 / v_scale against the call's V: values (B, Hkv, D, NPAD) uint8, scale (B, Hkv, D)
+// float32, both contiguous on `device`, values 16-byte aligned.
+void check_fp8_v_operand(const KernelOptions& o, const std::vector<int64_t>& shape,
+                         const at::Device& device) {
+  SPARGE_CHECK(o.v_fp8.defined() && o.v_scale.defined(),
+               "argument `options.v_fp8` / `options.v_scale`: expected both defined or both undefined");
+  SPARGE_CHECK(o.v_fp8.sizes() == at::IntArrayRef(shape) && o.v_fp8.scalar_type() == at::kByte &&
+                   o.v_fp8.device() == device && o.v_fp8.is_contiguous() &&
+                   reinterpret_cast<uintptr_t>(o.v_fp8.data_ptr()) % 16 == 0,
+               "argument `options.v_fp8`: expected a contiguous, 16-byte aligned uint8 tensor of shape ",
+               at::IntArrayRef(shape), " on ", device, " (quantize_v_fp8 of v), got ", o.v_fp8.scalar_type(),
+               " ", o.v_fp8.sizes(), " on ", o.v_fp8.device(),
+               o.v_fp8.is_contiguous() ? "" : " (not contiguous)");
+  const std::vector<int64_t> scale_shape(shape.begin(), shape.end() - 1);
+  SPARGE_CHECK(o.v_scale.sizes() == at::IntArrayRef(scale_shape) && o.v_scale.scalar_type() == at::kFloat &&
+                   o.v_scale.device() == device && o.v_scale.is_contiguous(),
+               "argument `options.v_scale`: expected a contiguous float32 tensor of shape ",
+               at::IntArrayRef(scale_shape), " on ", device, ", got ", o.v_scale.scalar_type(), " ",
+               o.v_scale.sizes(), " on ", o.v_scale.device());
+}
+
 // launch_heavy_rows_first's (position, count) pairs of a mask's rows: (B * Hq * NQB, 2) int32.
 at::Tensor heavy_rows_first_pairs(const at::Tensor& counts) {
   SPARGE_CHECK(counts.defined() && counts.is_cuda() && counts.scalar_type() == at::kInt && counts.dim() == 3,
@@ -231,6 +276,26 @@ at::Tensor heavy_rows_first_pairs(const at::Tensor& counts) {
 }
 
 }  // namespace
+
+Fp8V quantize_v_fp8(const at::Tensor& v, Layout layout) {
+  SPARGE_CHECK(v.defined() && v.is_cuda() && v.dim() == 4 &&
+                   (v.scalar_type() == at::kHalf || v.scalar_type() == at::kBFloat16),
+               "argument `v`: expected a float16 or bfloat16 CUDA tensor of rank 4, got ",
+               v.defined() ? cat(v.scalar_type(), " ", v.sizes(), " on ", v.device())
+                           : std::string("an undefined tensor"));
+  SPARGE_CHECK(fp8_pv_supported(v.device()),
+               "argument `v`: expected a device with FP8 MMA (compute capability ", ">= 8.9), got ",
+               v.device());
+  const c10::cuda::CUDAGuard guard(v.device());
+  const auto vh = kernel_operand(detail::to_hnd(v, layout));
+  const int64_t d = vh.size(3), seq = vh.size(2);
+  SPARGE_CHECK(d == 64 || d == 128, "argument `v`: expected head dim 64 or 128, got ", d);
+  SPARGE_CHECK(seq > 0 && seq <= std::numeric_limits<int32_t>::max() - kBlockK,
+               "argument `v`: expected a sequence length in [1, ",
+               std::numeric_limits<int32_t>::max() - kBlockK, "], got ", seq);
+  const int64_t n_pad = (seq + kBlockK - 1) / kBlockK * kBlockK;
+  return quantize_v_fp8_hnd(vh, n_pad, at::cuda::getCurrentCUDAStream().stream());
+}
 
 at::Tensor heavy_rows_first_order(const at::Tensor& counts) {
   return heavy_rows_first_pairs(counts).select(1, 0).contiguous();
@@ -306,30 +371,20 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
     }
   }
 
-  // FP8 P V: V^T in e4m3 with per-channel scales (one read of V, two small kernels).
-  at::Tensor v_fp8, v_scale;
+  // FP8 P V: V^T in e4m3 with per-channel scales (the caller's, or two passes over V here).
   const int64_t n_pad = mask.num_k_blocks() * kBlockK;
   const auto stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
+  Fp8V fv;
   if (fp8) {
-    const auto f32 = q.options().dtype(at::kFloat);
-    const auto scales = at::empty({2, p.batch, p.heads_kv, p.head_dim}, f32);  // amax workspace, v_scale
-    v_scale = scales[1];
-    v_fp8 = at::empty({p.batch, p.heads_kv, p.head_dim, n_pad}, q.options().dtype(at::kByte));
-    QuantizeVParams qv;
-    qv.v = vh.data_ptr();
-    set_strides(vh, qv.batch_stride, qv.head_stride, qv.row_stride);
-    qv.batch = static_cast<int>(p.batch);
-    qv.heads = static_cast<int>(p.heads_kv);
-    qv.seq = static_cast<int>(p.seq_k);
-    qv.head_dim = static_cast<int>(p.head_dim);
-    qv.n_pad = static_cast<int>(n_pad);
-    qv.amax_work = scales[0].data_ptr<float>();
-    qv.v_scale = v_scale.data_ptr<float>();
-    qv.vt = v_fp8.data_ptr<uint8_t>();
-    const cudaError_t err =
-        launch_quantize_v_fp8(qv, q.scalar_type() == at::kHalf ? DType::kFp16 : DType::kBf16, stream);
-    SPARGE_CHECK(err == cudaSuccess, "FP8 V quantization launch failed: ", cudaGetErrorString(err));
+    if (options.v_fp8.defined() || options.v_scale.defined()) {
+      check_fp8_v_operand(options, {p.batch, p.heads_kv, p.head_dim, n_pad}, q.device());
+      fv = {options.v_fp8, options.v_scale};
+    } else {
+      fv = quantize_v_fp8_hnd(vh, n_pad, stream);
+    }
   }
+  const at::Tensor& v_fp8 = fv.values;
+  const at::Tensor& v_scale = fv.scale;
 
   AttentionParams prm;
   const auto& q_op = int8 ? q_int8 : qh;

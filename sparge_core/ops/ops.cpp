@@ -6,10 +6,11 @@
 //       return_lse=False, quant="none", check_mask=True)
 //       -> (out, lse)                         user mask (counts (B, Hq, NQB) int32, indices (B, Hq, NQB, NKB)
 //       int32); quant="int8" / "int8_fp8" on CUDA quantizes q, k (and v for FP8) on the GPU inside the call
-//       (cuda::quantize_qk_int8: one read of each); check_mask: validate the lists on the GPU first (counts
-//       in [0, NKB], listed indices in range and strictly ascending; one small kernel and a synchronization
-//       per call: KernelOptions::check_mask); False trusts them (out-of-range lists are then undefined
-//       behaviour), e.g. a mask validated once and reused. CPU tensors: always validated.
+//       (cuda::quantize_qk_int8: one read of each; FP8 V on a side stream meanwhile); check_mask: validate
+//       the lists on the GPU first (counts in [0, NKB], listed indices in range and strictly ascending; one
+//       small kernel and a synchronization per call: KernelOptions::check_mask); False trusts them
+//       (out-of-range lists are then undefined behaviour), e.g. a mask validated once and reused. CPU
+//       tensors: always validated.
 //   torch.ops.sparge.spas_attention(q, k, v, is_causal=False, scale=None, layout="HND", simthreshd1=0.6,
 //       cdfthreshd=0.98, pvthreshd=None, topk=None, attention_sink=False, stage2_group_rows=32,
 //       return_lse=False, quant="none")
@@ -28,8 +29,12 @@
 // Hq, Nq) natural log, an empty tensor when return_lse is false. Bad input raises with a message naming the
 // argument.
 #include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/CUDAEvent.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <limits>
 #include <optional>
 #include <tuple>
@@ -78,11 +83,47 @@ void set_selection(SpargeConfig& c, std::optional<double> topk, bool attention_s
   c.attention_sink = attention_sink;
 }
 
+// QuantMode::kInt8Fp8 with FP8 P V: V's two quantization passes (bandwidth-bound) on a side stream while
+// `main_work` (the INT8 pass or the prediction: latency-bound, ~1.5 TB/s) runs on the current stream; the
+// current stream then waits for them, and opt gets the FP8 V. Otherwise (or with SPARGE_V_SIDE_STREAM=0, a
+// measurement switch) just main_work, and block_sparse_attention quantizes V itself after it.
+template <typename F>
+void beside_fp8_v(const at::Tensor& v, const SpargeConfig& c, cuda::KernelOptions& opt, F&& main_work) {
+  const char* env = std::getenv("SPARGE_V_SIDE_STREAM");
+  if (c.quant != QuantMode::kInt8Fp8 || !cuda::fp8_pv_supported(v.device()) ||
+      (env != nullptr && env[0] == '0')) {
+    main_work();
+    return;
+  }
+  const c10::cuda::CUDAGuard guard(v.device());
+  const auto current = at::cuda::getCurrentCUDAStream();
+  const auto side = at::cuda::getStreamFromPool(/*isHighPriority=*/false, v.device().index());
+  at::cuda::CUDAEvent inputs_ready, v_ready;
+  inputs_ready.record(current);
+  inputs_ready.block(side);
+  cuda::Fp8V fv;
+  {
+    const c10::cuda::CUDAStreamGuard on_side(side);
+    fv = cuda::quantize_v_fp8(v, c.layout);
+  }
+  v_ready.record(side);
+  // The side stream allocated them; the current stream reads them (the allocator must not hand their blocks
+  // to the side stream's later work before that).
+  fv.values.record_stream(current);
+  fv.scale.record_stream(current);
+  main_work();
+  v_ready.block(current);
+  opt.v_fp8 = fv.values;
+  opt.v_scale = fv.scale;
+}
+
 std::tuple<at::Tensor, at::Tensor> run_spas(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                             const SpargeConfig& c) {
   if (!q.is_cuda()) return result(spas_attention(q, k, v, c));  // CPU: the reference implementation
-  const auto pred = cuda::predict_block_mask(q, k, c, /*quantize=*/c.quant != QuantMode::kNone);
   cuda::KernelOptions opt;
+  cuda::Prediction pred;
+  beside_fp8_v(v, c, opt,
+               [&] { pred = cuda::predict_block_mask(q, k, c, /*quantize=*/c.quant != QuantMode::kNone); });
   opt.check_mask = false;  // produced by the predictor: valid by construction
   cuda::set_int8_operands(opt, pred);
   return result(cuda::block_sparse_attention(q, k, v, pred.mask, c, opt));
@@ -123,11 +164,13 @@ std::tuple<at::Tensor, at::Tensor> block_sparse_attention_op(
   cuda::KernelOptions opt;
   opt.check_mask = check_mask;
   if (c.quant != QuantMode::kNone) {  // INT8 Q and smoothed K only (no prediction: the mask is given)
-    const auto qk = cuda::quantize_qk_int8(q, k, c.layout, cuda::kBlockQ, cuda::kBlockK);
-    opt.q_int8 = qk.q_int8;
-    opt.q_scale = qk.q_scale;
-    opt.k_int8 = qk.k_int8;
-    opt.k_scale = qk.k_scale;
+    beside_fp8_v(v, c, opt, [&] {
+      const auto qk = cuda::quantize_qk_int8(q, k, c.layout, cuda::kBlockQ, cuda::kBlockK);
+      opt.q_int8 = qk.q_int8;
+      opt.q_scale = qk.q_scale;
+      opt.k_int8 = qk.k_int8;
+      opt.k_scale = qk.k_scale;
+    });
   }
   return result(cuda::block_sparse_attention(q, k, v, m, c, opt));
 }

@@ -630,6 +630,71 @@ TEST(CudaAttention, TileOrderDoesNotChangeResults) {
   }
 }
 
+// KernelOptions::v_fp8 from quantize_v_fp8 (what the torch ops compute on a side stream while the INT8 pass
+// runs) gives the API's own V quantization's results bit for bit: both kernel paths, HND and NHD, a key tail
+// (Nk % 64 != 0), GQA, fp16 and bf16; and FP8 operands of the wrong shape or type raise errors naming them.
+TEST(CudaAttention, PrecomputedFp8VMatchesInternal) {
+  SPARGE_REQUIRE_GPU();
+  const at::Device device(at::kCUDA, 0);
+  if (!cuda::fp8_pv_supported(device)) GTEST_SKIP() << "no FP8 MMA (compute capability < 8.9)";
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  std::vector<cuda::KernelPath> paths = {cuda::KernelPath::kPortable};
+  if (cuda::sm90_supported(device)) paths.push_back(cuda::KernelPath::kSm90);
+  int variant = 0;
+  for (const Layout layout : {Layout::kHND, Layout::kNHD}) {
+    for (const auto dtype : {at::kBFloat16, at::kHalf}) {
+      const int64_t d = variant++ % 2 == 0 ? 128 : 64;
+      SCOPED_TRACE(std::string(to_string(layout)) + " " + test::dtype_name(dtype) + " D " +
+                   std::to_string(d));
+      const auto in =
+          random_qkv(1, 4, 2, 333, 700, d, seed + variant, at::TensorOptions(dtype).device(device));
+      const auto q = to_layout(in.q, layout), k = to_layout(in.k, layout), v = to_layout(in.v, layout);
+      const auto mask = random_mask(1, 4, 333, 700, false, 0.5, seed + variant);
+      SpargeConfig cfg;
+      cfg.layout = layout;
+      cfg.return_lse = true;
+      cfg.quant = QuantMode::kInt8Fp8;
+      const auto fv = cuda::quantize_v_fp8(v, layout);
+      ASSERT_EQ(fv.values.sizes(), at::IntArrayRef({1, 2, d, 704}));
+      ASSERT_EQ(fv.scale.sizes(), at::IntArrayRef({1, 2, d}));
+      for (const auto path : paths) {
+        SCOPED_TRACE(std::string(cuda::to_string(path)));
+        cuda::KernelOptions opt;
+        opt.path = path;
+        const auto own = cuda::block_sparse_attention(q, k, v, mask, cfg, opt);
+        opt.v_fp8 = fv.values;
+        opt.v_scale = fv.scale;
+        const auto given = cuda::block_sparse_attention(q, k, v, mask, cfg, opt);
+        EXPECT_TRUE(at::equal(own.out, given.out));
+        EXPECT_TRUE(at::equal(own.lse, given.lse));
+      }
+      const auto expect_error = [&](const at::Tensor& values, const at::Tensor& scale,
+                                    const std::string& arg) {
+        cuda::KernelOptions opt;
+        opt.v_fp8 = values;
+        opt.v_scale = scale;
+        try {
+          cuda::block_sparse_attention(q, k, v, mask, cfg, opt);
+          ADD_FAILURE() << "expected an error naming " << arg;
+        } catch (const Error& e) {
+          EXPECT_NE(std::string(e.what()).find(arg), std::string::npos) << e.what();
+        }
+      };
+      expect_error(fv.values.narrow(3, 0, 640).contiguous(), fv.scale, "argument `options.v_fp8`");
+      expect_error(fv.values.to(at::kChar), fv.scale, "argument `options.v_fp8`");
+      expect_error(fv.values, fv.scale.to(at::kHalf), "argument `options.v_scale`");
+      expect_error(fv.values, at::Tensor(), "argument `options.v_fp8` / `options.v_scale`");
+    }
+  }
+  try {
+    cuda::quantize_v_fp8(at::zeros({1, 2, 64, 64}, at::kHalf), Layout::kHND);
+    ADD_FAILURE() << "expected an error naming `v` (a CPU tensor)";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("argument `v`"), std::string::npos) << e.what();
+  }
+}
+
 // heavy_rows_first_order against the stable partition computed here, over 1024-position rounds and their
 // tails, with no heavy row (all equal, all zero), one, and many, with the counts in shared memory and (over
 // 8192 rows) read from global memory.

@@ -12,7 +12,8 @@
 //                        is unchanged, lse is that of the smoothed scores (as in the reference emulation);
 //   QuantMode::kInt8Fp8: SageAttention2-style: kInt8's S; P scaled by 448 and rounded to FP8 e4m3, V divided
 //                        by its per-channel scale (max over the sequence of |v| / 448) and rounded to e4m3
-//                        (the API transposes and quantizes V itself: one read of V), P V with the e4m3 MMA
+//                        (the API transposes and quantizes V itself, or takes KernelOptions::v_fp8 from
+//                        quantize_v_fp8: two passes over V), P V with the e4m3 MMA
 //                        (sm_89+) accumulated in float (the MMA's own adds are narrower than float32;
 //                        measured against the float32 emulation: 1e-4 - 3e-3 relative L2 up to N = 32768;
 //                        the Hopper kernel, which rounds P relative to a 128-key step's maximum, 2e-3 -
@@ -88,7 +89,22 @@ struct KernelOptions {
   // config.layout, value = round(x / scale) (K smoothed: k - mean over the sequence); q_scale (B, Hq, NQB),
   // k_scale (B, Hkv, NKB): float32 contiguous, one per kBlockQ query rows / kBlockK key rows.
   at::Tensor q_int8, q_scale, k_int8, k_scale;
+  // QuantMode::kInt8Fp8's FP8 V (ignored where P V is not FP8: other modes, devices below sm_89), both
+  // defined or both undefined (then computed here, on the current stream): quantize_v_fp8 of this call's v,
+  // e.g. computed on a side stream while the INT8 pass or the prediction runs (the torch ops do so).
+  at::Tensor v_fp8, v_scale;
 };
+
+// QuantMode::kInt8Fp8's FP8 V operand, as block_sparse_attention computes it without KernelOptions::v_fp8:
+// values (B, Hkv, D, NKB * kBlockK) uint8 (e4m3 bits): V^T, the keys of each 16-key group in the FP8 MMA's
+// fragment order, zero past Nk (NKB = ceil(Nk / kBlockK)); scale (B, Hkv, D) float32: per channel the maximum
+// over the sequence of |v| / 448 (1 / 448 for an all-zero channel), values = e4m3(v / scale) (IEEE division,
+// round to nearest even, saturating). v: (B, Hkv, Nk, D) in `layout`, float16 or bfloat16, D in {64, 128},
+// on a CUDA device with FP8 MMA (fp8_pv_supported). Two kernels on the current stream.
+struct Fp8V {
+  at::Tensor values, scale;
+};
+Fp8V quantize_v_fp8(const at::Tensor& v, Layout layout);
 
 // Whether the Hopper kernel can run on `device` (compute capability 9.0 exactly: its code is sm_90a).
 bool sm90_supported(const at::Device& device);
