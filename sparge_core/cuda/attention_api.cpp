@@ -236,7 +236,7 @@ Fp8V quantize_v_fp8_hnd(const at::Tensor& vh, int64_t n_pad, cudaStream_t stream
 }
 
 // KernelOptions::v_fp8 / v_scale against the call's V: values (B, Hkv, D, NPAD) uint8, scale (B, Hkv, D)
-// float32, both contiguous on `device`, values 16-byte aligned.
+// float32, both contiguous on `device`, values 16-byte aligned, scale 8-byte aligned (read as float2).
 void check_fp8_v_operand(const KernelOptions& o, const std::vector<int64_t>& shape,
                          const at::Device& device) {
   SPARGE_CHECK(o.v_fp8.defined() && o.v_scale.defined(),
@@ -250,8 +250,9 @@ void check_fp8_v_operand(const KernelOptions& o, const std::vector<int64_t>& sha
                o.v_fp8.is_contiguous() ? "" : " (not contiguous)");
   const std::vector<int64_t> scale_shape(shape.begin(), shape.end() - 1);
   SPARGE_CHECK(o.v_scale.sizes() == at::IntArrayRef(scale_shape) && o.v_scale.scalar_type() == at::kFloat &&
-                   o.v_scale.device() == device && o.v_scale.is_contiguous(),
-               "argument `options.v_scale`: expected a contiguous float32 tensor of shape ",
+                   o.v_scale.device() == device && o.v_scale.is_contiguous() &&
+                   reinterpret_cast<uintptr_t>(o.v_scale.data_ptr()) % 8 == 0,
+               "argument `options.v_scale`: expected a contiguous, 8-byte aligned float32 tensor of shape ",
                at::IntArrayRef(scale_shape), " on ", device, ", got ", o.v_scale.scalar_type(), " ",
                o.v_scale.sizes(), " on ", o.v_scale.device());
 }
@@ -318,12 +319,14 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
 
   const auto qh = kernel_operand(detail::to_hnd(q, c.layout));
   const auto kh = kernel_operand(detail::to_hnd(k, c.layout));
-  const auto vh = kernel_operand(detail::to_hnd(v, c.layout));
   // QuantMode::kInt8 / kInt8Fp8: the caller's INT8 Q and smoothed K (the GPU predictor's), else quantized
   // here exactly as the reference emulation does (float32, sparge::quantize_int8_blocks; slower, torch ops).
   // kInt8Fp8 on a device without FP8 MMA (below sm_89) runs kInt8's 16-bit P V (fp8_pv_supported).
   const bool int8 = c.quant != QuantMode::kNone;
   const bool fp8 = c.quant == QuantMode::kInt8Fp8 && fp8_pv_supported(q.device());
+  // V itself is not read when its FP8 operand is handed over (no copy of a misaligned v then).
+  const bool v_given = fp8 && (options.v_fp8.defined() || options.v_scale.defined());
+  const auto vh = v_given ? at::Tensor() : kernel_operand(detail::to_hnd(v, c.layout));
   at::Tensor q_int8 = options.q_int8, q_scale = options.q_scale, k_int8 = options.k_int8,
              k_scale = options.k_scale;
   if (int8) {
@@ -376,7 +379,7 @@ AttentionResult block_sparse_attention(const at::Tensor& q, const at::Tensor& k,
   const auto stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
   Fp8V fv;
   if (fp8) {
-    if (options.v_fp8.defined() || options.v_scale.defined()) {
+    if (v_given) {
       check_fp8_v_operand(options, {p.batch, p.heads_kv, p.head_dim, n_pad}, q.device());
       fv = {options.v_fp8, options.v_scale};
     } else {

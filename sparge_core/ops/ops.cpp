@@ -102,16 +102,25 @@ void beside_fp8_v(const at::Tensor& v, const SpargeConfig& c, cuda::KernelOption
   inputs_ready.record(current);
   inputs_ready.block(side);
   cuda::Fp8V fv;
-  {
+  try {
     const c10::cuda::CUDAStreamGuard on_side(side);
     fv = cuda::quantize_v_fp8(v, c.layout);
+  } catch (...) {
+    v_ready.record(side);  // join the side stream on every path (a stream capture must not end forked)
+    v_ready.block(current);
+    throw;
   }
   v_ready.record(side);
   // The side stream allocated them; the current stream reads them (the allocator must not hand their blocks
   // to the side stream's later work before that).
   fv.values.record_stream(current);
   fv.scale.record_stream(current);
-  main_work();
+  try {
+    main_work();
+  } catch (...) {
+    v_ready.block(current);  // (as above)
+    throw;
+  }
   v_ready.block(current);
   opt.v_fp8 = fv.values;
   opt.v_scale = fv.scale;

@@ -632,7 +632,8 @@ TEST(CudaAttention, TileOrderDoesNotChangeResults) {
 
 // KernelOptions::v_fp8 from quantize_v_fp8 (what the torch ops compute on a side stream while the INT8 pass
 // runs) gives the API's own V quantization's results bit for bit: both kernel paths, HND and NHD, a key tail
-// (Nk % 64 != 0), GQA, fp16 and bf16; and FP8 operands of the wrong shape or type raise errors naming them.
+// (Nk % 64 != 0), GQA, fp16 and bf16; scales doubled double the output (the operand is used); and FP8
+// operands of the wrong shape, type or alignment raise errors naming them.
 TEST(CudaAttention, PrecomputedFp8VMatchesInternal) {
   SPARGE_REQUIRE_GPU();
   const at::Device device(at::kCUDA, 0);
@@ -668,6 +669,12 @@ TEST(CudaAttention, PrecomputedFp8VMatchesInternal) {
         const auto given = cuda::block_sparse_attention(q, k, v, mask, cfg, opt);
         EXPECT_TRUE(at::equal(own.out, given.out));
         EXPECT_TRUE(at::equal(own.lse, given.lse));
+        // The handed-over operand is the one used: twice the scales give exactly twice the output (O =
+        // acc / l * v_scale; a power of two), the same LSE.
+        opt.v_scale = fv.scale * 2;
+        const auto doubled = cuda::block_sparse_attention(q, k, v, mask, cfg, opt);
+        EXPECT_TRUE(at::equal(doubled.out, own.out * 2));
+        EXPECT_TRUE(at::equal(doubled.lse, own.lse));
       }
       const auto expect_error = [&](const at::Tensor& values, const at::Tensor& scale,
                                     const std::string& arg) {
@@ -685,6 +692,11 @@ TEST(CudaAttention, PrecomputedFp8VMatchesInternal) {
       expect_error(fv.values.to(at::kChar), fv.scale, "argument `options.v_fp8`");
       expect_error(fv.values, fv.scale.to(at::kHalf), "argument `options.v_scale`");
       expect_error(fv.values, at::Tensor(), "argument `options.v_fp8` / `options.v_scale`");
+      // A float view at an odd offset: 4-byte aligned only (the kernels read the scales as float2).
+      const auto padded = at::empty({fv.scale.numel() + 1}, fv.scale.options());
+      const auto odd = padded.narrow(0, 1, fv.scale.numel()).view(fv.scale.sizes());
+      odd.copy_(fv.scale);
+      expect_error(fv.values, odd, "argument `options.v_scale`");
     }
   }
   try {
