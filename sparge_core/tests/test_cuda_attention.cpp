@@ -669,11 +669,13 @@ TEST(CudaAttention, PrecomputedFp8VMatchesInternal) {
         const auto given = cuda::block_sparse_attention(q, k, v, mask, cfg, opt);
         EXPECT_TRUE(at::equal(own.out, given.out));
         EXPECT_TRUE(at::equal(own.lse, given.lse));
-        // The handed-over operand is the one used: twice the scales give exactly twice the output (O =
-        // acc / l * v_scale; a power of two), the same LSE.
+        // The handed-over operand is the one used: twice the scales give twice the output (O = acc / l *
+        // v_scale; a power of two: exact, but for fp16 outputs below 2^-14, whose rounding to the subnormal
+        // grid differs by up to 2^-24: measured on an H100), the same LSE.
         opt.v_scale = fv.scale * 2;
         const auto doubled = cuda::block_sparse_attention(q, k, v, mask, cfg, opt);
-        EXPECT_TRUE(at::equal(doubled.out, own.out * 2));
+        EXPECT_TRUE(at::allclose(doubled.out.to(at::kFloat), own.out.to(at::kFloat) * 2, /*rtol=*/0.0,
+                                 /*atol=*/std::ldexp(1.0, -23)));
         EXPECT_TRUE(at::equal(doubled.lse, own.lse));
       }
       const auto expect_error = [&](const at::Tensor& values, const at::Tensor& scale,
