@@ -24,7 +24,7 @@ export SPARGE_GIT_HASH="${SPARGE_GIT_HASH:?set SPARGE_GIT_HASH (the copy on the 
 py="$(gpu_env "$out")" || exit 1
 tests=(test_cuda_attention)
 [[ ${SPARGE_KERNEL_RUN_TESTS:-attention} == all ]] &&
-  tests+=(test_cuda_predict test_cuda_minference test_reference_cuda)
+  tests+=(test_cuda_predict test_cuda_minference test_reference_cuda test_ops)
 gpu_build "$out" "$py" sparge_ops bench_predict "${tests[@]}" || exit 1
 status=0
 if [[ ${#tests[@]} -gt 1 ]]; then
