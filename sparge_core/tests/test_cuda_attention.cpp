@@ -46,13 +46,6 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-#define SPARGE_REQUIRE_GPU()                                               \
-  do {                                                                     \
-    if (!torch::cuda::is_available()) {                                    \
-      GTEST_SKIP() << "no CUDA device visible to torch: GPU test skipped"; \
-    }                                                                      \
-  } while (0)
-
 enum class Stage2 { kOff, kWarp, kCta };
 
 struct Case {

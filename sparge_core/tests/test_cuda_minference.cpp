@@ -47,13 +47,6 @@ namespace {
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr int64_t kPlantedOffset = 150;  // beyond the 100 forced diagonals: found only by its score
 
-#define SPARGE_REQUIRE_GPU()                                               \
-  do {                                                                     \
-    if (!torch::cuda::is_available()) {                                    \
-      GTEST_SKIP() << "no CUDA device visible to torch: GPU test skipped"; \
-    }                                                                      \
-  } while (0)
-
 struct Case {
   int64_t batch, heads_q, heads_kv, seq_q, seq_k, head_dim;
   at::ScalarType dtype;

@@ -10,7 +10,6 @@
 #include <ATen/core/stack.h>
 #include <dlfcn.h>
 #include <gtest/gtest.h>
-#include <torch/cuda.h>
 
 #include <cstdlib>
 #include <optional>
@@ -21,13 +20,6 @@
 
 namespace sparge {
 namespace {
-
-#define SPARGE_REQUIRE_GPU()                                               \
-  do {                                                                     \
-    if (!torch::cuda::is_available()) {                                    \
-      GTEST_SKIP() << "no CUDA device visible to torch: GPU test skipped"; \
-    }                                                                      \
-  } while (0)
 
 void load_ops() {
   static void* handle = dlopen(SPARGE_OPS_LIBRARY, RTLD_NOW | RTLD_GLOBAL);

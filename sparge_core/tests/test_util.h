@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
+#include <torch/cuda.h>
 
 #include <cstdint>
 #include <cstdlib>
@@ -14,6 +15,14 @@
 #include "sparge/error.h"
 #include "sparge/reference.h"
 #include "sparge/synthetic.h"
+
+// First statement of a GPU test: skips it, with the reason printed, where torch sees no CUDA device.
+#define SPARGE_REQUIRE_GPU()                                               \
+  do {                                                                     \
+    if (!torch::cuda::is_available()) {                                    \
+      GTEST_SKIP() << "no CUDA device visible to torch: GPU test skipped"; \
+    }                                                                      \
+  } while (0)
 
 namespace sparge::test {
 
