@@ -3,7 +3,8 @@
 //     floating-point ties of the reference itself (allowed: at most 0.2% of the rows, and printed), the K
 //     mean, the INT8 values (off by at most one step where x / scale sits on a rounding tie) and scales;
 //   - against the first GPU predictor (cuda::legacy, kept as the oracle): masks, K mean, INT8 values and
-//     scales bit for bit, and quantize_qk_int8 equal to the quantized fields of the prediction bit for bit.
+//     scales bit for bit, and quantize_qk_int8 (both of its implementations) equal to the quantized fields of
+//     the prediction bit for bit.
 // To add a case, append a PredictCase (reference) or LegacyCase (bit-exactness) to the lists below.
 #include <gtest/gtest.h>
 
@@ -196,12 +197,21 @@ void expect_bit_identical_to_legacy(const LegacyCase& c) {
   EXPECT_TRUE(bitwise_equal(now.k_int8, old.k_int8));
   EXPECT_TRUE(bitwise_equal(now.k_scale, old.k_scale));
 
-  const auto qk = cuda::quantize_qk_int8(q, k, c.layout, c.block_q, c.block_k);
-  EXPECT_TRUE(bitwise_equal(qk.q_int8, now.q_int8));
-  EXPECT_TRUE(bitwise_equal(qk.q_scale, now.q_scale));
-  EXPECT_TRUE(bitwise_equal(qk.k_int8, now.k_int8));
-  EXPECT_TRUE(bitwise_equal(qk.k_scale, now.k_scale));
-  EXPECT_TRUE(bitwise_equal(qk.k_mean, now.k_mean));
+  // quantize_qk_int8's three passes (its default) and the statistics kernel's INT8-only variant
+  // (SPARGE_QK_INT8_PASSES=0).
+  for (const char* passes : {"1", "0"}) {
+    struct Switch {  // set for this call only, also when a check throws
+      explicit Switch(const char* v) { EXPECT_EQ(setenv("SPARGE_QK_INT8_PASSES", v, 1), 0); }
+      ~Switch() { unsetenv("SPARGE_QK_INT8_PASSES"); }
+    } set(passes);
+    SCOPED_TRACE(std::string("SPARGE_QK_INT8_PASSES=") + passes);
+    const auto qk = cuda::quantize_qk_int8(q, k, c.layout, c.block_q, c.block_k);
+    EXPECT_TRUE(bitwise_equal(qk.q_int8, now.q_int8));
+    EXPECT_TRUE(bitwise_equal(qk.q_scale, now.q_scale));
+    EXPECT_TRUE(bitwise_equal(qk.k_int8, now.k_int8));
+    EXPECT_TRUE(bitwise_equal(qk.k_scale, now.k_scale));
+    EXPECT_TRUE(bitwise_equal(qk.k_mean, now.k_mean));
+  }
 }
 
 class CudaPredictLegacy : public ::testing::TestWithParam<LegacyCase> {};

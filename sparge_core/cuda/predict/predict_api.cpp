@@ -8,6 +8,7 @@
 
 #include <climits>
 #include <cmath>
+#include <cstdlib>
 
 #include "../../src/internal.h"
 #include "predict_launch.h"
@@ -270,14 +271,24 @@ QuantizedQK quantize_qk_int8(const at::Tensor& q, const at::Tensor& k, Layout la
   out.k_int8 = at::empty({B, hkv, pr.seq_k, d}, q.options().dtype(at::kChar));
   out.k_scale = at::empty({B, hkv, nkb}, q.options().dtype(at::kFloat));
 
-  StatsParams p;  // pooled and similarity outputs off: no row norms, Q and K each read once from DRAM
+  StatsParams p;
   p.q = stats_operand(qh, block_q);
   p.q.quant = out.q_int8.data_ptr<int8_t>();
   p.q.quant_scale = out.q_scale.data_ptr<float>();
   p.k = stats_operand(kh, block_k);
   p.k.quant = out.k_int8.data_ptr<int8_t>();
   p.k.quant_scale = out.k_scale.data_ptr<float>();
-  run_stats(p, ws, sw, pr, q.scalar_type(), stream);
+  // Three plain passes (predict_quant.cu) by default; SPARGE_QK_INT8_PASSES=0 runs the statistics kernel's
+  // INT8-only variant instead (a measurement switch, read at every call: both give the same bits).
+  const char* passes = std::getenv("SPARGE_QK_INT8_PASSES");
+  if (passes == nullptr || passes[0] != '0') {
+    check_cuda(launch_quantize_qk(p.q, p.k, q.scalar_type() == at::kHalf ? DType::kFp16 : DType::kBf16,
+                                  static_cast<int>(B), static_cast<int>(d), ws.ptr<float>(sw.sums),
+                                  ws.ptr<float>(sw.mean), stream),
+               "INT8 quantization");
+  } else {  // pooled and similarity outputs off: no row norms, Q and K each read once from DRAM
+    run_stats(p, ws, sw, pr, q.scalar_type(), stream);
+  }
   return out;
 }
 

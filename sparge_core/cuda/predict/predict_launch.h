@@ -18,6 +18,12 @@ cudaError_t launch_stats<DType::kFp16>(const StatsParams&, int, cudaStream_t);
 template <>
 cudaError_t launch_stats<DType::kBf16>(const StatsParams&, int, cudaStream_t);
 
+// INT8 Q and smoothed K without the prediction's statistics (predict_quant.cu): K block sums into k_sums (B,
+// Hkv, NKB, D), the float64 K mean into k_mean (B, Hkv, D), then q.quant / q.quant_scale and k.quant /
+// k.quant_scale (all four set), bit-identical to the statistics kernel's INT8 outputs. head_dim 64 or 128.
+cudaError_t launch_quantize_qk(const StatsOperand& q, const StatsOperand& k, DType dtype, int batch,
+                               int head_dim, float* k_sums, float* k_mean, cudaStream_t stream);
+
 // scores[b][m][n] = sum_d a[b][m][d] * c[b][n][d] for b < batch (row-major, float32, 16-byte aligned, dim 64
 // or 128), each a sequential fma chain over d = 0 .. dim - 1: the compressed scores.
 cudaError_t launch_scores(const float* a, const float* c, float* scores, int batch, int rows_a, int rows_c,
