@@ -3,8 +3,9 @@
 //     floating-point ties of the reference itself (allowed: at most 0.2% of the rows, and printed), the K
 //     mean, the INT8 values (off by at most one step where x / scale sits on a rounding tie) and scales;
 //   - against the first GPU predictor (cuda::legacy, kept as the oracle): masks, K mean, INT8 values and
-//     scales bit for bit, and quantize_qk_int8 (both of its implementations) equal to the quantized fields of
-//     the prediction bit for bit.
+//     scales bit for bit, also with the statistics as plain passes (SPARGE_STATS_PASSES=1), and
+//     quantize_qk_int8 (both of its implementations) equal to the quantized fields of the prediction bit for
+//     bit.
 // To add a case, append a PredictCase (reference) or LegacyCase (bit-exactness) to the lists below.
 #include <gtest/gtest.h>
 
@@ -136,6 +137,17 @@ struct LegacyCase {
   Layout layout;
 };
 
+// A measurement switch of the predictor set for one scope only (also when a check throws).
+struct EnvSwitch {
+  EnvSwitch(const char* name, const char* value) : name_(name) { EXPECT_EQ(setenv(name, value, 1), 0); }
+  ~EnvSwitch() { unsetenv(name_); }
+  EnvSwitch(const EnvSwitch&) = delete;
+  EnvSwitch& operator=(const EnvSwitch&) = delete;
+
+ private:
+  const char* name_;
+};
+
 void expect_bit_identical_to_legacy(const LegacyCase& c) {
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -197,13 +209,28 @@ void expect_bit_identical_to_legacy(const LegacyCase& c) {
   EXPECT_TRUE(bitwise_equal(now.k_int8, old.k_int8));
   EXPECT_TRUE(bitwise_equal(now.k_scale, old.k_scale));
 
+  // The prediction's statistics as plain passes (SPARGE_STATS_PASSES=1): the same bits.
+  {
+    const EnvSwitch set("SPARGE_STATS_PASSES", "1");
+    SCOPED_TRACE("SPARGE_STATS_PASSES=1");
+    for (const bool quantize : {true, false}) {
+      const auto passes = cuda::predict_block_mask(q, k, cfg, quantize);
+      EXPECT_TRUE(bitwise_equal(passes.mask.dense, old.mask.dense));
+      EXPECT_TRUE(bitwise_equal(passes.mask.counts, old.mask.counts));
+      EXPECT_TRUE(bitwise_equal(passes.mask.indices, old.mask.indices));
+      EXPECT_TRUE(bitwise_equal(passes.k_mean, old.k_mean));
+      if (quantize) {
+        EXPECT_TRUE(bitwise_equal(passes.q_int8, old.q_int8));
+        EXPECT_TRUE(bitwise_equal(passes.q_scale, old.q_scale));
+        EXPECT_TRUE(bitwise_equal(passes.k_int8, old.k_int8));
+        EXPECT_TRUE(bitwise_equal(passes.k_scale, old.k_scale));
+      }
+    }
+  }
   // quantize_qk_int8's three passes (its default) and the statistics kernel's INT8-only variant
   // (SPARGE_QK_INT8_PASSES=0).
   for (const char* passes : {"1", "0"}) {
-    struct Switch {  // set for this call only, also when a check throws
-      explicit Switch(const char* v) { EXPECT_EQ(setenv("SPARGE_QK_INT8_PASSES", v, 1), 0); }
-      ~Switch() { unsetenv("SPARGE_QK_INT8_PASSES"); }
-    } set(passes);
+    const EnvSwitch set("SPARGE_QK_INT8_PASSES", passes);
     SCOPED_TRACE(std::string("SPARGE_QK_INT8_PASSES=") + passes);
     const auto qk = cuda::quantize_qk_int8(q, k, c.layout, c.block_q, c.block_k);
     EXPECT_TRUE(bitwise_equal(qk.q_int8, now.q_int8));
@@ -227,10 +254,7 @@ TEST_P(CudaPredictLegacy, BitIdenticalToTheFirstPredictor) {
 TEST(CudaPredictLegacyLookahead, BitIdenticalWithLookaheadOne) {
   if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device on this machine: GPU prediction tests run on the GPU machine";
-  struct ForcedLookahead {  // set for this test only, also when a check throws
-    ForcedLookahead() { EXPECT_EQ(setenv("SPARGE_STATS_LOOKAHEAD", "1", 1), 0); }
-    ~ForcedLookahead() { unsetenv("SPARGE_STATS_LOOKAHEAD"); }
-  } forced;
+  const EnvSwitch forced("SPARGE_STATS_LOOKAHEAD", "1");
   expect_bit_identical_to_legacy(LegacyCase{2, 8192, 8192, 8, 8, 128, 128, 64, false, false, false, false,
                                             false, at::kBFloat16, Layout::kHND});
   expect_bit_identical_to_legacy(LegacyCase{1, 5000, 5000, 4, 2, 64, 128, 100, true, false, false, false,

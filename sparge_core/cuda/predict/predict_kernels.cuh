@@ -248,6 +248,30 @@ struct BlockWorker {
     }
   }
 
+  // fill() straight from global memory (the statistics pass, stats_pass_kernel): the lane's words of the
+  // warp's rows of the chunk at base, streamed (last read); rows of a begun step past `rows` hold zeros.
+  __device__ __forceinline__ void load(const T* base, int64_t row_stride, int rows, int warp, int lane) {
+#pragma unroll
+    for (int s = 0; s < kChunkSteps; ++s) {
+      if (row_of(0, s, warp, 0) >= rows) break;
+#pragma unroll
+      for (int u = 0; u < kRowsPerStep; ++u) {
+        const int r = row_of(0, s, warp, u);
+        const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
+        if (r >= rows) {
+#pragma unroll
+          for (int i = 0; i < kWords; ++i) raw[s][u][i] = 0u;
+        } else if constexpr (kWords == 2) {
+          const uint2 w = __ldcs(reinterpret_cast<const uint2*>(src));
+          raw[s][u][0] = w.x;
+          raw[s][u][1] = w.y;
+        } else {
+          raw[s][u][0] = __ldcs(reinterpret_cast<const unsigned*>(src));
+        }
+      }
+    }
+  }
+
   // Row (s, u) as floats, and minus the shift.
   __device__ __forceinline__ void unpack_row(int s, int u, float (&v)[kVec]) const {
 #pragma unroll
@@ -613,6 +637,128 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
     }
     if (tid == 0) s_item = reserved;  // every thread read s_item before the barrier after s_sum's writes
     item = next;
+  }
+}
+
+// The statistics as plain passes (the launcher's SPARGE_STATS_PASSES=1, a measurement variant): after
+// launch_k_mean (the K block sums in the legacy order and the float64 mean kernel), one CTA per block of
+// smoothed K and of Q (K's blocks first and last block first: the heads whose sums were taken last are still
+// in L2), its rows loaded straight into the BlockWorker's registers, then stats_kernel's arithmetic and
+// epilogue of a K-stats or Q-stats item: bit-identical outputs, no queue, tickets or staged copies. grid: B
+// Hkv NKB + B Hq NQB, kStatsThreads threads; k_items = B Hkv NKB.
+template <DType kDtype, int kD, bool kQuant>
+__global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm)
+    stats_pass_kernel(const StatsParams p, int64_t k_items) {
+  using W = BlockWorker<kDtype, kD>;
+  using T = typename Element<kDtype>::T;
+  constexpr int kVec = W::kVec;
+  __shared__ float s_sum[kStatsWarps][kD];
+  __shared__ float s_unit[kStatsWarps][kD];
+  __shared__ float s_amax[kStatsWarps];
+  __shared__ float s_red[kStatsWarps];
+  __shared__ float s_scale;
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const bool is_q = blockIdx.x >= k_items;
+  const StatsOperand& o = is_q ? p.q : p.k;
+  const int64_t item = is_q ? blockIdx.x - k_items : k_items - 1 - blockIdx.x;
+  const int64_t bh = item / o.num_blocks;
+  const int blk = static_cast<int>(item - bh * o.num_blocks);
+  const int b = static_cast<int>(bh / o.heads), h = static_cast<int>(bh - int64_t{b} * o.heads);
+  const int row0 = blk * o.block, rows = min(o.block, o.seq - row0);
+  const int64_t row_stride = o.row_stride;
+  const T* base = static_cast<const T*>(o.x) + b * o.batch_stride + h * o.head_stride +
+                  static_cast<int64_t>(row0) * row_stride;
+  const int64_t out_block = bh * o.num_blocks + blk;
+
+  float shift[kVec] = {};
+  if (!is_q) {
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) shift[e] = p.k_mean[bh * kD + lane * kVec + e];
+  }
+  W w;
+  const bool tail = rows % (kStatsWarps * kRowsPerStep) != 0;  // as stats_kernel: selects only in a tail
+  for (int c0 = 0; c0 < rows; c0 += kChunkRows) {
+    w.load(base + static_cast<int64_t>(c0) * row_stride, row_stride, rows - c0, warp, lane);
+    if (is_q) {
+      if (tail) {
+        w.template accumulate<false, false, true, kQuant, true>(rows, c0, 0, shift, warp, lane);
+      } else {
+        w.template accumulate<false, false, true, kQuant, false>(rows, c0, 0, shift, warp, lane);
+      }
+    } else {
+      if (tail) {
+        w.template accumulate<true, false, true, kQuant, true>(rows, c0, 0, shift, warp, lane);
+      } else {
+        w.template accumulate<true, false, true, kQuant, false>(rows, c0, 0, shift, warp, lane);
+      }
+    }
+  }
+
+#pragma unroll
+  for (int i = 0; i < kVec; ++i) {
+    s_sum[warp][lane * kVec + i] = w.sum[i];
+    s_unit[warp][lane * kVec + i] = w.unit[i];
+  }
+  if (kQuant) {
+    const float m = warp_max(w.amax);
+    if (lane == 0) s_amax[warp] = m;
+  }
+  __syncthreads();
+  // Column totals in a fixed warp order (the legacy epilogue), then the block's outputs.
+  const float count = static_cast<float>(rows);
+  float sim_part = 0.f;
+  for (int c = tid; c < kD; c += kStatsThreads) {
+    float total = 0.f, unit_total = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kStatsWarps; ++wi) {
+      total += s_sum[wi][c];
+      unit_total += s_unit[wi][c];
+    }
+    if (o.pooled != nullptr) o.pooled[out_block * kD + c] = total / count;
+    const float mean_unit = unit_total / count;
+    sim_part += mean_unit * mean_unit;
+  }
+  sim_part = warp_sum(sim_part);
+  if (lane == 0) s_red[warp] = sim_part;
+  __syncthreads();
+  if (tid == 0) {
+    float sim = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kStatsWarps; ++wi) sim += s_red[wi];
+    o.similarity[out_block] = sim;
+  }
+  if constexpr (kQuant) {
+    if (tid == 0) {
+      float m = 0.f;
+#pragma unroll
+      for (int wi = 0; wi < kStatsWarps; ++wi) m = fmaxf(m, s_amax[wi]);
+      const float scale = m > 0.f ? m / kInt8Max : 1.f / kInt8Max;
+      s_scale = scale;
+      o.quant_scale[out_block] = scale;
+    }
+    __syncthreads();
+    const Int8Quantizer quantizer(s_scale);
+    int8_t* out = o.quant + (bh * o.seq + row0) * kD + lane * kVec;
+    if (rows <= kChunkRows) {  // the block is still in the registers
+      if (is_q) {
+        w.template store_int8<false>(out, rows, 0, shift, quantizer, warp);
+      } else {
+        w.template store_int8<true>(out, rows, 0, shift, quantizer, warp);
+      }
+    } else {
+      for (int r = warp; r < rows; r += kStatsWarps) {  // a second read of the block
+        const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
+        float v[kVec];
+#pragma unroll
+        for (int i = 0; i < kVec / 2; ++i) {
+          const float2 f = unpack2<kDtype>(*reinterpret_cast<const uint32_t*>(src + 2 * i));
+          v[2 * i] = f.x - shift[2 * i];
+          v[2 * i + 1] = f.y - shift[2 * i + 1];
+        }
+        W::store_int8_row(out + static_cast<int64_t>(r) * kD, v, quantizer);
+      }
+    }
   }
 }
 

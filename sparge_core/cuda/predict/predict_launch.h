@@ -23,6 +23,10 @@ cudaError_t launch_stats<DType::kBf16>(const StatsParams&, int, cudaStream_t);
 // k.quant_scale (all four set), bit-identical to the statistics kernel's INT8 outputs. head_dim 64 or 128.
 cudaError_t launch_quantize_qk(const StatsOperand& q, const StatsOperand& k, DType dtype, int batch,
                                int head_dim, float* k_sums, float* k_mean, cudaStream_t stream);
+// Passes 1 and 2 of launch_quantize_qk alone: the K block sums and the float64 K mean (the prediction's
+// bits).
+cudaError_t launch_k_mean(const StatsOperand& k, DType dtype, int batch, int head_dim, float* k_sums,
+                          float* k_mean, cudaStream_t stream);
 
 // scores[b][m][n] = sum_d a[b][m][d] * c[b][n][d] for b < batch (row-major, float32, 16-byte aligned, dim 64
 // or 128), each a sequential fma chain over d = 0 .. dim - 1: the compressed scores.

@@ -10,6 +10,8 @@
 //      (Int8Quantizer, as the statistics kernel), the block held in registers between its two uses. K's
 //      blocks go first and in reverse order, so the heads whose sums were taken last are still in L2.
 // Bytes at N = 32K, H = 16, D = 128, bf16: K twice, Q once, the INT8 values once: 512 MB.
+#include <type_traits>
+
 #include "predict_common.cuh"
 #include "predict_launch.h"
 
@@ -191,42 +193,64 @@ __global__ void __launch_bounds__(kQuantThreads) quantize_blocks_kernel(const Qu
 }
 
 template <DType kDtype, int kD>
+cudaError_t launch_k_mean_typed(const StatsOperand& k, int batch, float* k_sums, float* k_mean,
+                                cudaStream_t stream) {
+  const int64_t k_items = int64_t{batch} * k.heads * k.num_blocks;
+  k_block_sums_kernel<kDtype, kD><<<static_cast<unsigned>(k_items), kSumThreads, 0, stream>>>(k, k_sums);
+  const cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  return legacy::launch_block_mean(k_sums, k_mean, batch, k.heads, k.num_blocks, k.seq, kD, stream);
+}
+
+template <DType kDtype, int kD>
 cudaError_t launch_quantize_typed(const StatsOperand& q, const StatsOperand& k, int batch, float* k_sums,
                                   float* k_mean, cudaStream_t stream) {
-  const int64_t k_items = int64_t{batch} * k.heads * k.num_blocks;
-  const int64_t q_items = int64_t{batch} * q.heads * q.num_blocks;
-  k_block_sums_kernel<kDtype, kD><<<static_cast<unsigned>(k_items), kSumThreads, 0, stream>>>(k, k_sums);
-  cudaError_t e = cudaGetLastError();
-  if (e != cudaSuccess) return e;
-  e = legacy::launch_block_mean(k_sums, k_mean, batch, k.heads, k.num_blocks, k.seq, kD, stream);
+  const cudaError_t e = launch_k_mean_typed<kDtype, kD>(k, batch, k_sums, k_mean, stream);
   if (e != cudaSuccess) return e;
   QuantizeParams p;
   p.q = q;
   p.k = k;
   p.k_mean = k_mean;
-  p.k_items = k_items;
+  p.k_items = int64_t{batch} * k.heads * k.num_blocks;
+  const int64_t q_items = int64_t{batch} * q.heads * q.num_blocks;
   quantize_blocks_kernel<kDtype, kD>
-      <<<static_cast<unsigned>(k_items + q_items), kQuantThreads, 0, stream>>>(p);
+      <<<static_cast<unsigned>(p.k_items + q_items), kQuantThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
-template <DType kDtype>
-cudaError_t launch_quantize_dtype(const StatsOperand& q, const StatsOperand& k, int batch, int head_dim,
-                                  float* k_sums, float* k_mean, cudaStream_t stream) {
-  if (head_dim == 64) return launch_quantize_typed<kDtype, 64>(q, k, batch, k_sums, k_mean, stream);
-  if (head_dim == 128) return launch_quantize_typed<kDtype, 128>(q, k, batch, k_sums, k_mean, stream);
+// dtype x head dim (64 or 128) -> launch<kDtype, kD>().
+template <typename Launch>
+cudaError_t dispatch(DType dtype, int head_dim, const Launch& launch) {
+  if (dtype == DType::kFp16) {
+    if (head_dim == 64)
+      return launch(std::integral_constant<DType, DType::kFp16>(), std::integral_constant<int, 64>());
+    if (head_dim == 128)
+      return launch(std::integral_constant<DType, DType::kFp16>(), std::integral_constant<int, 128>());
+  } else {
+    if (head_dim == 64)
+      return launch(std::integral_constant<DType, DType::kBf16>(), std::integral_constant<int, 64>());
+    if (head_dim == 128)
+      return launch(std::integral_constant<DType, DType::kBf16>(), std::integral_constant<int, 128>());
+  }
   return cudaErrorInvalidValue;
 }
 
 }  // namespace
 
+cudaError_t launch_k_mean(const StatsOperand& k, DType dtype, int batch, int head_dim, float* k_sums,
+                          float* k_mean, cudaStream_t stream) {
+  return dispatch(dtype, head_dim, [&](auto t, auto d) {
+    return launch_k_mean_typed<decltype(t)::value, decltype(d)::value>(k, batch, k_sums, k_mean, stream);
+  });
+}
+
 cudaError_t launch_quantize_qk(const StatsOperand& q, const StatsOperand& k, DType dtype, int batch,
                                int head_dim, float* k_sums, float* k_mean, cudaStream_t stream) {
   if (q.quant == nullptr || q.quant_scale == nullptr || k.quant == nullptr || k.quant_scale == nullptr)
     return cudaErrorInvalidValue;
-  return dtype == DType::kFp16
-             ? launch_quantize_dtype<DType::kFp16>(q, k, batch, head_dim, k_sums, k_mean, stream)
-             : launch_quantize_dtype<DType::kBf16>(q, k, batch, head_dim, k_sums, k_mean, stream);
+  return dispatch(dtype, head_dim, [&](auto t, auto d) {
+    return launch_quantize_typed<decltype(t)::value, decltype(d)::value>(q, k, batch, k_sums, k_mean, stream);
+  });
 }
 
 }  // namespace sparge::cuda

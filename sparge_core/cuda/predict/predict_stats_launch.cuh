@@ -6,6 +6,7 @@
 #include <cstdlib>
 
 #include "predict_kernels.cuh"
+#include "predict_launch.h"
 
 namespace sparge::cuda::predict {
 
@@ -67,13 +68,33 @@ cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
+// The prediction's statistics as plain passes (stats_pass_kernel): the K block sums and mean
+// (launch_k_mean), then one CTA per block.
+template <DType kDtype, int kD, bool kQuant>
+cudaError_t launch_stats_passes(const StatsParams& p, cudaStream_t stream) {
+  const cudaError_t e = launch_k_mean(p.k, kDtype, p.batch, kD, p.k_sums, p.k_mean, stream);
+  if (e != cudaSuccess) return e;
+  const int64_t k_items = int64_t{p.batch} * p.k.heads * p.k.num_blocks;
+  const int64_t q_items = int64_t{p.batch} * p.q.heads * p.q.num_blocks;
+  stats_pass_kernel<kDtype, kD, kQuant>
+      <<<static_cast<unsigned>(k_items + q_items), kStatsThreads, 0, stream>>>(p, k_items);
+  return cudaGetLastError();
+}
+
 // The variant of the outputs requested, the same for Q and K: similarities (prediction), INT8 values
-// (quantization), or both. (Neither is not a use of this kernel: cudaErrorInvalidValue.)
+// (quantization), or both. (Neither is not a use of this kernel: cudaErrorInvalidValue.) With similarities,
+// SPARGE_STATS_PASSES=1 (a measurement switch, read at every call) runs the plain passes instead of the
+// persistent kernel (the same bits).
 template <DType kDtype, int kD>
 cudaError_t launch_stats_kernel(const StatsParams& p, cudaStream_t stream) {
   const bool unit = p.q.similarity != nullptr, quant = p.q.quant != nullptr;
   if (unit != (p.k.similarity != nullptr) || quant != (p.k.quant != nullptr) || !(unit || quant))
     return cudaErrorInvalidValue;
+  const char* passes = std::getenv("SPARGE_STATS_PASSES");
+  if (unit && passes != nullptr && passes[0] == '1') {
+    return quant ? launch_stats_passes<kDtype, kD, true>(p, stream)
+                 : launch_stats_passes<kDtype, kD, false>(p, stream);
+  }
   if (unit) {
     return quant ? launch_stats_variant<kDtype, kD, true, true>(p, stream)
                  : launch_stats_variant<kDtype, kD, true, false>(p, stream);
