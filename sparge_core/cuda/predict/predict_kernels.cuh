@@ -363,6 +363,23 @@ struct BlockWorker {
     }
   }
 
+  // INT8 values of a block longer than a chunk, its rows read again from memory (the slow path).
+  static __device__ __forceinline__ void store_int8_reread(int8_t* out, const T* base, int64_t row_stride,
+                                                           int rows, const float (&shift)[kVec],
+                                                           const Int8Quantizer& quant, int warp, int lane) {
+    for (int r = warp; r < rows; r += kStatsWarps) {
+      const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
+      float v[kVec];
+#pragma unroll
+      for (int i = 0; i < kVec / 2; ++i) {
+        const float2 f = unpack2<kDtype>(*reinterpret_cast<const uint32_t*>(src + 2 * i));
+        v[2 * i] = f.x - shift[2 * i];
+        v[2 * i + 1] = f.y - shift[2 * i + 1];
+      }
+      store_int8_row(out + static_cast<int64_t>(r) * kD, v, quant);
+    }
+  }
+
   static __device__ __forceinline__ void store_int8_row(int8_t* dst, const float (&v)[kVec],
                                                         const Int8Quantizer& quant) {
     const uint32_t packed = quant.pack<kVec>(v);
@@ -373,6 +390,29 @@ struct BlockWorker {
     }
   }
 };
+
+// The INT8 scale of a block from the warps' max|x| (max / 127; 1 / 127 for an all-zero block).
+__device__ __forceinline__ float int8_block_scale(const float* s_amax) {
+  float m = 0.f;
+#pragma unroll
+  for (int wi = 0; wi < kStatsWarps; ++wi) m = fmaxf(m, s_amax[wi]);
+  return m > 0.f ? m / kInt8Max : 1.f / kInt8Max;
+}
+
+// ||mean of unit rows||^2 of a block from each thread's part (the legacy order: butterfly within a warp,
+// then the warps in order), written to *dst by thread 0. Contains a CTA barrier.
+__device__ __forceinline__ void block_similarity(float part, float* s_red, int tid, int warp, int lane,
+                                                 float* dst) {
+  part = warp_sum(part);
+  if (lane == 0) s_red[warp] = part;
+  __syncthreads();
+  if (tid == 0) {
+    float sim = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kStatsWarps; ++wi) sim += s_red[wi];
+    *dst = sim;
+  }
+}
 
 // Thread 0 spins until the flag is set (acquire: the K mean written before its release is visible).
 __device__ __forceinline__ void wait_for_flag(int* flag) {
@@ -591,22 +631,11 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
         }
       } else {
         if (kUnit) {
-          sim_part = warp_sum(sim_part);
-          if (lane == 0) s_red[warp] = sim_part;
-          __syncthreads();
-          if (tid == 0) {
-            float sim = 0.f;
-#pragma unroll
-            for (int wi = 0; wi < kStatsWarps; ++wi) sim += s_red[wi];
-            similarity[out_block] = sim;
-          }
+          block_similarity(sim_part, s_red, tid, warp, lane, similarity + out_block);
         }
         if (kQuant) {
           if (tid == 0) {
-            float m = 0.f;
-#pragma unroll
-            for (int wi = 0; wi < kStatsWarps; ++wi) m = fmaxf(m, s_amax[wi]);
-            const float scale = m > 0.f ? m / kInt8Max : 1.f / kInt8Max;
+            const float scale = int8_block_scale(s_amax);
             s_scale = scale;
             quant_scale[out_block] = scale;
           }
@@ -620,17 +649,7 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
               w.template store_int8<true>(out, rows_end, s_lo, shift, quantizer, warp);
             }
           } else {
-            for (int r = warp; r < rows; r += kStatsWarps) {  // a second read of the block: an L2 hit
-              const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
-              float v[kVec];
-#pragma unroll
-              for (int i = 0; i < kVec / 2; ++i) {
-                const float2 f = unpack2<kDtype>(*reinterpret_cast<const uint32_t*>(src + 2 * i));
-                v[2 * i] = f.x - shift[2 * i];
-                v[2 * i + 1] = f.y - shift[2 * i + 1];
-              }
-              W::store_int8_row(out + static_cast<int64_t>(r) * kD, v, quantizer);
-            }
+            W::store_int8_reread(out, base, row_stride, rows, shift, quantizer, warp, lane);  // an L2 hit
           }
         }
       }
@@ -719,21 +738,10 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm)
     const float mean_unit = unit_total / count;
     sim_part += mean_unit * mean_unit;
   }
-  sim_part = warp_sum(sim_part);
-  if (lane == 0) s_red[warp] = sim_part;
-  __syncthreads();
-  if (tid == 0) {
-    float sim = 0.f;
-#pragma unroll
-    for (int wi = 0; wi < kStatsWarps; ++wi) sim += s_red[wi];
-    o.similarity[out_block] = sim;
-  }
+  block_similarity(sim_part, s_red, tid, warp, lane, o.similarity + out_block);
   if constexpr (kQuant) {
     if (tid == 0) {
-      float m = 0.f;
-#pragma unroll
-      for (int wi = 0; wi < kStatsWarps; ++wi) m = fmaxf(m, s_amax[wi]);
-      const float scale = m > 0.f ? m / kInt8Max : 1.f / kInt8Max;
+      const float scale = int8_block_scale(s_amax);
       s_scale = scale;
       o.quant_scale[out_block] = scale;
     }
@@ -747,17 +755,7 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm)
         w.template store_int8<true>(out, rows, 0, shift, quantizer, warp);
       }
     } else {
-      for (int r = warp; r < rows; r += kStatsWarps) {  // a second read of the block
-        const T* src = base + static_cast<int64_t>(r) * row_stride + lane * kVec;
-        float v[kVec];
-#pragma unroll
-        for (int i = 0; i < kVec / 2; ++i) {
-          const float2 f = unpack2<kDtype>(*reinterpret_cast<const uint32_t*>(src + 2 * i));
-          v[2 * i] = f.x - shift[2 * i];
-          v[2 * i + 1] = f.y - shift[2 * i + 1];
-        }
-        W::store_int8_row(out + static_cast<int64_t>(r) * kD, v, quantizer);
-      }
+      W::store_int8_reread(out, base, row_stride, rows, shift, quantizer, warp, lane);
     }
   }
 }
