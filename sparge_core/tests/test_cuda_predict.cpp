@@ -3,14 +3,15 @@
 //     floating-point ties of the reference itself (allowed: at most 0.2% of the rows, and printed), the K
 //     mean, the INT8 values (off by at most one step where x / scale sits on a rounding tie) and scales;
 //   - against the first GPU predictor (cuda::legacy, kept as the oracle): masks, K mean, INT8 values and
-//     scales bit for bit, also with the statistics as plain passes (SPARGE_STATS_PASSES=1), and
-//     quantize_qk_int8 (both of its implementations) equal to the quantized fields of the prediction bit for
-//     bit.
+//     scales bit for bit, both with the statistics as plain passes (the default) and with the persistent
+//     statistics kernel (SPARGE_STATS_PASSES=0), and quantize_qk_int8 (both of its implementations) equal
+//     to the quantized fields of the prediction bit for bit.
 // To add a case, append a PredictCase (reference) or LegacyCase (bit-exactness) to the lists below.
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 
 #include "../cuda/predict/predict_legacy.h"
@@ -137,15 +138,26 @@ struct LegacyCase {
   Layout layout;
 };
 
-// A measurement switch of the predictor set for one scope only (also when a check throws).
+// A measurement switch of the predictor set for one scope only (also when a check throws); the previous
+// value (or its absence) comes back after it, so switches nest.
 struct EnvSwitch {
-  EnvSwitch(const char* name, const char* value) : name_(name) { EXPECT_EQ(setenv(name, value, 1), 0); }
-  ~EnvSwitch() { unsetenv(name_); }
+  EnvSwitch(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name); old != nullptr) old_ = old;
+    EXPECT_EQ(setenv(name, value, 1), 0);
+  }
+  ~EnvSwitch() {
+    if (old_) {
+      setenv(name_, old_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
   EnvSwitch(const EnvSwitch&) = delete;
   EnvSwitch& operator=(const EnvSwitch&) = delete;
 
  private:
   const char* name_;
+  std::optional<std::string> old_;
 };
 
 void expect_bit_identical_to_legacy(const LegacyCase& c) {
@@ -209,10 +221,11 @@ void expect_bit_identical_to_legacy(const LegacyCase& c) {
   EXPECT_TRUE(bitwise_equal(now.k_int8, old.k_int8));
   EXPECT_TRUE(bitwise_equal(now.k_scale, old.k_scale));
 
-  // The prediction's statistics as plain passes (SPARGE_STATS_PASSES=1): the same bits.
+  // The prediction's statistics by the persistent kernel (SPARGE_STATS_PASSES=0; the plain passes are the
+  // default): the same bits.
   {
-    const EnvSwitch set("SPARGE_STATS_PASSES", "1");
-    SCOPED_TRACE("SPARGE_STATS_PASSES=1");
+    const EnvSwitch set("SPARGE_STATS_PASSES", "0");
+    SCOPED_TRACE("SPARGE_STATS_PASSES=0");
     for (const bool quantize : {true, false}) {
       const auto passes = cuda::predict_block_mask(q, k, cfg, quantize);
       EXPECT_TRUE(bitwise_equal(passes.mask.dense, old.mask.dense));
@@ -255,6 +268,7 @@ TEST(CudaPredictLegacyLookahead, BitIdenticalWithLookaheadOne) {
   if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device on this machine: GPU prediction tests run on the GPU machine";
   const EnvSwitch forced("SPARGE_STATS_LOOKAHEAD", "1");
+  const EnvSwitch persistent("SPARGE_STATS_PASSES", "0");  // the lookahead is the persistent kernel's
   expect_bit_identical_to_legacy(LegacyCase{2, 8192, 8192, 8, 8, 128, 128, 64, false, false, false, false,
                                             false, at::kBFloat16, Layout::kHND});
   expect_bit_identical_to_legacy(LegacyCase{1, 5000, 5000, 4, 2, 64, 128, 100, true, false, false, false,

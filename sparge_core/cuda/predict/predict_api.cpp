@@ -1,7 +1,7 @@
 // The API of stage-1 prediction on the GPU: checks the inputs (messages name the argument), fills the params,
-// carves one workspace and launches the kernels on the current stream: the persistent statistics kernel,
-// the score GEMM, the selection. The only torch-facing file of the predictor (predict_legacy.cpp is the
-// test oracle).
+// carves one workspace and launches the kernels on the current stream: the statistics (launch_stats), the
+// score GEMM, the selection; quantize_qk_int8: its three passes (predict_quant.cu). The only torch-facing
+// file of the predictor (predict_legacy.cpp is the test oracle).
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>

@@ -1,5 +1,8 @@
-// Stage-1 prediction: the persistent block-statistics kernel (device code; its launcher is in
-// predict_stats_launch.cuh). The selection and the score GEMM are in predict_select.cu.
+// Stage-1 prediction: the block-statistics kernels (device code; the launchers are in
+// predict_stats_launch.cuh): the persistent stats_kernel described here (SPARGE_STATS_PASSES=0, and
+// quantize_qk_int8's SPARGE_QK_INT8_PASSES=0) and, at the end, stats_pass_kernel (the prediction's default:
+// one CTA per block after the K sums and mean of predict_quant.cu, the same per-block arithmetic and bits).
+// The selection and the score GEMM are in predict_select.cu.
 //
 // One launch computes, for every (batch, kv head) group g of K and every query head of Q:
 //   K block sums -> the float64 K mean of g -> the smoothed-K block statistics (pooled means, similarity

@@ -2,12 +2,13 @@
 // quantized attention path) from fp16/bf16 CUDA tensors, with the semantics of sparge::predict_block_mask.
 //
 //   q: (B, Hq, Nq, D), k: (B, Hkv, Nk, D) in config.layout; D in {64, 128}; any block sizes; NKB <= 8192.
-// Kernels: one persistent statistics kernel (K block sums -> float64 K mean -> smoothed-K block statistics,
-// and the Q block statistics; INT8 values written in the same pass; K read once from DRAM, its second read
-// an L2 hit) -> the compressed-score GEMM -> the selection (a warp per mask row up to 512 key blocks, else a
-// CTA). Everything stays on the device; the masks equal the reference's except where the reference itself
-// sits on a floating-point tie (a similarity within rounding of theta, a cumulative sum within rounding of
-// tau, or two equal compressed probabilities), and equal the first GPU predictor's bit for bit.
+// Kernels: the block statistics as plain passes (K block sums -> float64 K mean -> one CTA per block of
+// smoothed K and of Q: pooled means, similarities, INT8 values in the same pass; SPARGE_STATS_PASSES=0 runs
+// the older persistent kernel instead, same bits) -> the compressed-score GEMM -> the selection (a warp per
+// mask row up to 512 key blocks, else a CTA). Everything stays on the device; the masks equal the reference's
+// except where the reference itself sits on a floating-point tie (a similarity within rounding of theta, a
+// cumulative sum within rounding of tau, or two equal compressed probabilities), and equal the first GPU
+// predictor's bit for bit.
 #pragma once
 
 #include <ATen/core/Tensor.h>
