@@ -314,5 +314,46 @@ TEST(CudaPredict, RejectsCpuTensorsAndOtherHeadDims) {
   EXPECT_THROW(cuda::quantize_qk_int8(q80, q80, Layout::kHND, 128, 64), Error);
 }
 
+// Contiguous inputs whose storage offset leaves them 8 bytes off a 16-byte boundary (the kernels' vector
+// loads need 16): the API copies them, and the results equal those of aligned copies bit for bit.
+TEST(CudaPredict, MisalignedContiguousInputs) {
+  if (!at::hasCUDA())
+    GTEST_SKIP() << "no CUDA device on this machine: GPU prediction tests run on the GPU machine";
+  const uint64_t seed = test::fresh_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  const auto in = random_qkv(2, 4, 2, 1000, 1000, 128, seed, at::TensorOptions(at::kBFloat16));
+  const auto shifted = [](const at::Tensor& x) {  // the same values at an 8-byte offset
+    const auto buf = at::empty({x.numel() + 4}, x.options().device(at::kCUDA));
+    auto y = buf.narrow(0, 4, x.numel()).view(x.sizes());
+    y.copy_(x);
+    return y;
+  };
+  const auto q = shifted(in.q), k = shifted(in.k);
+  ASSERT_TRUE(q.is_contiguous());
+  ASSERT_NE(reinterpret_cast<uintptr_t>(q.data_ptr()) % 16, 0u);
+  const auto qa = in.q.cuda(), ka = in.k.cuda();
+  SpargeConfig cfg;
+  const auto got = cuda::predict_block_mask(q, k, cfg, /*quantize=*/true);
+  const auto want = cuda::predict_block_mask(qa, ka, cfg, /*quantize=*/true);
+  EXPECT_TRUE(bitwise_equal(got.mask.dense, want.mask.dense));
+  EXPECT_TRUE(bitwise_equal(got.mask.indices, want.mask.indices));
+  EXPECT_TRUE(bitwise_equal(got.k_mean, want.k_mean));
+  EXPECT_TRUE(bitwise_equal(got.q_int8, want.q_int8));
+  EXPECT_TRUE(bitwise_equal(got.k_int8, want.k_int8));
+  const auto qk = cuda::quantize_qk_int8(q, k, Layout::kHND, cfg.block_q, cfg.block_k);
+  EXPECT_TRUE(bitwise_equal(qk.q_int8, want.q_int8));
+  EXPECT_TRUE(bitwise_equal(qk.k_int8, want.k_int8));
+  EXPECT_TRUE(bitwise_equal(qk.k_scale, want.k_scale));
+}
+
+// More batch entries than a grid's y dimension holds: a clear error, not a failed launch.
+TEST(CudaPredict, RejectsBatchesBeyondTheGrid) {
+  if (!at::hasCUDA())
+    GTEST_SKIP() << "no CUDA device on this machine: GPU prediction tests run on the GPU machine";
+  const auto q = at::zeros({65536, 1, 1, 64}, at::TensorOptions(at::kHalf).device(at::kCUDA));
+  EXPECT_THROW(cuda::quantize_qk_int8(q, q, Layout::kHND, 128, 64), Error);
+  EXPECT_THROW(cuda::predict_block_mask(q, q, SpargeConfig{}), Error);
+}
+
 }  // namespace
 }  // namespace sparge

@@ -28,12 +28,13 @@ void check_cuda(cudaError_t e, const char* what) {
   SPARGE_CHECK(e == cudaSuccess, what, " failed: ", cudaGetErrorString(e));
 }
 
-// The tensor in HND order with a contiguous, 16-byte aligned row (the kernels load pairs of elements per
-// lane).
+// The tensor in HND order with contiguous rows at 16-byte aligned addresses (the kernels load and copy 8-16
+// bytes per lane): else a fresh contiguous copy (a clone, since contiguous() would hand back a contiguous
+// tensor whose storage offset misaligns it).
 at::Tensor operand(const at::Tensor& hnd) {
   const bool ok = hnd.stride(3) == 1 && reinterpret_cast<uintptr_t>(hnd.data_ptr()) % 16 == 0 &&
                   hnd.stride(2) % 8 == 0 && hnd.stride(1) % 8 == 0 && hnd.stride(0) % 8 == 0;
-  return ok ? hnd : hnd.contiguous();
+  return ok ? hnd : hnd.clone(at::MemoryFormat::Contiguous);
 }
 
 // One byte tensor carved into typed parts: reserve every part, allocate once (the host cost of allocations
@@ -253,6 +254,8 @@ QuantizedQK quantize_qk_int8(const at::Tensor& q, const at::Tensor& k, Layout la
   config.block_k = block_k;
   const auto pr = check_gpu_inputs(__func__, q, k, config);
   const int64_t nqb = (pr.seq_q + block_q - 1) / block_q, nkb = (pr.seq_k + block_k - 1) / block_k;
+  SPARGE_CHECK(pr.batch <= kMaxGridYZ, "argument `q`: at most ", kMaxGridYZ, " batch entries, got ", pr.batch,
+               " (the K mean kernel's grid)");
 
   const c10::cuda::CUDAGuard guard(q.device());
   const auto stream = at::cuda::getCurrentCUDAStream().stream();

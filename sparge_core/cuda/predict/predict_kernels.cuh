@@ -170,7 +170,8 @@ __device__ __forceinline__ float inverse_row_norm(const float (&sq)[kRowsPerStep
 }
 
 // One block of rows of one CTA item: raw 16-bit values of up to kChunkRows rows in registers (filled from the
-// shared-memory stage), the per-lane column sums, unit-row sums and max|x| of this warp's rows.
+// shared-memory stage, or by load() straight from global memory), the per-lane column sums, unit-row sums and
+// max|x| of this warp's rows.
 template <DType kDtype, int kD>
 struct BlockWorker {
   static constexpr int kVec = kD / 32;     // elements per lane and row
@@ -662,7 +663,7 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm) stats_kernel(c
   }
 }
 
-// The statistics as plain passes (the launcher's SPARGE_STATS_PASSES=1, a measurement variant): after
+// The statistics as plain passes (the prediction's default; SPARGE_STATS_PASSES=0 runs stats_kernel): after
 // launch_k_mean (the K block sums in the legacy order and the float64 mean kernel), one CTA per block of
 // smoothed K and of Q (K's blocks first and last block first: the heads whose sums were taken last are still
 // in L2), its rows loaded straight into the BlockWorker's registers, then stats_kernel's arithmetic and

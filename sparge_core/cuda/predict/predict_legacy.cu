@@ -1,8 +1,8 @@
 // The first GPU predictor's statistics and score kernels, unchanged (one CTA per block and pass, a separate
 // float64 mean kernel, a 64 x 64 score GEMM with 16-deep k steps). The API uses only the mean kernel (pass 2
-// of quantize_qk_int8, predict_quant.cu); predict_legacy.cpp composes them with the one-CTA-per-row selection
-// into legacy::predict_block_mask, the bit-exactness oracle of the GPU test (the persistent kernel of
-// predict_kernels.cuh must reproduce these sums exactly).
+// of quantize_qk_int8 and of the prediction's statistics, predict_quant.cu); predict_legacy.cpp composes them
+// with the one-CTA-per-row selection into legacy::predict_block_mask, the bit-exactness oracle of the GPU
+// test (the persistent kernel of predict_kernels.cuh must reproduce these sums exactly).
 #include "predict_common.cuh"
 #include "predict_launch.h"
 

@@ -1,6 +1,7 @@
 // INT8 Q and smoothed K without the prediction's statistics (quantize_qk_int8: the quantized attention with a
 // given mask): three plain passes instead of the persistent statistics kernel, which does per block the
-// prediction's bookkeeping (work queue, staged rows, tickets) and ran at ~1.5 TB/s in this role.
+// prediction's bookkeeping (work queue, staged rows, tickets) and ran at ~1.5 TB/s in this role. Passes 1 and
+// 2 (launch_k_mean) are also the first two passes of the prediction's statistics (stats_pass_kernel).
 //   1. k_block_sums_kernel: the K block sums, one CTA per block, in the legacy kernel's order (4 warps, warp
 //   w
 //      adds rows 4 w + 16 s + u, s = 0, 1, ..., u < 4, into per-lane column sums; the warps combine in
