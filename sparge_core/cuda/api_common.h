@@ -1,5 +1,6 @@
-// Helpers shared by the torch-facing APIs of the CUDA kernels (attention_api.cpp, vertical_slash_api.cpp):
-// message assembly, operand preparation and stride extraction. Internal; included only by those files.
+// Helpers shared by the torch-facing APIs of the CUDA kernels (attention_api.cpp, vertical_slash_api.cpp,
+// predict/predict_api.cpp): message assembly, operand preparation and stride extraction. Internal; included
+// only by those files.
 #pragma once
 
 #include <ATen/ATen.h>

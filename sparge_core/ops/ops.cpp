@@ -6,7 +6,7 @@
 //       return_lse=False, quant="none", check_mask=True)
 //       -> (out, lse)                         user mask (counts (B, Hq, NQB) int32, indices (B, Hq, NQB, NKB)
 //       int32); quant="int8" / "int8_fp8" on CUDA quantizes q, k (and v for FP8) on the GPU inside the call
-//       (cuda::quantize_qk_int8: one read of each; FP8 V on a side stream meanwhile); check_mask: validate
+//       (cuda::quantize_qk_int8; FP8 V on a side stream meanwhile); check_mask: validate
 //       the lists on the GPU first (counts in [0, NKB], listed indices in range and strictly ascending; one
 //       small kernel and a synchronization per call: KernelOptions::check_mask); False trusts them
 //       (out-of-range lists are then undefined behaviour), e.g. a mask validated once and reused. CPU
@@ -83,10 +83,10 @@ void set_selection(SpargeConfig& c, std::optional<double> topk, bool attention_s
   c.attention_sink = attention_sink;
 }
 
-// QuantMode::kInt8Fp8 with FP8 P V: V's two quantization passes (bandwidth-bound) on a side stream while
-// `main_work` (the INT8 pass or the prediction: latency-bound, ~1.5 TB/s) runs on the current stream; the
-// current stream then waits for them, and opt gets the FP8 V. Otherwise (or with SPARGE_V_SIDE_STREAM=0, a
-// measurement switch) just main_work, and block_sparse_attention quantizes V itself after it.
+// QuantMode::kInt8Fp8 with FP8 P V: V's two quantization passes on a side stream while `main_work` (the INT8
+// pass or the prediction) runs on the current stream; the current stream then waits for them, and opt gets
+// the FP8 V. Otherwise (or with SPARGE_V_SIDE_STREAM=0, a measurement switch) just main_work, and
+// block_sparse_attention quantizes V itself after it.
 template <typename F>
 void beside_fp8_v(const at::Tensor& v, const SpargeConfig& c, cuda::KernelOptions& opt, F&& main_work) {
   const char* env = std::getenv("SPARGE_V_SIDE_STREAM");
@@ -232,9 +232,8 @@ TORCH_LIBRARY(sparge, m) {
       "block_sparse_attention(Tensor q, Tensor k, Tensor v, Tensor mask_counts, Tensor mask_indices, int "
       "block_q, "
       "int block_k, bool is_causal=False, float? scale=None, str layout=\"HND\", float? pvthreshd=None, "
-      "int stage2_group_rows=32, bool return_lse=False, str quant=\"none\", bool check_mask=True) -> "
-      "(Tensor, "
-      "Tensor)");
+      "int stage2_group_rows=32, bool return_lse=False, str quant=\"none\", bool check_mask=True) "
+      "-> (Tensor, Tensor)");
   m.def(
       "spas_attention(Tensor q, Tensor k, Tensor v, bool is_causal=False, float? scale=None, str "
       "layout=\"HND\", "

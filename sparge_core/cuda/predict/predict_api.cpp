@@ -11,6 +11,7 @@
 #include <cstdlib>
 
 #include "../../src/internal.h"
+#include "../api_common.h"
 #include "predict_launch.h"
 #include "sparge/cuda_predict.h"
 #include "sparge/error.h"
@@ -18,23 +19,13 @@
 namespace sparge::cuda {
 namespace {
 
-constexpr int64_t kMaxKeyBlocks = 8192;  // the CTA selection sorts a row in shared memory: 8 bytes per block
-constexpr int64_t kMaxGridYZ = 65535;
-constexpr int64_t kWorkspaceAlign = 256;
-constexpr int64_t kMaxIndex = INT_MAX / 4;  // sequence lengths and block sizes (int32 row indices)  // bytes:
-                                            // every workspace part 16-byte aligned (float4 GEMM loads)
+constexpr int64_t kMaxKeyBlocks = 8192;   // the CTA selection sorts a row in shared memory: 8 bytes per block
+constexpr int64_t kWorkspaceAlign = 256;  // bytes: every workspace part 16-byte aligned (float4 GEMM loads)
+constexpr int64_t kMaxIndex = INT_MAX / 4;  // sequence lengths and block sizes (int32 row indices)
+using api::kMaxGridYZ;
 
 void check_cuda(cudaError_t e, const char* what) {
   SPARGE_CHECK(e == cudaSuccess, what, " failed: ", cudaGetErrorString(e));
-}
-
-// The tensor in HND order with contiguous rows at 16-byte aligned addresses (the kernels load and copy 8-16
-// bytes per lane): else a fresh contiguous copy (a clone, since contiguous() would hand back a contiguous
-// tensor whose storage offset misaligns it).
-at::Tensor operand(const at::Tensor& hnd) {
-  const bool ok = hnd.stride(3) == 1 && reinterpret_cast<uintptr_t>(hnd.data_ptr()) % 16 == 0 &&
-                  hnd.stride(2) % 8 == 0 && hnd.stride(1) % 8 == 0 && hnd.stride(0) % 8 == 0;
-  return ok ? hnd : hnd.clone(at::MemoryFormat::Contiguous);
 }
 
 // One byte tensor carved into typed parts: reserve every part, allocate once (the host cost of allocations
@@ -114,17 +105,14 @@ StatsWorkspace reserve_stats(Workspace& ws, const detail::Problem& pr, int64_t n
   return s;
 }
 
-// Zeroes the counters and launches the statistics kernel (p's operands filled by the caller).
+// Launches the statistics (p's operands filled by the caller).
 void run_stats(StatsParams& p, const Workspace& ws, const StatsWorkspace& s, const detail::Problem& pr,
                at::ScalarType dtype, cudaStream_t stream) {
-  const int64_t groups = pr.batch * pr.heads_kv;
   p.batch = static_cast<int>(pr.batch);
   p.k_sums = ws.ptr<float>(s.sums);
   p.k_parts = ws.ptr<double>(s.parts);
   p.k_mean = ws.ptr<float>(s.mean);
   p.counters = ws.ptr<int>(s.counters);
-  check_cuda(cudaMemsetAsync(p.counters, 0, stats_counter_count(groups) * sizeof(int), stream),
-             "statistics counters reset");
   const int d = static_cast<int>(pr.head_dim);
   check_cuda(dtype == at::kHalf ? launch_stats<DType::kFp16>(p, d, stream)
                                 : launch_stats<DType::kBf16>(p, d, stream),
@@ -147,8 +135,8 @@ Prediction predict_block_mask(const at::Tensor& q, const at::Tensor& k, const Sp
 
   const c10::cuda::CUDAGuard guard(q.device());
   const auto stream = at::cuda::getCurrentCUDAStream().stream();
-  const auto qh = operand(detail::to_hnd(q, config.layout));
-  const auto kh = operand(detail::to_hnd(k, config.layout));
+  const auto qh = api::kernel_operand(detail::to_hnd(q, config.layout));
+  const auto kh = api::kernel_operand(detail::to_hnd(k, config.layout));
   const int64_t B = pr.batch, hq = pr.heads_q, hkv = pr.heads_kv, g = pr.group(), d = pr.head_dim;
 
   Workspace ws;
@@ -259,8 +247,8 @@ QuantizedQK quantize_qk_int8(const at::Tensor& q, const at::Tensor& k, Layout la
 
   const c10::cuda::CUDAGuard guard(q.device());
   const auto stream = at::cuda::getCurrentCUDAStream().stream();
-  const auto qh = operand(detail::to_hnd(q, layout));
-  const auto kh = operand(detail::to_hnd(k, layout));
+  const auto qh = api::kernel_operand(detail::to_hnd(q, layout));
+  const auto kh = api::kernel_operand(detail::to_hnd(k, layout));
   const int64_t B = pr.batch, hq = pr.heads_q, hkv = pr.heads_kv, d = pr.head_dim;
 
   Workspace ws;

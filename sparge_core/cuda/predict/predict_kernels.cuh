@@ -728,7 +728,8 @@ __global__ void __launch_bounds__(kStatsThreads, kStatsCtasPerSm)
     if (lane == 0) s_amax[warp] = m;
   }
   __syncthreads();
-  // Column totals in a fixed warp order (the legacy epilogue), then the block's outputs.
+  // Column totals in a fixed warp order (the legacy epilogue), then the block's outputs. (Written out as in
+  // stats_kernel: a helper shared by both made ptxas spill more in stats_kernel's prediction variants.)
   const float count = static_cast<float>(rows);
   float sim_part = 0.f;
   for (int c = tid; c < kD; c += kStatsThreads) {

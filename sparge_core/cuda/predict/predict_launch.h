@@ -11,8 +11,8 @@ namespace sparge::cuda {
 
 // K block sums, K mean and the Q / smoothed-K statistics: the plain passes (launch_k_mean, stats_pass_kernel)
 // for the prediction, else (SPARGE_STATS_PASSES=0, or INT8 values only) the persistent kernel in one launch.
-// head_dim is 64 or 128; p.counters (the persistent kernel's) must be zero (stats_counter_count(B * Hkv)
-// int32).
+// head_dim is 64 or 128; p.counters: stats_counter_count(B * Hkv) int32 (zeroed by the persistent kernel's
+// launcher, unused by the passes).
 template <DType kDtype>
 cudaError_t launch_stats(const StatsParams& p, int head_dim, cudaStream_t stream);
 template <>

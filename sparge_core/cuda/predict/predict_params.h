@@ -23,9 +23,9 @@ constexpr int mean_parts(int head_dim) {
 }
 constexpr int kMaxMeanParts = kMeanSplit / 64;
 
-// int32 counters of the statistics kernel, zeroed before each launch: [0] the work-queue head, then per
-// (batch, kv head) group kGroupCounters: the kMaxMeanParts part tickets, the group ticket, the mean-ready
-// flag.
+// int32 counters of the statistics kernel, zeroed by its launcher before each launch: [0] the work-queue
+// head, then per (batch, kv head) group kGroupCounters: the kMaxMeanParts part tickets, the group ticket, the
+// mean-ready flag.
 constexpr int kGroupCounters = kMaxMeanParts + 2;
 constexpr int64_t stats_counter_count(int64_t groups) {
   return 1 + groups * kGroupCounters;
@@ -50,7 +50,7 @@ struct StatsParams {
   float* k_sums = nullptr;    // (B, Hkv, NKB, D) workspace: K block sums
   double* k_parts = nullptr;  // (B, Hkv, mean_parts(D), D) workspace: float64 part sums of the K mean
   float* k_mean = nullptr;    // (B, Hkv, D) output: the smoothing vector
-  int* counters = nullptr;    // stats_counter_count(B * Hkv) int32, zero at launch
+  int* counters = nullptr;    // stats_counter_count(B * Hkv) int32 (the launcher zeroes them)
   // Set by the launcher: K-sum groups issued ahead of the K statistics, the number of work items, and the
   // divisors of the item decoding (K items per group, kv heads, Q blocks, query heads).
   // k_item_blocks: K blocks per K item (2 where two fit one chunk of the stage and keep the legacy row ->

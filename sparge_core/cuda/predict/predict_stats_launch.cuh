@@ -64,6 +64,9 @@ cudaError_t launch_stats_variant(StatsParams p, cudaStream_t stream) {
     ahead = std::atoi(env);
   p.lookahead = static_cast<int>(ahead < 1 ? 1 : ahead > groups ? groups : ahead);
   if (grid > p.num_items) grid = p.num_items;
+  const cudaError_t zeroed =
+      cudaMemsetAsync(p.counters, 0, stats_counter_count(int64_t{p.batch} * p.k.heads) * sizeof(int), stream);
+  if (zeroed != cudaSuccess) return zeroed;
   stats_kernel<kDtype, kD, kUnit, kQuant><<<grid, kStatsThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
