@@ -11,7 +11,6 @@
 
 #include <cstdio>
 #include <cstdlib>
-#include <optional>
 #include <string>
 
 #include "../cuda/predict/predict_legacy.h"
@@ -138,28 +137,6 @@ struct LegacyCase {
   Layout layout;
 };
 
-// A measurement switch of the predictor set for one scope only (also when a check throws); the previous
-// value (or its absence) comes back after it, so switches nest.
-struct EnvSwitch {
-  EnvSwitch(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name); old != nullptr) old_ = old;
-    EXPECT_EQ(setenv(name, value, 1), 0);
-  }
-  ~EnvSwitch() {
-    if (old_) {
-      setenv(name_, old_->c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-  EnvSwitch(const EnvSwitch&) = delete;
-  EnvSwitch& operator=(const EnvSwitch&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
-
 void expect_bit_identical_to_legacy(const LegacyCase& c) {
   const uint64_t seed = test::fresh_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -224,7 +201,7 @@ void expect_bit_identical_to_legacy(const LegacyCase& c) {
   // The prediction's statistics by the persistent kernel (SPARGE_STATS_PASSES=0; the plain passes are the
   // default): the same bits.
   {
-    const EnvSwitch set("SPARGE_STATS_PASSES", "0");
+    const test::ScopedEnv set("SPARGE_STATS_PASSES", "0");
     SCOPED_TRACE("SPARGE_STATS_PASSES=0");
     for (const bool quantize : {true, false}) {
       const auto passes = cuda::predict_block_mask(q, k, cfg, quantize);
@@ -243,7 +220,7 @@ void expect_bit_identical_to_legacy(const LegacyCase& c) {
   // quantize_qk_int8's three passes (its default) and the statistics kernel's INT8-only variant
   // (SPARGE_QK_INT8_PASSES=0).
   for (const char* passes : {"1", "0"}) {
-    const EnvSwitch set("SPARGE_QK_INT8_PASSES", passes);
+    const test::ScopedEnv set("SPARGE_QK_INT8_PASSES", passes);
     SCOPED_TRACE(std::string("SPARGE_QK_INT8_PASSES=") + passes);
     const auto qk = cuda::quantize_qk_int8(q, k, c.layout, c.block_q, c.block_k);
     EXPECT_TRUE(bitwise_equal(qk.q_int8, now.q_int8));
@@ -267,8 +244,8 @@ TEST_P(CudaPredictLegacy, BitIdenticalToTheFirstPredictor) {
 TEST(CudaPredictLegacyLookahead, BitIdenticalWithLookaheadOne) {
   if (!at::hasCUDA())
     GTEST_SKIP() << "no CUDA device on this machine: GPU prediction tests run on the GPU machine";
-  const EnvSwitch forced("SPARGE_STATS_LOOKAHEAD", "1");
-  const EnvSwitch persistent("SPARGE_STATS_PASSES", "0");  // the lookahead is the persistent kernel's
+  const test::ScopedEnv forced("SPARGE_STATS_LOOKAHEAD", "1");
+  const test::ScopedEnv persistent("SPARGE_STATS_PASSES", "0");  // the lookahead is the persistent kernel's
   expect_bit_identical_to_legacy(LegacyCase{2, 8192, 8192, 8, 8, 128, 128, 64, false, false, false, false,
                                             false, at::kBFloat16, Layout::kHND});
   expect_bit_identical_to_legacy(LegacyCase{1, 5000, 5000, 4, 2, 64, 128, 100, true, false, false, false,

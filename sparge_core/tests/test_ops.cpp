@@ -12,7 +12,6 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -75,28 +74,6 @@ bool same_outputs(const std::vector<c10::IValue>& a, const std::vector<c10::IVal
          at::equal(a[1].toTensor(), b[1].toTensor());
 }
 
-// Sets an environment variable for one scope.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (old_) {
-      setenv(name_, old_->c_str(), 1);
-    } else {
-      unsetenv(name_);
-    }
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
-
 TEST(Ops, CpuBlockSparseAttentionMatchesMaskedAttention) {
   load_ops();
   const uint64_t seed = test::fresh_seed();
@@ -154,7 +131,7 @@ TEST(Ops, Fp8VSideStreamChangesNoBit) {
   const auto m = random_lists(2, 4, 2048, 2048, 0.3, seed, device);
   const auto side_attention = attention(in.q, in.k, in.v, m, "int8_fp8", false);
   const auto side_spas = spas(in.q, in.k, in.v, "int8_fp8");
-  const ScopedEnv inline_v("SPARGE_V_SIDE_STREAM", "0");
+  const test::ScopedEnv inline_v("SPARGE_V_SIDE_STREAM", "0");
   EXPECT_TRUE(same_outputs(side_attention, attention(in.q, in.k, in.v, m, "int8_fp8", false)));
   EXPECT_TRUE(same_outputs(side_spas, spas(in.q, in.k, in.v, "int8_fp8")));
 }

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -53,6 +54,29 @@ inline double exact_tolerance(at::ScalarType dtype) {
       return 0.0;
   }
 }
+
+// Sets an environment variable (e.g. a measurement switch read at every call) for one scope; the previous
+// value, or its absence, comes back at the scope's end, also when a check throws, so scopes nest.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    EXPECT_EQ(setenv(name, value, 1), 0) << name;
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      setenv(name_, old_->c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
 
 inline std::string dtype_name(at::ScalarType t) {
   return std::string(c10::toString(t));
